@@ -1,0 +1,127 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Train/test splits and temporal windows that respect time order.
+
+Why contiguous blocks and never an interleaved split: consecutive video frames are nearly
+identical (a 30 Hz camera moves millimetres between them), so holding out every k-th frame
+puts a near-copy of each test image into the training set and the test error measures
+memorisation, not relocalisation. Holding out whole blocks of ``block`` frames (about a
+second or more of motion) makes most test views genuinely unseen; only the frames at the
+block edges still have close training neighbours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame
+
+SPLIT_NAMES = ('train', 'test', 'all')
+
+
+def _by_sequence(frames: Sequence[Frame]) -> dict[str, list[Frame]]:
+    """Group by sequence (first-appearance order), sorted by index; reject duplicates."""
+    groups: dict[str, list[Frame]] = {}
+    for f in frames:
+        groups.setdefault(f.sequence, []).append(f)
+    for seq, fs in groups.items():
+        fs.sort(key=lambda f: f.index)
+        for a, b in zip(fs, fs[1:]):
+            if a.index == b.index:
+                raise ValueError(f'frames {a.name} and {b.name} of sequence {seq!r} share '
+                                 f'index {a.index}; expected one frame per time step')
+    return groups
+
+
+def block_split(frames: Sequence[Frame], block: int = 25, every: int = 4,
+                offset: int | None = None) -> tuple[list[Frame], list[Frame]]:
+    """Split into (train, test) by holding out whole blocks of consecutive frames.
+
+    Per sequence, frame ``f`` is in block ``f.index // block``; block ``b`` is held out when
+    ``b % every == offset`` (default ``every - 1``: the 4th, 8th, ... block). Blocks use the
+    frame's index, not its position in ``frames``, so a frame's side does not change when
+    other frames are missing. Both lists are in time order, sequence by sequence (order of
+    first appearance). See the module docstring for why the split is never interleaved.
+    """
+    if block < 1:
+        raise ValueError(f'block must be >= 1, got {block}')
+    if every < 2:
+        raise ValueError(f'every must be >= 2 (every=1 would hold out everything), got {every}')
+    if offset is None:
+        offset = every - 1
+    if not 0 <= offset < every:
+        raise ValueError(f'offset must be in [0, {every}), got {offset}')
+    train: list[Frame] = []
+    test: list[Frame] = []
+    for fs in _by_sequence(frames).values():
+        for f in fs:
+            (test if (f.index // block) % every == offset else train).append(f)
+    return train, test
+
+
+def temporal_windows(frames: Sequence[Frame], window: int, stride: int = 1) -> list[list[int]]:
+    """Positions in ``frames`` of every run of ``window`` time-consecutive frames.
+
+    ``frames`` is taken in its given (dataset) order. A window only contains frames that
+    are neighbours in the list, belong to the same sequence and have indices increasing by
+    exactly 1, so it never crosses a sequence boundary or a gap (a held-out block, a dropped
+    frame). Window starts advance by ``stride`` inside each gap-free run; runs shorter than
+    ``window`` give no window.
+    """
+    if window < 1:
+        raise ValueError(f'window must be >= 1, got {window}')
+    if stride < 1:
+        raise ValueError(f'stride must be >= 1, got {stride}')
+    out: list[list[int]] = []
+    start = 0
+    n = len(frames)
+    for i in range(1, n + 1):
+        run_ends = (i == n or frames[i].sequence != frames[i - 1].sequence
+                    or frames[i].index != frames[i - 1].index + 1)
+        if run_ends:
+            for s in range(start, i - window + 1, stride):
+                out.append(list(range(s, s + window)))
+            start = i
+    return out
+
+
+def split_dataset(dataset: Dataset, split: str, block: int = 25, every: int = 4) -> Dataset:
+    """Return the ``'train'``, ``'test'`` or ``'all'`` part of ``dataset`` as a new Dataset.
+
+    7scenes and cambridge use their official split files (what published results use);
+    the other formats have none, so they get :func:`block_split` with ``block``/``every``.
+    Raises DatasetError when the requested part is empty or when frames of an official-split
+    dataset are listed in no split file (they would silently vanish from both halves).
+    """
+    if split not in SPLIT_NAMES:
+        raise ValueError(f'split must be one of {", ".join(SPLIT_NAMES)}, got {split!r}')
+    if split == 'all':
+        return dataclasses.replace(dataset, frames=list(dataset.frames))
+    if dataset.format in ('7scenes', 'cambridge'):
+        unlisted = sorted({f.sequence for f in dataset.frames
+                           if f.name not in dataset.official_split})
+        if unlisted:
+            raise DatasetError(f'sequence(s) {", ".join(unlisted)} are in no official split '
+                               'file; expected every sequence in the train or test list',
+                               dataset.root)
+        frames = [f for f in dataset.frames if dataset.official_split[f.name] == split]
+    else:
+        train, test = block_split(dataset.frames, block=block, every=every)
+        frames = train if split == 'train' else test
+    if not frames:
+        raise DatasetError(f'the {split} split is empty (was the dataset read with a split '
+                           'already, or is it shorter than every * block frames?)',
+                           dataset.root)
+    return dataclasses.replace(dataset, frames=frames)

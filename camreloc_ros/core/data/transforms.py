@@ -1,0 +1,117 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Image preprocessing as the thesis: shorter side resized to the input size, centre crop.
+
+The crop box is computed in source pixels first and only that region is resized, so a frame is
+read once, resized once and normalised once (no PIL round trip). Training and inference share
+this code, which is what makes the live node's pose equal the offline one.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """Centre square of the source image that "resize shorter side, centre crop" keeps."""
+    side = min(height, width)
+    y0 = (height - side) // 2
+    x0 = (width - side) // 2
+    return y0, x0, side, side
+
+
+class Preprocessor:
+    """RGB ``uint8 (H, W, 3)`` (or mono ``(H, W)``) -> normalised ``float32 (3, S, S)``."""
+
+    def __init__(self, size: int, mean: tuple, std: tuple):
+        self.size = int(size)
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+        # x_norm = x_uint8 * scale + offset, fused per channel
+        self.scale = (1.0 / (255.0 * self.std)).astype(np.float32)
+        self.offset = (-self.mean / self.std).astype(np.float32)
+
+    def conf(self) -> dict:
+        """What identifies this preprocessing (cache keys, checkpoints)."""
+        return {'size': self.size, 'mean': self.mean.tolist(), 'std': self.std.tolist(),
+                'resize': 'shorter-side+centre-crop', 'interpolation': 'area'}
+
+    def resized(self, image: np.ndarray, box: tuple | None = None) -> np.ndarray:
+        """Crop then resize to ``(S, S, 3)`` uint8; ``box`` = (y0, x0, h, w) in source pixels."""
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f'expected an RGB image (H, W, 3) or mono (H, W), '
+                             f'got shape {image.shape}')
+        y0, x0, h, w = box or crop_box(image.shape[0], image.shape[1], self.size)
+        roi = image[y0:y0 + h, x0:x0 + w]
+        interp = cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR
+        return cv2.resize(roi, (self.size, self.size), interpolation=interp)
+
+    def normalize(self, resized_hw3: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``(S, S, 3)`` uint8 -> ``(3, S, S)`` float32, optionally into a preallocated ``out``."""
+        if out is None:
+            out = np.empty((3, self.size, self.size), np.float32)
+        for c in range(3):
+            np.multiply(resized_hw3[:, :, c], self.scale[c], out=out[c], casting='unsafe')
+            out[c] += self.offset[c]
+        return out
+
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One pass: crop box, resize, normalise into CHW float32."""
+        return self.normalize(self.resized(image), out)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to RGB uint8, with an error that names the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'image {path} is missing or not a readable image')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class Augmenter:
+    """Training-time colour jitter and small random crops (off by default, as the thesis)."""
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0,
+                 crop_scale: float = 0.0, seed: int = 0):
+        self.brightness = float(brightness)
+        self.contrast = float(contrast)
+        self.crop_scale = float(crop_scale)
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is on (then the frozen-feature cache cannot be used)."""
+        return self.brightness > 0 or self.contrast > 0 or self.crop_scale > 0
+
+    def box(self, height: int, width: int, size: int) -> tuple[int, int, int, int]:
+        """A centre box shrunk by up to ``crop_scale`` and shifted at random."""
+        y0, x0, h, w = crop_box(height, width, size)
+        if self.crop_scale <= 0:
+            return y0, x0, h, w
+        side = int(round(h * (1.0 - self.rng.uniform(0, self.crop_scale))))
+        y0 = int(self.rng.integers(0, height - side + 1))
+        x0 = int(self.rng.integers(0, width - side + 1))
+        return y0, x0, side, side
+
+    def colour(self, image: np.ndarray) -> np.ndarray:
+        """Random brightness/contrast on a uint8 image."""
+        if self.brightness <= 0 and self.contrast <= 0:
+            return image
+        alpha = 1.0 + self.rng.uniform(-self.contrast, self.contrast)
+        beta = 255.0 * self.rng.uniform(-self.brightness, self.brightness)
+        return cv2.convertScaleAbs(image, alpha=alpha, beta=beta)

@@ -1,0 +1,236 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The pose regression model (backbone + pooling + head) and its self-describing checkpoints.
+
+Positions are regressed in normalised units ``(t - mean) / scale`` with the training split's
+statistics kept as buffers, so a checkpoint carries everything needed to turn outputs back into
+metres. A checkpoint never needs the backbone's pretrained weights file: the trained weights
+are in it.
+"""
+
+import copy
+import os
+from pathlib import Path
+import tempfile
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from camreloc_ros import __version__
+from camreloc_ros.core.config import ConfigError, merge_conf
+from camreloc_ros.core.models.backbones import build_backbone, SPECS
+from camreloc_ros.core.models.heads import build_head
+
+CHECKPOINT_FORMAT = 'camreloc_ros.checkpoint'
+CHECKPOINT_VERSION = 1
+
+HEAD_WIDTH = {'regressor': 2048, 'lstm': 2048, 'gru': 1024}
+
+default_conf = {
+    'backbone': {
+        'name': 'efficientnet_lite0',
+        'pretrained': True,        # ImageNet weights; never a silent random init
+        'weights': None,           # a weights file instead of the default location
+        'trainable_stages': None,  # last N stages trainable; None = the thesis' table
+    },
+    'head': {
+        'name': 'regressor',       # regressor | lstm | gru
+        'width': None,             # None = 2048 (regressor, lstm) or 1024 (gru)
+        'dropout': 0.0,
+        'lstm_grid': [32, 64],
+        'lstm_hidden': 256,
+        'gru_hidden': 256,
+        'window': 8,               # frames per temporal window (gru)
+    },
+}
+
+NAMED_CONFIGS = {
+    'posenet': {},
+    'lstm': {'head': {'name': 'lstm'}},
+    'gru': {'head': {'name': 'gru'}},
+}
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a camreloc_ros checkpoint, or one this version cannot read."""
+
+
+def model_conf(name_or_conf: str | dict | None = None, overrides: dict | None = None) -> dict:
+    """Resolve a named config (or a partial dict) plus overrides into a full model config."""
+    if name_or_conf is None:
+        base = {}
+    elif isinstance(name_or_conf, str):
+        if name_or_conf not in NAMED_CONFIGS:
+            raise ConfigError(
+                f'unknown model config {name_or_conf!r}; valid: {", ".join(NAMED_CONFIGS)}')
+        base = NAMED_CONFIGS[name_or_conf]
+    else:
+        base = name_or_conf
+    conf = merge_conf(merge_conf(default_conf, base), overrides)
+    if conf['head']['width'] is None:
+        conf['head']['width'] = HEAD_WIDTH.get(conf['head']['name'], 1024)
+    return conf
+
+
+class PoseModel(nn.Module):
+    """CNN trunk -> global average pool -> pose head, with pose normalisation buffers."""
+
+    def __init__(self, conf: dict):
+        super().__init__()
+        self.conf = model_conf(conf)
+        bconf = self.conf['backbone']
+        self.backbone = build_backbone(bconf['name'], bconf['pretrained'], bconf['weights'],
+                                       bconf['trainable_stages'])
+        self.head = build_head(self.conf['head'], self.backbone.out_channels)
+        self.temporal = bool(getattr(self.head, 'temporal', False))
+        self.register_buffer('pos_mean', torch.zeros(3))
+        self.register_buffer('pos_scale', torch.ones(()))
+
+    @property
+    def spec(self):
+        """Input size and normalisation of the backbone."""
+        return SPECS[self.conf['backbone']['name']]
+
+    @property
+    def window(self) -> int:
+        """Frames per window for temporal heads, 1 otherwise."""
+        return int(self.conf['head']['window']) if self.temporal else 1
+
+    def set_pose_stats(self, mean_3, scale: float) -> None:
+        """Store the training split's position statistics (metres)."""
+        self.pos_mean.copy_(torch.as_tensor(mean_3, dtype=torch.float32))
+        self.pos_scale.fill_(float(scale))
+
+    def normalize_pos(self, pos_m: torch.Tensor) -> torch.Tensor:
+        """Metres -> the normalised units the head regresses."""
+        return (pos_m - self.pos_mean) / self.pos_scale
+
+    def pool_features(self, fmap_bchw: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` trainable-trunk output -> ``(B, C)`` pooled features."""
+        return F.adaptive_avg_pool2d(fmap_bchw, 1).flatten(1)
+
+    def features(self, images_b3hw: torch.Tensor) -> torch.Tensor:
+        """Per-frame pooled features ``(B, C)``: the part that runs once per image."""
+        return self.pool_features(self.backbone(images_b3hw))
+
+    def features_from_frozen(self, frozen_bchw: torch.Tensor) -> torch.Tensor:
+        """Per-frame pooled features from cached frozen-trunk output."""
+        return self.pool_features(self.backbone.forward_trainable(frozen_bchw))
+
+    def decode(self, raw: dict) -> dict:
+        """Head outputs -> metres, unit quaternion (w >= 0) and variances in m² / rad²."""
+        quat = F.normalize(raw['quat_raw'], dim=-1)
+        quat = torch.where(quat[..., 3:4] < 0, -quat, quat)
+        pos = raw['pos_norm'] * self.pos_scale + self.pos_mean
+        var = raw['logvar'].clamp(-20.0, 20.0).exp()
+        scale = torch.cat([self.pos_scale.expand(3) ** 2, torch.ones_like(self.pos_mean)])
+        return dict(raw, pos=pos, quat=quat, var=var * scale)
+
+    def head_forward(self, feat: torch.Tensor) -> dict:
+        """Pooled features ``(B, C)`` or ``(B, T, C)`` (temporal heads) -> decoded pose dict."""
+        return self.decode(self.head(feat))
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """``(B, 3, H, W)``, or ``(B, T, 3, H, W)`` for temporal heads -> decoded pose dict.
+
+        Keys: ``pos`` (metres), ``quat`` (x, y, z, w), ``var`` (6 variances), and the raw
+        ``pos_norm``, ``quat_raw``, ``logvar`` used by the losses.
+        """
+        if self.temporal:
+            b, t = images.shape[:2]
+            feat = self.features(images.flatten(0, 1)).view(b, t, -1)
+        else:
+            feat = self.features(images)
+        return self.head_forward(feat)
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def checkpoint_dict(self, extra: dict | None = None) -> dict:
+        """Everything needed to rebuild this model without the backbone's weights file."""
+        return {
+            'format': CHECKPOINT_FORMAT,
+            'format_version': CHECKPOINT_VERSION,
+            'package_version': __version__,
+            'model_conf': copy.deepcopy(self.conf),
+            'pose_stats': {'mean': self.pos_mean.tolist(), 'scale': float(self.pos_scale)},
+            'state_dict': {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            'extra': extra or {},
+        }
+
+    def save_checkpoint(self, path: str | Path, extra: dict | None = None) -> Path:
+        """Write atomically: a crash mid-write never leaves a truncated checkpoint."""
+        return save_atomic(self.checkpoint_dict(extra), path)
+
+    @classmethod
+    def create_from_state_dict(cls, ckpt: dict, source: str = '<dict>') -> 'PoseModel':
+        """Rebuild a model from a checkpoint dict (checked for format and version)."""
+        if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f'{source} is not a camreloc_ros checkpoint (no format={CHECKPOINT_FORMAT!r})')
+        version = ckpt.get('format_version')
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f'{source} has checkpoint format version {version}; this camreloc_ros '
+                f'({__version__}) reads version {CHECKPOINT_VERSION}')
+        conf = copy.deepcopy(ckpt['model_conf'])
+        conf['backbone']['pretrained'] = False   # the trained weights follow
+        conf['backbone']['weights'] = None
+        model = cls(conf)
+        try:
+            model.load_state_dict(ckpt['state_dict'])
+        except RuntimeError as exc:
+            raise CheckpointError(f'{source}: weights do not fit the model config: {exc}')
+        model.conf['backbone']['pretrained'] = ckpt['model_conf']['backbone']['pretrained']
+        model.checkpoint_extra = ckpt.get('extra', {})
+        return model.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> 'PoseModel':
+        """Load a checkpoint file written by :meth:`save_checkpoint`."""
+        return cls.create_from_state_dict(load_checkpoint_file(path), str(path))
+
+
+def load_checkpoint_file(path: str | Path) -> dict:
+    """Read a checkpoint dict with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f'checkpoint {path} could not be read: {exc}') from None
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """``torch.save`` into a temporary file beside ``path``, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def build_model(conf: str | dict | None = None, **overrides) -> PoseModel:
+    """Build a model from a named config (``posenet``, ``lstm``, ``gru``) or a dict."""
+    return PoseModel(model_conf(conf, overrides or None))

@@ -1,0 +1,594 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The live localizer: camera images in, camera poses out (``ros2 run camreloc_ros localizer``).
+
+A lifecycle node and a thin layer over :class:`~camreloc_ros.core.engine.InferenceEngine`:
+the subscription callback only checks a message and keeps the newest one; a worker thread
+converts it, runs the engine and publishes, so a slow model never blocks the executor and
+never builds a queue (latest-frame policy: older waiting frames are dropped and counted).
+"""
+
+from collections import deque
+from dataclasses import dataclass
+import math
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Path
+import numpy as np
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
+                       QoSReliabilityPolicy)
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
+from camreloc_ros.core.geometry import orientation_error_rad
+from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
+                                          image_to_rgb, ImageConversionError, pose_stamped,
+                                          pose_with_covariance_stamped, stamp_to_sec,
+                                          transform_stamped)
+
+try:  # a robot has tf2_ros; a PyPI-only venv does not
+    from tf2_ros import TransformBroadcaster
+except ImportError:  # pragma: no cover - depends on the install
+    TransformBroadcaster = None
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the install
+    TFMessage = None
+
+NODE_NAME = 'camreloc'
+
+# tf2's own /tf publisher QoS (tf2_ros::DynamicBroadcasterQoS): reliable, keep last 100
+TF_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
+                    reliability=QoSReliabilityPolicy.RELIABLE,
+                    durability=QoSDurabilityPolicy.VOLATILE)
+OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+RELIABILITY = {'best_effort': QoSReliabilityPolicy.BEST_EFFORT,
+               'reliable': QoSReliabilityPolicy.RELIABLE}
+INPUT_TOPICS = {'raw': 'image', 'compressed': 'image/compressed'}
+BAD_LOG_PERIOD_S = 5.0
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: the single source of truth for the node, the YAML and the docs.
+
+    ``when``: ``startup`` (read-only), ``configure`` (read in on_configure; changes are refused
+    while configured, so a value never silently fails to apply) or ``live`` (applied at once).
+    """
+
+    name: str
+    default: Any
+    description: str
+    when: str = 'configure'
+    limits: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: list[Param] = [
+    Param('autostart', True, 'Configure and activate on start, so a plain `ros2 run` '
+          'localizes; false leaves the transitions to a lifecycle manager.', 'startup'),
+    Param('model', '', 'Checkpoint file (.pt) written by `camreloc train`.'),
+    Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
+    Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
+    Param('threads', 0, 'torch CPU threads; 0 keeps the torch default.', limits=(0, 1024)),
+    Param('input', 'raw', 'raw: sensor_msgs/Image on `image`; compressed: '
+          'sensor_msgs/CompressedImage (JPEG, PNG) on `image/compressed`.',
+          choices=('raw', 'compressed')),
+    Param('qos.reliability', 'best_effort', 'Image subscription reliability (best_effort is '
+          'the sensor-data profile).', choices=('best_effort', 'reliable')),
+    Param('qos.depth', 1, 'Image subscription history depth (keep last).', limits=(1, 100)),
+    Param('map_frame', 'map', 'Frame of the published poses and parent frame of the TF.'),
+    Param('camera_pose_frame', 'camreloc_camera', 'Child frame of the TF: the estimated '
+          'camera pose.'),
+    Param('publish_tf', True, 'Broadcast map_frame -> camera_pose_frame; set false when '
+          'another node (e.g. robot_localization) owns that part of the TF tree.'),
+    Param('path_length', 1000, 'Poses kept in `path`; 0 turns the path off.', 'live',
+          limits=(0, 100000)),
+    Param('max_gap', 1.0, 'Seconds between image stamps that restart the temporal window '
+          'and the reference pose of the gate.', 'live', limits=(0.001, 3600.0)),
+    Param('gate.max_speed', 0.0, 'm/s from the last published pose above which a pose is '
+          'not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
+    Param('gate.max_angular_speed', 0.0, 'deg/s from the last published pose above which a '
+          'pose is not published; 0 = off.', 'live', limits=(0.0, 100000.0)),
+    Param('gate.max_position_std', 0.0, 'm; poses whose largest position standard '
+          'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
+    Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
+          limits=(0.1, 60.0)),
+]
+PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
+
+
+class ConfigurationError(ValueError):
+    """A parameter value the node cannot start with."""
+
+
+def parameter_descriptor(param: Param) -> ParameterDescriptor:
+    """ROS descriptor of a :class:`Param` (ranges, read-only, allowed values)."""
+    desc = ParameterDescriptor(name=param.name, description=param.description,
+                               read_only=param.when == 'startup')
+    if param.choices:
+        desc.additional_constraints = 'one of: ' + ', '.join(param.choices)
+    elif param.when == 'configure':
+        desc.additional_constraints = 'read in on_configure (clean up to change it)'
+    if param.limits is not None:
+        lo, hi = param.limits
+        if isinstance(param.default, bool):
+            pass
+        elif isinstance(param.default, int):
+            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+        else:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
+                                                            to_value=float(hi), step=0.0)]
+    return desc
+
+
+def check_value(param: Param, value: Any) -> str | None:
+    """Why ``value`` is not allowed for ``param`` (None when it is)."""
+    if param.choices and value not in param.choices:
+        return f'{param.name} must be one of {", ".join(param.choices)}, got {value!r}'
+    if param.name == 'device' and not (value in ('auto', 'cpu') or value.startswith('cuda')):
+        return f'device must be auto, cpu, cuda or cuda:N, got {value!r}'
+    return None
+
+
+# ---------------------------------------------------------------------------- plain helpers
+
+class PoseGate:
+    """Refuses implausible poses: a jump too fast from the last accepted pose, or too unsure.
+
+    The reference expires after ``max_gap`` seconds, so a robot that really moved (kidnapped,
+    or a long occlusion) is accepted again instead of being gated forever.
+    """
+
+    def __init__(self) -> None:
+        self.max_speed = 0.0
+        self.max_angular_speed_rad = 0.0
+        self.max_position_std = 0.0
+        self.max_gap = 1.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the reference pose (``~/reset``, cleanup)."""
+        self._last: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    def check(self, stamp: float, pred: Prediction) -> str | None:
+        """None to publish ``pred`` (it becomes the reference), else the reason it is gated."""
+        if self.max_position_std > 0:
+            std = math.sqrt(float(np.max(np.diag(pred.covariance)[:3])))
+            if std > self.max_position_std:
+                return f'position std {std:.3f} m > {self.max_position_std:g} m'
+        if self._last is not None:
+            last_stamp, last_pos, last_quat = self._last
+            dt = stamp - last_stamp
+            if 0 < dt <= self.max_gap:
+                speed = float(np.linalg.norm(pred.position - last_pos)) / dt
+                if self.max_speed > 0 and speed > self.max_speed:
+                    return f'speed {speed:.3f} m/s > {self.max_speed:g} m/s'
+                turn = float(orientation_error_rad(pred.quaternion, last_quat)) / dt
+                if self.max_angular_speed_rad > 0 and turn > self.max_angular_speed_rad:
+                    return (f'angular speed {math.degrees(turn):.1f} deg/s > '
+                            f'{math.degrees(self.max_angular_speed_rad):g} deg/s')
+        self._last = (stamp, pred.position.copy(), pred.quaternion.copy())
+        return None
+
+
+class LiveStats:
+    """Counters and recent latencies, shared by the callback, the worker and diagnostics."""
+
+    def __init__(self, latency_samples: int = 300) -> None:
+        self.lock = threading.Lock()
+        self.received = 0     # messages that reached the callback while active
+        self.processed = 0    # frames the engine ran on
+        self.published = 0    # poses published (processed minus gated)
+        self.dropped = 0      # frames replaced by a newer one before the worker took them
+        self.bad = 0          # malformed messages (encoding, size, corrupt data)
+        self.gated = 0        # poses the gate refused
+        self.errors = 0       # unexpected inference errors
+        self.latencies_s: deque = deque(maxlen=latency_samples)
+
+    def add(self, **counts: int) -> None:
+        """Increment counters atomically."""
+        with self.lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def snapshot(self) -> dict:
+        """Copy the counters consistently, plus latency percentiles (ms, NaN when empty)."""
+        with self.lock:
+            lat = np.asarray(self.latencies_s, np.float64) * 1e3
+            snap = {k: getattr(self, k) for k in ('received', 'processed', 'published',
+                                                  'dropped', 'bad', 'gated', 'errors')}
+        snap['latency_p50_ms'] = float(np.percentile(lat, 50)) if lat.size else math.nan
+        snap['latency_p95_ms'] = float(np.percentile(lat, 95)) if lat.size else math.nan
+        return snap
+
+
+# ---------------------------------------------------------------------------- the node
+
+class LocalizerNode(LifecycleNode):
+    """Camera relocalization: ``image`` -> ``pose``, ``pose_with_covariance``, TF, ``path``."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for param in PARAMETERS:
+            self.declare_parameter(param.name, param.default, parameter_descriptor(param))
+        self.stats = LiveStats()
+        self.engine: InferenceEngine | None = None
+        self.gate = PoseGate()
+        self._engine_lock = threading.Lock()   # engine, gate and path: worker vs services
+        self._cond = threading.Condition()     # guards _pending and _stopping
+        self._pending: tuple[Image | CompressedImage, float] | None = None
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        self._active = False
+        self._to_rgb: Callable = image_to_rgb
+        self._check: Callable = check_image
+        self._send_tf: Callable | None = None
+        self._tf_broadcaster = None
+        self._entities: dict[str, Any] = {}
+        self._path_poses: deque = deque(maxlen=1)
+        self._bad_logged: dict[str, float] = {}
+        self._diag_last = (time.monotonic(), 0)
+        self._apply_live_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(lambda _: self._apply_live_parameters())
+        if self.get_parameter('autostart').value:
+            if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                self.trigger_activate()
+
+    @property
+    def is_active(self) -> bool:
+        """Whether frames are being localized (the node is in the active state)."""
+        return self._active
+
+    def param(self, name: str) -> Any:
+        """Return a declared parameter's current value."""
+        return self.get_parameter(name).value
+
+    # ---- parameters --------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            spec = PARAMETERS_BY_NAME.get(p.name)
+            if spec is None:
+                continue
+            problem = check_value(spec, p.value)
+            if problem is None and spec.when == 'configure' and self.engine is not None:
+                problem = (f'{p.name} is read in on_configure: deactivate and clean up the '
+                           'node before changing it')
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
+        return SetParametersResult(successful=True)
+
+    def _apply_live_parameters(self) -> None:
+        with self._engine_lock:
+            self.gate.max_speed = self.param('gate.max_speed')
+            self.gate.max_angular_speed_rad = math.radians(self.param('gate.max_angular_speed'))
+            self.gate.max_position_std = self.param('gate.max_position_std')
+            self.gate.max_gap = self.param('max_gap')
+            if self.engine is not None:
+                self.engine.max_gap = self.param('max_gap')
+            length = self.param('path_length')
+            if self._path_poses.maxlen != max(length, 1):
+                self._path_poses = deque(self._path_poses, maxlen=max(length, 1))
+
+    def _read_configuration(self) -> dict:
+        conf = {p.name: self.param(p.name) for p in PARAMETERS}
+        for p in PARAMETERS:
+            problem = check_value(p, conf[p.name])
+            if problem:
+                raise ConfigurationError(problem)
+        if not conf['model']:
+            raise ConfigurationError(
+                "parameter 'model' is empty: set it to a checkpoint file, e.g. "
+                '--ros-args -p model:=/path/to/model.pt')
+        return conf
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model, create the publishers, the subscription, the service, the timer."""
+        try:
+            self._configure(self._read_configuration())
+        except Exception as exc:  # noqa: BLE001 - a bad model must not kill the node
+            detail = '' if isinstance(exc, (ValueError, RuntimeError, OSError)) else \
+                '\n' + traceback.format_exc()
+            self.get_logger().error(f'configure failed: {exc}{detail}')
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self, conf: dict) -> None:
+        resolve_device(conf['device'])   # a clear error before the model is read
+        engine = InferenceEngine.from_checkpoint(
+            conf['model'], device=conf['device'], fp16=conf['fp16'],
+            threads=conf['threads'] or None, max_gap=conf['max_gap'])
+        size = engine.pre.size
+        engine.predict(np.zeros((size, size, 3), np.uint8))   # warm-up: first frame not slow
+        engine.reset()
+        with self._engine_lock:
+            self.engine = engine
+            self.gate.reset()
+            self._path_poses.clear()
+        self._map_frame = conf['map_frame']
+        self._camera_frame = conf['camera_pose_frame']
+        ents = self._entities
+        ents['pose'] = self.create_lifecycle_publisher(PoseStamped, 'pose', OUTPUT_QOS)
+        ents['pose_cov'] = self.create_lifecycle_publisher(
+            PoseWithCovarianceStamped, 'pose_with_covariance', OUTPUT_QOS)
+        ents['path'] = self.create_lifecycle_publisher(Path, 'path', OUTPUT_QOS)
+        ents['diag'] = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
+                                                       OUTPUT_QOS)
+        self._setup_tf(conf['publish_tf'])
+        qos = QoSProfile(depth=conf['qos.depth'], history=QoSHistoryPolicy.KEEP_LAST,
+                         reliability=RELIABILITY[conf['qos.reliability']],
+                         durability=QoSDurabilityPolicy.VOLATILE)
+        if conf['input'] == 'compressed':
+            self._check, self._to_rgb = check_compressed, compressed_to_rgb
+            msg_type = CompressedImage
+        else:
+            self._check, self._to_rgb = check_image, image_to_rgb
+            msg_type = Image
+        ents['sub'] = self.create_subscription(msg_type, INPUT_TOPICS[conf['input']],
+                                               self._on_image, qos)
+        ents['reset'] = self.create_service(Trigger, '~/reset', self._on_reset)
+        ents['timer'] = self.create_timer(conf['diagnostics_period'], self._publish_diagnostics)
+        self.get_logger().info(
+            f'configured: {conf["model"]} ({engine.describe()}, window {engine.window}); '
+            f'input {conf["input"]} on {ents["sub"].topic_name} '
+            f'({conf["qos.reliability"]}, depth {conf["qos.depth"]})')
+
+    def _setup_tf(self, enabled: bool) -> None:
+        self._send_tf = None
+        if not enabled:
+            return
+        if TransformBroadcaster is not None:
+            self._tf_broadcaster = TransformBroadcaster(self, qos=TF_QOS)
+            self._send_tf = self._tf_broadcaster.sendTransform
+        elif TFMessage is not None:
+            pub = self.create_lifecycle_publisher(TFMessage, '/tf', TF_QOS)
+            self._entities['tf'] = pub
+            self._send_tf = lambda t: pub.publish(TFMessage(transforms=[t]))
+        else:
+            self.get_logger().warning('neither tf2_ros nor tf2_msgs imports: no TF is '
+                                      'published (poses still are)')
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the publishers and start the inference worker."""
+        with self._cond:
+            self._pending = None
+            self._stopping = False
+        self._worker = threading.Thread(target=self._worker_loop, name='camreloc_inference',
+                                        daemon=True)
+        self._worker.start()
+        self._active = True
+        self._diag_last = (time.monotonic(), self.stats.processed)
+        self.get_logger().info('active: localizing')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames; the model stays loaded."""
+        self._stop_worker()
+        self.get_logger().info('inactive')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model and every entity created in on_configure."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop and release whatever state the node is in."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything and go back to unconfigured."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        """Join the worker before the node's handles go away."""
+        self._stop_worker()
+        super().destroy_node()
+
+    def _stop_worker(self) -> None:
+        self._active = False
+        with self._cond:
+            self._stopping = True
+            self._pending = None
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        self._stop_worker()
+        for name, entity in list(self._entities.items()):
+            if name == 'sub':
+                self.destroy_subscription(entity)
+            elif name == 'reset':
+                self.destroy_service(entity)
+            elif name == 'timer':
+                self.destroy_timer(entity)
+            else:
+                self.destroy_lifecycle_publisher(entity)
+        self._entities.clear()
+        if self._tf_broadcaster is not None:
+            self.destroy_publisher(self._tf_broadcaster.pub_tf)
+            self._tf_broadcaster = None
+        self._send_tf = None
+        with self._engine_lock:
+            self.engine = None
+            self.gate.reset()
+
+    # ---- callbacks (executor thread): cheap -------------------------------------------
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        if not self._active:
+            return
+        received = time.monotonic()
+        self.stats.add(received=1)
+        try:
+            self._check(msg)
+        except ImageConversionError as exc:
+            self._count_bad(exc)
+            return
+        with self._cond:
+            if self._pending is not None:
+                self.stats.add(dropped=1)
+            self._pending = (msg, received)
+            self._cond.notify()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response
+                  ) -> Trigger.Response:
+        with self._engine_lock:
+            if self.engine is None:
+                response.success, response.message = False, 'not configured'
+                return response
+            self.engine.reset()
+            self.gate.reset()
+        response.success, response.message = True, 'temporal window and gate cleared'
+        self.get_logger().info('reset: temporal window and gate cleared')
+        return response
+
+    def _count_bad(self, exc: ImageConversionError) -> None:
+        self.stats.add(bad=1)
+        now = time.monotonic()
+        if now - self._bad_logged.get(exc.reason, -math.inf) >= BAD_LOG_PERIOD_S:
+            self._bad_logged[exc.reason] = now
+            self.get_logger().error(f'dropped a bad image message: {exc} '
+                                    f'({self.stats.bad} bad so far)')
+
+    # ---- worker thread: the real work --------------------------------------------------
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                msg, received = self._pending
+                self._pending = None
+            try:
+                self._process(msg, received)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad frame
+                self.stats.add(errors=1)
+                self.get_logger().error(f'inference failed: {exc!r}',
+                                        throttle_duration_sec=BAD_LOG_PERIOD_S)
+
+    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+        try:
+            rgb = self._to_rgb(msg)
+        except ImageConversionError as exc:
+            self._count_bad(exc)
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        with self._engine_lock:
+            if self.engine is None:
+                return
+            pred = self.engine.predict(rgb, stamp)
+            gated = self.gate.check(stamp, pred)
+        if gated is not None:
+            self.stats.add(processed=1, gated=1)
+            self.get_logger().warning(f'gated a pose: {gated}',
+                                      throttle_duration_sec=BAD_LOG_PERIOD_S)
+            return
+        self._publish(Header(stamp=msg.header.stamp, frame_id=self._map_frame), pred)
+        latency = time.monotonic() - received
+        with self.stats.lock:
+            self.stats.processed += 1
+            self.stats.published += 1
+            self.stats.latencies_s.append(latency)
+
+    def _publish(self, header: Header, pred: Prediction) -> None:
+        ents = self._entities
+        pose = pose_stamped(header, pred.position, pred.quaternion)
+        ents['pose_cov'].publish(pose_with_covariance_stamped(
+            header, pred.position, pred.quaternion, pred.covariance))
+        if self._send_tf is not None:
+            self._send_tf(transform_stamped(header, self._camera_frame, pred.position,
+                                            pred.quaternion))
+        if self.param('path_length') > 0:
+            with self._engine_lock:
+                self._path_poses.append(pose)
+                poses = list(self._path_poses)
+            if ents['path'].get_subscription_count() > 0:
+                ents['path'].publish(Path(header=header, poses=poses))
+        ents['pose'].publish(pose)   # last: a subscriber waiting on it sees the rest first
+
+    # ---- diagnostics (timer) -------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic()
+        snap = self.stats.snapshot()
+        last_time, last_processed = self._diag_last
+        self._diag_last = (now, snap['processed'])
+        rate = (snap['processed'] - last_processed) / max(now - last_time, 1e-6)
+        engine = self.engine
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name().lstrip("/")}: localizer',
+                                  hardware_id=engine.describe() if engine else 'none')
+        if not self._active:
+            status.level, status.message = DiagnosticStatus.WARN, 'inactive'
+        elif rate == 0:
+            status.level, status.message = DiagnosticStatus.WARN, 'no frames localized'
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f'{rate:.1f} Hz'
+        values = {
+            'rate_hz': f'{rate:.2f}',
+            'latency_p50_ms': f'{snap["latency_p50_ms"]:.1f}',
+            'latency_p95_ms': f'{snap["latency_p95_ms"]:.1f}',
+            'received': snap['received'],
+            'processed': snap['processed'],
+            'published': snap['published'],
+            'dropped_frames': snap['dropped'],
+            'bad_messages': snap['bad'],
+            'gated_poses': snap['gated'],
+            'errors': snap['errors'],
+            'model': self.param('model'),
+            'device': engine.describe() if engine else 'none',
+            'window': engine.window if engine else 0,
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._entities['diag'].publish(msg)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run camreloc_ros localizer`` and ``camreloc node``."""
+    try:
+        with rclpy.init(args=args):
+            node = LocalizerNode()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,479 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``camreloc bag-eval BAG``: score a checkpoint on a rosbag's images against its ground truth.
+
+Offline (``--model``), the images go through :class:`InferenceEngine.predict_frames` with
+their header stamps, so temporal windows restart on time gaps exactly as in the live node,
+and the files are those of ``evaluate`` (:func:`write_results`). Ground truth comes from a
+pose topic or from TF and is interpolated at each image stamp within ``--gt-tolerance``;
+images outside it are counted and reported. ``--write-bag`` writes the predictions next to
+the ground truth for RViz / Foxglove. ``--live`` plays the images to a running localizer
+node instead and scores the poses it publishes (with ``--model`` too: both, side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterator
+
+import numpy as np
+
+from camreloc_ros.core.bags import (Bag, BagScan, BagWriter, DEFAULT_TOLERANCE, iter_images,
+                                    scan_bag, sequential_loaders, STORAGES)
+from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.engine import InferenceEngine, Prediction
+from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
+                                          summarize, write_results)
+from camreloc_ros.tools.common import default_out_dir, require_exists, require_file
+
+NS = 1_000_000_000
+
+default_conf = {
+    'image_topic': None,
+    'gt_topic': None,          # PoseStamped, PoseWithCovarianceStamped, Odometry topic
+    'gt_tf': None,             # or 'PARENT:CHILD' from /tf and /tf_static
+    'gt_tolerance': DEFAULT_TOLERANCE,
+    'allow_truncated': False,  # evaluate what a damaged bag holds instead of failing
+    'batch_size': 16,
+    'device': 'auto',
+    'max_gap': 1.0,            # s between stamps that restart a temporal window (as the node)
+    'title': None,
+    'write_bag': None,         # output bag with predictions + ground truth
+    'storage': 'mcap',
+    'with_images': False,
+    'overwrite': True,         # --write-bag replaces an older output bag
+    'map_frame': 'map',
+    'camera_frame': 'camreloc_camera',
+    'path_length': 1000,
+    # --live: play the images to a running node and score what it publishes
+    'live': False,
+    'pose_topic': '/pose',
+    'live_image_topic': None,  # where the node listens (default: the bag's image topic)
+    'rate_factor': 1.0,
+    'max_idle': 1.0,           # longer pauses of the bag are shortened to this (s)
+    'lockstep': True,          # publish the next image once the previous pose came back
+    'wait_node': 60.0,         # s to wait for the node's subscription
+    'pose_timeout': 10.0,      # s to wait for each pose (lockstep) and for the last ones
+}
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _score(out: Path, scan: BagScan, indices: list[int], pos: np.ndarray, quat: np.ndarray,
+           var: np.ndarray | None, title: str) -> dict:
+    """Write the evaluate files for the scored frames; return their summary."""
+    idx = np.asarray(indices, int)
+    write_results(out, scan.names(indices), [int(s) / NS for s in scan.stamps_ns[idx]], pos,
+                  quat, scan.gt_pos[idx], scan.gt_quat[idx], var=var, title=title)
+    return summarize(*pose_errors(pos, quat, scan.gt_pos[idx], scan.gt_quat[idx]))
+
+
+def _report(scan: BagScan) -> list[str]:
+    lines = [f'{len(scan)} images on {scan.image_topic}, ground truth {scan.gt_source}']
+    if scan.outside:
+        first = np.flatnonzero(~scan.gt_ok)[:5]
+        lines.append(f'{scan.outside} of {len(scan)} images have no ground truth within '
+                     f'{scan.tolerance:g} s and are not scored (first at '
+                     + ', '.join(f'{scan.stamps_ns[i] / NS:.3f}' for i in first) + ' s)')
+    if scan.truncated is not None:
+        lines.append(f'WARNING: {scan.truncated}; evaluated the {len(scan)} images read')
+    return lines
+
+
+def _info(scan: BagScan, **extra) -> dict:
+    outside = np.flatnonzero(~scan.gt_ok)
+    return dict({'bag': str(scan.path), 'image_topic': scan.image_topic,
+                 'image_type': scan.image_type, 'ground_truth': scan.gt_source,
+                 'ground_truth_samples': scan.gt_samples, 'tolerance_s': scan.tolerance,
+                 'images': len(scan), 'outside_tolerance': int(outside.size),
+                 'outside_tolerance_stamps': [int(scan.stamps_ns[i]) / NS for i in outside],
+                 'messages_read': scan.messages_read,
+                 'truncated': str(scan.truncated) if scan.truncated else None}, **extra)
+
+
+# ----------------------------------------------------------------------------- offline
+
+def predict_bag(engine: InferenceEngine, bag: Bag, scan: BagScan, indices: list[int],
+                batch_size: int = 16) -> list[Prediction]:
+    """Predictions for the images at ``indices`` (bag order), streamed from the bag."""
+    return engine.predict_frames(sequential_loaders(bag, scan, indices), batch_size=batch_size,
+                                 stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
+
+
+def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int],
+                         preds: list[Prediction], conf: dict) -> Path:
+    """Predictions, ground truth (and images) as a bag, stamped and timed as the source.
+
+    Topics: ``/camreloc/pose``, ``/camreloc/pose_with_covariance``, ``/camreloc/path``,
+    ``/tf`` (map -> camreloc_camera, and map -> camreloc_ground_truth), and
+    ``/camreloc/ground_truth``; with ``with_images`` the image topic as recorded.
+    """
+    by_index = dict(zip(indices, preds))
+    frame, child = conf['map_frame'], conf['camera_frame']
+    path_poses: list = []
+    with BagWriter(path, conf['storage'], overwrite=conf['overwrite']) as out:
+        m = out.msgs
+        if conf['with_images']:
+            images = iter_images(bag, scan)
+        else:
+            images = ((i, None) for i in range(len(scan)))
+        for i, raw in images:
+            stamp, log = int(scan.stamps_ns[i]), int(scan.log_ns[i])
+            if raw is not None:
+                out.write(raw.topic, raw.msgtype, log, raw.data)
+            transforms = []
+            pred = by_index.get(i)
+            if pred is not None:
+                pose = m.pose_stamped(stamp, frame, pred.position, pred.quaternion)
+                out.write('/camreloc/pose', 'geometry_msgs/msg/PoseStamped', log, pose)
+                out.write('/camreloc/pose_with_covariance',
+                          'geometry_msgs/msg/PoseWithCovarianceStamped', log,
+                          m.pose_with_covariance_stamped(stamp, frame, pred.position,
+                                                         pred.quaternion, pred.covariance))
+                transforms.append(m.transform_stamped(stamp, frame, child, pred.position,
+                                                      pred.quaternion))
+                if conf['path_length'] > 0:
+                    path_poses = (path_poses + [pose])[-int(conf['path_length']):]
+                    out.write('/camreloc/path', 'nav_msgs/msg/Path', log,
+                              m.path(stamp, frame, path_poses))
+            if scan.gt_ok[i]:
+                out.write('/camreloc/ground_truth', 'geometry_msgs/msg/PoseStamped', log,
+                          m.pose_stamped(stamp, frame, scan.gt_pos[i], scan.gt_quat[i]))
+                transforms.append(m.transform_stamped(stamp, frame, 'camreloc_ground_truth',
+                                                      scan.gt_pos[i], scan.gt_quat[i]))
+            if transforms:
+                out.write('/tf', 'tf2_msgs/msg/TFMessage', log, m.tf(transforms))
+    return path
+
+
+def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tuple[dict, dict]:
+    engine = InferenceEngine.from_checkpoint(ckpt, device=conf['device'],
+                                             max_gap=conf['max_gap'])
+    scored = np.flatnonzero(scan.gt_ok).tolist()
+    # Temporal models see every image, as the live node would; others only the scored ones
+    # (unless the output bag wants every pose).
+    infer = list(range(len(scan))) if engine.temporal or conf['write_bag'] else scored
+    print(f'evaluating {ckpt} ({engine.describe()}) on {len(scored)} images of {scan.path}',
+          flush=True)
+    t0 = time.perf_counter()
+    preds = predict_bag(engine, bag, scan, infer, int(conf['batch_size']))
+    seconds = time.perf_counter() - t0
+    by_index = dict(zip(infer, preds))
+    chosen = [by_index[i] for i in scored]
+    pos = np.stack([p.position for p in chosen])
+    quat = np.stack([p.quaternion for p in chosen])
+    var = np.stack([np.diag(p.covariance) for p in chosen])
+    title = conf['title'] or f'{ckpt.stem} {scan.path.name}'
+    summary = _score(out, scan, scored, pos, quat, var, title)
+    rate = len(infer) / max(seconds, 1e-9)
+    extra = {'mode': 'offline', 'checkpoint': str(ckpt), 'scored': len(scored),
+             'inferred': len(infer), 'seconds': seconds, 'frames_per_s': rate}
+    if conf['write_bag']:
+        written = write_prediction_bag(Path(conf['write_bag']), bag, scan, infer, preds, conf)
+        extra['write_bag'] = str(written)
+        print(f'predictions and ground truth written to {written}')
+    atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
+    print(f'{len(infer)} images in {seconds:.1f} s ({rate:.1f} frames/s); results in {out}')
+    return summary, {'title': title, 'positions': dict(zip(scored, pos))}
+
+
+# ----------------------------------------------------------------------------- live
+
+@contextlib.contextmanager
+def _ros(name: str) -> Iterator:
+    """Yield a node of a private rclpy context, spun by a background executor."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin() -> None:
+        with contextlib.suppress(ExternalShutdownException):
+            executor.spin()
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        node.destroy_node()
+        context.try_shutdown()
+        thread.join(timeout=5.0)
+
+
+def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
+          stop: threading.Event | None = None) -> tuple[dict, dict]:
+    from camreloc_ros.ros.bag_player import BagPlayer, PoseCollector
+
+    target = conf['live_image_topic'] or scan.image_topic
+    stamps = [int(s) for s in scan.stamps_ns]
+    with _ros('camreloc_bag_eval') as node:
+        collector = PoseCollector(node, conf['pose_topic'])
+        player = BagPlayer(node, bag, [scan.image_topic], remap={scan.image_topic: target})
+        print(f'waiting up to {conf["wait_node"]:g} s for a localizer on {target} ...',
+              flush=True)
+        deadline = time.monotonic() + float(conf['wait_node'])
+        missing = player.wait_for_subscribers(float(conf['wait_node']), stop=stop)
+        while not missing and node.count_publishers(conf['pose_topic']) == 0:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                missing = [conf['pose_topic']]
+                break
+            time.sleep(0.02)
+        if stop is not None and stop.is_set():
+            raise RuntimeError('the localizer stopped before the bag was played')
+        if missing:
+            raise RuntimeError(
+                f'no localizer found after {conf["wait_node"]:g} s: nothing subscribes to '
+                f'{target} or publishes {conf["pose_topic"]} (ROS_DOMAIN_ID='
+                f'{os.environ.get("ROS_DOMAIN_ID", "0")}). Start one, e.g. `camreloc node '
+                '--ros-args -p model:=CKPT -p input:=compressed -r image/compressed:='
+                f'{target}`')
+        hook = collector.lockstep(float(conf['pose_timeout'])) if conf['lockstep'] else None
+        t0 = time.perf_counter()
+        stats = player.play(float(conf['rate_factor']), max_idle=conf['max_idle'], stop=stop,
+                            after_publish=hook)
+        collector.wait_for(stamps, float(conf['pose_timeout']))
+        seconds = time.perf_counter() - t0
+    received = [i for i, s in enumerate(stamps) if s in collector.poses]
+    scored = [i for i in received if scan.gt_ok[i]]
+    print(f'live: published {stats.total} images in {seconds:.1f} s, received '
+          f'{len(received)} poses on {conf["pose_topic"]}', flush=True)
+    if not scored:
+        raise RuntimeError(f'the localizer published no pose for any image with ground truth '
+                           f'({len(received)} of {len(stamps)} images got a pose)')
+    pos = np.stack([collector.poses[stamps[i]][0] for i in scored])
+    quat = np.stack([collector.poses[stamps[i]][1] for i in scored])
+    title = 'live'
+    summary = _score(out, scan, scored, pos, quat, None, title)
+    extra = {'mode': 'live', 'published': stats.total, 'received': len(received),
+             'not_received': len(stamps) - len(received), 'scored': len(scored),
+             'seconds': seconds, 'pose_topic': conf['pose_topic'], 'image_topic_out': target,
+             'lockstep': bool(conf['lockstep']), 'rate_factor': float(conf['rate_factor'])}
+    atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
+    if len(received) < len(stamps):
+        print(f'{len(stamps) - len(received)} of {len(stamps)} images got no pose (dropped by '
+              'the latest-frame policy of the node, gated, or lost): not scored')
+    return summary, {'title': title, 'positions': dict(zip(scored, pos))}
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
+    """Evaluate a bag; ``paths``: ``bag``, ``checkpoint`` (offline), optional ``out``.
+
+    Returns the output folder. With ``live`` and a checkpoint, offline results go to
+    ``out/offline`` and live ones to ``out/live``; ``stop`` aborts a live run.
+    """
+    conf = merge_conf(default_conf, conf)
+    bag_path = require_exists(paths['bag'], 'bag')
+    ckpt = paths.get('checkpoint')
+    if ckpt is None and not conf['live']:
+        raise ValueError('--model CKPT is required (or --live to score a running node)')
+    if not conf['image_topic']:
+        raise ValueError('--image-topic is required')
+    if conf['storage'] not in STORAGES:
+        raise ValueError(f'--storage must be one of {", ".join(STORAGES)}')
+    ckpt = None if ckpt is None else require_file(ckpt, 'checkpoint')
+    name = bag_path.name or bag_path.resolve().name
+    if paths.get('out'):
+        out = Path(paths['out'])
+    elif ckpt is not None:
+        out = default_out_dir(ckpt, f'bag_eval_{Path(name).stem}')
+    else:
+        out = bag_path.resolve().parent / f'{Path(name).stem}_live_eval'
+    rows, positions = {}, {}
+    with Bag(bag_path) as bag:
+        scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
+                        float(conf['gt_tolerance']), bool(conf['allow_truncated']))
+        for line in _report(scan):
+            print(line, flush=True)
+        both = ckpt is not None and conf['live']
+        if ckpt is not None:
+            summary, res = _offline(conf, bag, scan, ckpt, out / 'offline' if both else out)
+            rows['offline' if both else res['title']] = summary
+            positions['offline'] = res['positions']
+        if conf['live']:
+            summary, res = _live(conf, bag, scan, out / 'live' if both else out, stop)
+            rows['live'] = summary
+            positions['live'] = res['positions']
+    table = format_table(rows)
+    print(table, end='')
+    if both:
+        common = sorted(set(positions['offline']) & set(positions['live']))
+        diff = max((float(np.linalg.norm(positions['offline'][i] - positions['live'][i]))
+                    for i in common), default=float('nan'))
+        note = (f'{len(common)} frames scored both offline and live; largest position '
+                f'difference between them {diff:.2e} m')
+        print(note)
+        atomic_write_text(out / 'comparison.md', f'# {name}: offline vs live\n\n{table}\n'
+                          f'{note}\n')
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line interface of ``camreloc bag-eval``."""
+    parser.add_argument('bag', type=Path, help='rosbag2 folder (or .mcap / .db3 file)')
+    parser.add_argument('--model', type=Path, default=None,
+                        help='checkpoint (.pt); required unless --live')
+    parser.add_argument('--image-topic', required=True,
+                        help='sensor_msgs/Image or CompressedImage topic')
+    gt = parser.add_mutually_exclusive_group(required=True)
+    gt.add_argument('--gt-topic', help='ground truth: PoseStamped, PoseWithCovarianceStamped '
+                    'or Odometry topic')
+    gt.add_argument('--gt-tf', metavar='PARENT:CHILD',
+                    help='ground truth from /tf and /tf_static, e.g. map:camera')
+    parser.add_argument('--gt-tolerance', type=float, default=DEFAULT_TOLERANCE,
+                        help='seconds between an image stamp and the ground truth samples '
+                        f'used for it (default {DEFAULT_TOLERANCE})')
+    parser.add_argument('--out', type=Path, default=None, help='output folder')
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
+    parser.add_argument('--max-gap', type=float, default=1.0,
+                        help='seconds between image stamps that restart a temporal window')
+    parser.add_argument('--title', default=None, help='name of the result row')
+    parser.add_argument('--allow-truncated', action='store_true',
+                        help='evaluate the readable part of a damaged bag instead of failing')
+    parser.add_argument('--write-bag', type=Path, default=None, metavar='OUT',
+                        help='write predictions and ground truth into this bag')
+    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+                        help='storage of --write-bag (default mcap)')
+    parser.add_argument('--with-images', action='store_true',
+                        help='copy the images into --write-bag too')
+    live = parser.add_argument_group('live (a localizer node must be running)')
+    live.add_argument('--live', action='store_true',
+                      help='play the images to the running node and score its poses')
+    live.add_argument('--pose-topic', default='/pose', help='PoseStamped topic of the node')
+    live.add_argument('--live-image-topic', default=None,
+                      help='topic the node subscribes to (default: --image-topic)')
+    live.add_argument('--rate-factor', type=float, default=1.0,
+                      help='playback speed (1 = recorded rate, 0 = as fast as possible)')
+    live.add_argument('--max-idle', type=float, default=1.0,
+                      help='shorten pauses in the bag longer than this (s)')
+    live.add_argument('--no-lockstep', action='store_true',
+                      help='do not wait for each pose before publishing the next image')
+    live.add_argument('--wait-node', type=float, default=60.0,
+                      help='seconds to wait for the node to appear')
+    live.add_argument('--pose-timeout', type=float, default=10.0,
+                      help='seconds to wait for a pose')
+
+
+def from_args(args: argparse.Namespace) -> Path:
+    """Run :func:`main` from parsed arguments."""
+    conf = {'image_topic': args.image_topic, 'gt_topic': args.gt_topic, 'gt_tf': args.gt_tf,
+            'gt_tolerance': args.gt_tolerance, 'batch_size': args.batch_size,
+            'device': args.device, 'max_gap': args.max_gap, 'title': args.title,
+            'allow_truncated': args.allow_truncated, 'write_bag': args.write_bag,
+            'storage': args.storage, 'with_images': args.with_images, 'live': args.live,
+            'pose_topic': args.pose_topic, 'live_image_topic': args.live_image_topic,
+            'rate_factor': args.rate_factor, 'max_idle': args.max_idle,
+            'lockstep': not args.no_lockstep, 'wait_node': args.wait_node,
+            'pose_timeout': args.pose_timeout}
+    return main(conf, {'bag': args.bag, 'checkpoint': args.model, 'out': args.out})
+
+
+# ----------------------------------------------------------------------------- demo
+
+DEMO_IMAGE_TOPIC = '/camera/image_raw/compressed'
+DEMO_GT_TOPIC = '/ground_truth/pose'
+
+
+@contextlib.contextmanager
+def _environ(values: dict) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()
+
+
+def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
+    """``make demo`` step 3: held-out frames -> JPEG bag -> live node -> offline vs live table.
+
+    The node runs as a separate process (``camreloc node``) in a private ROS domain on this
+    host; images go to it in lock-step (the next one once the previous pose came back), so
+    every frame is localized whatever the CPU's speed.
+    """
+    from camreloc_ros.tools import bag_from_dataset
+
+    ckpt, out = Path(ckpt).resolve(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bag = bag_from_dataset.main({'format': 'posed', 'split': 'test', 'block': 25, 'every': 4,
+                                 'compressed': True, 'rate': 10.0, 'overwrite': True},
+                                {'data': data, 'out': out / 'heldout_bag'})
+    domain = 200 + os.getpid() % 30
+    env = {'ROS_DOMAIN_ID': str(domain), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+           'ROS_LOG_DIR': os.environ.get('ROS_LOG_DIR') or str(out / 'ros_log')}
+    root = str(Path(__file__).resolve().parents[2])
+    child_env = dict(os.environ, **env)
+    child_env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (root, os.environ.get('PYTHONPATH')) if p)
+    command = [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
+               '-p', f'model:={ckpt}', '-p', 'input:=compressed', '-p', 'device:=cpu',
+               '-p', 'qos.reliability:=reliable', '-r', f'image/compressed:={DEMO_IMAGE_TOPIC}']
+    log_path = out / 'node.log'
+    print(f'starting the localizer node (ROS_DOMAIN_ID={domain}, log {log_path})', flush=True)
+    stop = threading.Event()
+    with open(log_path, 'w') as log, _environ(env):
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
+        watcher = threading.Thread(target=lambda: (proc.wait(), stop.set()), daemon=True)
+        watcher.start()
+        try:
+            conf = {'image_topic': DEMO_IMAGE_TOPIC, 'gt_topic': DEMO_GT_TOPIC, 'live': True,
+                    'lockstep': True, 'rate_factor': 1.0, 'max_idle': 0.5, 'wait_node': 120.0,
+                    'device': 'cpu', 'title': 'offline'}
+            try:
+                main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': out}, stop=stop)
+            except RuntimeError as exc:
+                if proc.poll() is not None:
+                    tail = log_path.read_text()[-2000:]
+                    raise RuntimeError(f'{exc}; the node exited with {proc.returncode}:\n'
+                                       f'{tail}') from None
+                raise
+        finally:
+            code = _stop_process(proc)
+    print(f'localizer node stopped (exit code {code})')
+    return out

@@ -1,0 +1,114 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Small helpers shared by the command-line tools (no ROS, no argparse)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
+from camreloc_ros.core.data.transforms import read_rgb
+from camreloc_ros.core.evaluation import (  # noqa: F401 - re-exported for the tools
+    atomic_output, atomic_write_bytes, atomic_write_text, FALLBACK_FPS)
+
+
+def require_file(path: str | Path, what: str) -> Path:
+    """Return ``path`` if it is a file, else raise FileNotFoundError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{what} {path} does not exist or is not a file')
+    return path
+
+
+def require_exists(path: str | Path, what: str) -> Path:
+    """Return ``path`` if it exists (file or folder), else raise FileNotFoundError."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'{what} {path} does not exist')
+    return path
+
+
+def default_out_dir(checkpoint: str | Path, name: str) -> Path:
+    """Results live next to the checkpoint they describe: ``<checkpoint dir>/<name>``."""
+    return Path(checkpoint).resolve().parent / name
+
+
+def frame_loaders(frames: Sequence[Frame]) -> list[Callable[[], np.ndarray]]:
+    """One callable per frame that decodes its RGB image, so images stream from disk."""
+    return [functools.partial(read_rgb, f.image_path) for f in frames]
+
+
+def window_runs(frames: Sequence[Frame]) -> list[str]:
+    """A run id per frame that changes at sequence changes and at gaps in the frame index.
+
+    Given to ``InferenceEngine.predict_frames`` as ``sequence_ids``, so a temporal window
+    never spans a held-out block or a dropped frame: the same rule as the training windows
+    (:func:`camreloc_ros.core.data.split.temporal_windows`).
+    """
+    runs = []
+    run = 0
+    for i, f in enumerate(frames):
+        if i and (f.sequence != frames[i - 1].sequence or f.index != frames[i - 1].index + 1):
+            run += 1
+        runs.append(f'{f.sequence}#{run}')
+    return runs
+
+
+def frame_stamps(frames: Sequence[Frame], fps: float = FALLBACK_FPS) -> list[float]:
+    """Time of each frame for TUM files: its timestamp, else its index / ``fps``.
+
+    Later sequences without timestamps are shifted to start one second after the previous
+    sequence ends, so stamps of a multi-sequence split stay increasing and unique (evo
+    associates poses by stamp).
+    """
+    stamps = []
+    next_start = 0.0   # where a new untimed sequence may start
+    seq_start = 0.0
+    seq = None
+    for f in frames:
+        if f.sequence != seq:
+            seq = f.sequence
+            seq_start = next_start
+        if f.timestamp is not None:
+            t = float(f.timestamp)
+        else:
+            t = seq_start + f.index / fps
+            next_start = max(next_start, t + 1.0)
+        stamps.append(t)
+    return stamps
+
+
+def collect_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files named directly or found (sorted, not recursive) in named folders."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir()
+                           if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f'folder {p} holds no {"/".join(IMAGE_SUFFIXES)} '
+                                        'images')
+            out += found
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f'image {p} does not exist')
+    if not out:
+        raise ValueError('no images given')
+    return out

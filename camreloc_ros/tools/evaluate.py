@@ -1,0 +1,150 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``camreloc evaluate CKPT DATA``: score a checkpoint on a dataset split.
+
+Predictions come from :class:`InferenceEngine` (the live node's code path), so the numbers
+here are the numbers the node would publish for the same images. The block split defaults to
+the one the checkpoint was trained with (``extra['data']``), so "test" means the frames the
+model never saw. Results go through :func:`camreloc_ros.core.evaluation.write_results`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.data.datasets import FORMATS, read_dataset
+from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
+from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.evaluation import format_table, pose_errors, summarize, write_results
+from camreloc_ros.core.geometry import pose_from_matrix
+from camreloc_ros.tools.common import (default_out_dir, frame_loaders, frame_stamps,
+                                       require_exists, require_file, window_runs)
+
+DEFAULT_BLOCK = 25
+DEFAULT_EVERY = 4
+
+default_conf = {
+    'format': None,      # dataset format; None = the checkpoint's training format
+    'split': 'test',     # train | test | all
+    'block': None,       # None = checkpoint's extra['data']['block'], else 25
+    'every': None,       # None = checkpoint's extra['data']['every'], else 4
+    'batch_size': 16,
+    'device': 'auto',
+    'limit': None,       # evaluate only the first N frames of the split (quick checks)
+    'title': None,       # row name in the table; None = '<checkpoint name> <split>'
+}
+
+
+def split_params(conf: dict, extra: dict) -> tuple[int, int]:
+    """Block split: explicit conf first, then what training stored, then 25/4."""
+    data = (extra or {}).get('data') or {}
+    block = conf.get('block') or data.get('block') or DEFAULT_BLOCK
+    every = conf.get('every') or data.get('every') or DEFAULT_EVERY
+    return int(block), int(every)
+
+
+def main(conf: dict, paths: dict) -> Path:
+    """Predict every frame of the split, write the result files, return the output folder.
+
+    ``paths``: ``checkpoint``, ``data`` and optional ``out`` (default
+    ``<checkpoint dir>/eval_<split>``).
+    """
+    conf = merge_conf(default_conf, conf)
+    ckpt = require_file(paths['checkpoint'], 'checkpoint')
+    data = require_exists(paths['data'], 'dataset')
+    if conf['split'] not in SPLIT_NAMES:
+        raise ValueError(f'split must be one of {", ".join(SPLIT_NAMES)}, '
+                         f'got {conf["split"]!r}')
+    if int(conf['batch_size']) < 1:
+        raise ValueError(f'batch_size must be >= 1, got {conf["batch_size"]}')
+    if conf['limit'] is not None and int(conf['limit']) < 1:
+        raise ValueError(f'limit must be >= 1 (or None for all frames), got {conf["limit"]}')
+    out = Path(paths.get('out') or default_out_dir(ckpt, f'eval_{conf["split"]}'))
+
+    engine = InferenceEngine.from_checkpoint(ckpt, device=conf['device'])
+    extra = getattr(engine.model, 'checkpoint_extra', None) or {}
+    fmt = conf['format'] or ((extra.get('data') or {}).get('format'))
+    if fmt is None:
+        raise ValueError(f'dataset format not given and not stored in {ckpt}; '
+                         f'pass --format ({", ".join(FORMATS)})')
+    block, every = split_params(conf, extra)
+    dataset = split_dataset(read_dataset(data, fmt), conf['split'], block=block, every=every)
+    frames = dataset.frames
+    if conf['limit'] is not None:
+        frames = frames[:int(conf['limit'])]
+    if not frames:
+        raise ValueError(f'no frames to evaluate in the {conf["split"]} split of {data}')
+
+    official = fmt in ('7scenes', 'cambridge')
+    how = 'official split' if official else f'block={block}, every={every}'
+    print(f'evaluating {ckpt} ({engine.describe()}) on {len(frames)} {conf["split"]} frames '
+          f'of {data} ({fmt}, {how})', flush=True)
+    t0 = time.perf_counter()
+    preds = engine.predict_frames(frame_loaders(frames), batch_size=int(conf['batch_size']),
+                                  sequence_ids=window_runs(frames),
+                                  stamps=[f.timestamp for f in frames])
+    seconds = time.perf_counter() - t0
+    gt_pos, gt_quat = pose_from_matrix(np.stack([f.pose_c2w for f in frames]))
+    pred_pos = np.stack([p.position for p in preds])
+    pred_quat = np.stack([p.quaternion for p in preds])
+    title = conf['title'] or f'{ckpt.stem} {conf["split"]}'
+    info = {'checkpoint': str(ckpt), 'data': str(data), 'format': fmt,
+            'split': conf['split'], 'block': None if official else block,
+            'every': None if official else every, 'limit': conf['limit'],
+            'model': engine.describe(), 'frames_per_second': len(frames) / max(seconds, 1e-9)}
+    files = write_results(out, [f.name for f in frames], frame_stamps(frames), pred_pos,
+                          pred_quat, gt_pos, gt_quat,
+                          var=np.stack([np.diag(p.covariance) for p in preds]), title=title,
+                          info=info)
+    summary = summarize(*pose_errors(pred_pos, pred_quat, gt_pos, gt_quat))
+    print(format_table({title: summary}), end='')
+    print(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
+          f'frames/s); results in {out}: ' + ', '.join(p.name for p in files.values()))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line interface of ``camreloc evaluate``."""
+    parser.add_argument('checkpoint', type=Path, help='checkpoint file (.pt)')
+    parser.add_argument('data', type=Path, help='dataset root folder (or csv file)')
+    parser.add_argument('--format', choices=FORMATS, default=None,
+                        help='dataset format (default: the one stored in the checkpoint)')
+    parser.add_argument('--split', choices=SPLIT_NAMES, default='test')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='output folder (default: <checkpoint dir>/eval_<split>)')
+    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
+    parser.add_argument('--block', type=int, default=None,
+                        help=f'frames per held-out block (default: from the checkpoint, '
+                        f'else {DEFAULT_BLOCK}); ignored for 7scenes/cambridge')
+    parser.add_argument('--every', type=int, default=None,
+                        help=f'every N-th block is test (default: from the checkpoint, '
+                        f'else {DEFAULT_EVERY})')
+    parser.add_argument('--limit', type=int, default=None,
+                        help='only the first N frames of the split (quick checks)')
+    parser.add_argument('--title', default=None, help='name of the result row')
+
+
+def from_args(args: argparse.Namespace) -> Path:
+    """Run :func:`main` from parsed arguments."""
+    conf = {'format': args.format, 'split': args.split, 'block': args.block,
+            'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
+            'limit': args.limit, 'title': args.title}
+    return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out})

@@ -1,0 +1,144 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``camreloc train``: fit a pose model on a dataset folder (or bags, see bag tools).
+
+With no config it trains the project's default (EfficientNet-Lite0 + Regressor, QEH loss).
+Outputs in ``--out``: ``epoch_NNN.pt`` per epoch, ``last.pt`` (resumable), ``best.pt`` (by
+validation median), ``history.json`` and ``train_conf.yaml``. With ``--bag`` the images
+and interpolated ground truth of rosbags are extracted once into a cache
+(:func:`camreloc_ros.core.bags.extract_frames`) and trained on like a dataset folder.
+"""
+
+import argparse
+from pathlib import Path
+
+import yaml
+
+from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
+from camreloc_ros.core.data.datasets import FORMATS, read_dataset
+from camreloc_ros.core.data.split import block_split, split_dataset
+from camreloc_ros.core.evaluation import atomic_write_text
+from camreloc_ros.core.training import train_conf, Trainer
+
+
+def load_frames(data: str | Path, conf: dict) -> tuple[list, list]:
+    """Training and validation frames of a dataset folder, split as the config says."""
+    dconf = conf['data']
+    dataset = read_dataset(data, dconf['format'])
+    train = split_dataset(dataset, 'train', dconf['block'], dconf['every']).frames
+    val = split_dataset(dataset, 'test', dconf['block'], dconf['every']).frames
+    return train, val
+
+
+def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: str,
+                    gt_topic: str | None = None, gt_tf: str | None = None,
+                    tolerance: float | None = None, log=print) -> tuple[list, list]:
+    """Training and validation frames from bags: ``val_bags``, else a block split.
+
+    Each bag is one sequence; without ``val_bags`` its held-out blocks (``data.block`` /
+    ``data.every``, by image position in the topic) validate, as for a single-sequence
+    dataset. Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
+    """
+    from camreloc_ros.core import bags as bag_io
+
+    cache = conf['train'].get('cache_dir')
+    root = Path(cache) / 'bag_frames' if cache else None
+    tol = bag_io.DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
+
+    def frames_of(paths: list) -> list:
+        out = []
+        for path in paths:
+            frames, info = bag_io.extract_frames(path, image_topic, gt_topic, gt_tf, tol,
+                                                 cache_dir=root, log=log)
+            log(f'{path}: {info["frames"]} of {info["images"]} images with ground truth '
+                f'({info["ground_truth"]})'
+                + (f'; {info["outside_tolerance"]} outside {tol:g} s, not used'
+                   if info['outside_tolerance'] else ''))
+            out += frames
+        return out
+
+    train = frames_of(list(bags))
+    if val_bags:
+        return train, frames_of(list(val_bags))
+    return block_split(train, conf['data']['block'], conf['data']['every'])
+
+
+def main(conf: dict, paths: dict, resume: bool = False, log=print,
+         progress_bars: bool = True) -> Path:
+    """Train; ``paths``: ``data`` (dataset folder) and ``out`` (run folder). Returns ``out``."""
+    conf = train_conf(conf)
+    out = Path(paths['out'])
+    out.mkdir(parents=True, exist_ok=True)
+    train, val = paths.get('frames') or load_frames(paths['data'], conf)
+    log(f'training {conf["model"]["backbone"]["name"]} + {conf["model"]["head"]["name"]} '
+        f'with {conf["loss"]["name"].upper()} on {len(train)} frames '
+        f'(validation {len(val)}) -> {out}')
+    atomic_write_text(out / 'train_conf.yaml', yaml.safe_dump(conf, sort_keys=False))
+    trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars)
+    if resume:
+        trainer.resume()
+    trainer.fit()
+    log(f'done: {out / "last.pt"} (last), {out / "best.pt"} (best on validation)')
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``camreloc train``."""
+    parser.add_argument('--data', help='dataset folder (or use --bag)')
+    parser.add_argument('--format', choices=FORMATS, help='dataset layout (with --data)')
+    parser.add_argument('--config', help='YAML file with overrides of the training config')
+    parser.add_argument('--out', default='runs/train', help='run folder (default runs/train)')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue from OUT/last.pt (same config)')
+    parser.add_argument('--epochs', type=int, help='shortcut for train.epochs=N')
+    parser.add_argument('overrides', nargs='*', metavar='key=value',
+                        help='config overrides, e.g. loss.name=nh model.head.name=lstm')
+    bag = parser.add_argument_group('training from rosbags (instead of --data)')
+    bag.add_argument('--bag', action='append', metavar='BAG',
+                     help='training bag (repeatable); without --val-bag its held-out blocks '
+                     'validate')
+    bag.add_argument('--val-bag', action='append', metavar='BAG', help='validation bag')
+    bag.add_argument('--image-topic', help='Image or CompressedImage topic of the bags')
+    bag.add_argument('--gt-topic', help='ground truth: PoseStamped, PoseWithCovarianceStamped '
+                     'or Odometry topic')
+    bag.add_argument('--gt-tf', metavar='PARENT:CHILD', help='ground truth from /tf')
+    bag.add_argument('--gt-tolerance', type=float, default=None,
+                     help='seconds between an image and its ground truth (default 0.05)')
+
+
+def conf_from_args(args: argparse.Namespace) -> dict:
+    """Config file, then key=value overrides, then shortcuts."""
+    conf = load_yaml(args.config) if args.config else {}
+    conf = train_conf(deep_update(conf, parse_overrides(args.overrides)))
+    conf['data']['format'] = args.format
+    if args.epochs:
+        conf['train']['epochs'] = args.epochs
+    return conf
+
+
+def from_args(args: argparse.Namespace) -> Path:
+    """Run from parsed command-line arguments."""
+    if getattr(args, 'bag', None):
+        if args.data:
+            raise ValueError('give either --data or --bag, not both')
+        if not args.image_topic or (args.gt_topic is None) == (args.gt_tf is None):
+            raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
+        conf = conf_from_args(args)
+        frames = load_bag_frames(args.bag, args.val_bag, conf, args.image_topic,
+                                 args.gt_topic, args.gt_tf, args.gt_tolerance)
+        return main(conf, {'frames': frames, 'out': args.out}, resume=args.resume)
+    if not args.data or not args.format:
+        raise ValueError('--data and --format are required (or train from --bag)')
+    return main(conf_from_args(args), {'data': args.data, 'out': args.out}, resume=args.resume)

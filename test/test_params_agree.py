@@ -1,0 +1,177 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""One set of parameter names: the node's table == config/localizer.yaml == the launch file.
+
+The launch file is read statically (ast) because launch/launch_ros are not on PyPI; where
+they import (a robot), its LaunchDescription is also built and checked.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+from ros_env import ros_environment
+import yaml
+
+from camreloc_ros.ros.localizer_node import LocalizerNode, PARAMETERS
+
+DOMAIN_ID = 102
+ROOT = Path(__file__).resolve().parent.parent
+YAML_FILE = ROOT / 'config' / 'localizer.yaml'
+LAUNCH_FILE = ROOT / 'launch' / 'localizer.launch.py'
+AUTO_DECLARED = {'use_sim_time', 'start_type_description_service'}   # declared by rclpy
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+    """Nested YAML mappings -> ROS dotted parameter names."""
+    out = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            out.update(flatten(value, name + '.'))
+        else:
+            out[name] = value
+    return out
+
+
+def yaml_parameters() -> dict:
+    """The parameters in config/localizer.yaml."""
+    doc = yaml.safe_load(YAML_FILE.read_text())
+    assert list(doc) == ['/**'], 'one section for the node, under any namespace'
+    return flatten(doc['/**']['ros__parameters'])
+
+
+def launch_arguments() -> tuple[list[str], tuple[str, ...]]:
+    """DeclareLaunchArgument names and NON_PARAMETER_ARGUMENTS, read without importing."""
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    names, non_params = [], ()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == \
+                'DeclareLaunchArgument':
+            names.append(ast.literal_eval(node.args[0]))
+        if isinstance(node, ast.Assign) and \
+                getattr(node.targets[0], 'id', None) == 'NON_PARAMETER_ARGUMENTS':
+            non_params = ast.literal_eval(node.value)
+    return names, non_params
+
+
+def test_yaml_equals_table():
+    """Every table parameter is in the YAML with its default value and type, and no other."""
+    table = {p.name: p.default for p in PARAMETERS}
+    from_yaml = yaml_parameters()
+    assert set(from_yaml) == set(table)
+    for name, default in table.items():
+        assert from_yaml[name] == default, name
+        assert type(from_yaml[name]) is type(default), f'{name}: YAML type differs'
+
+
+def test_launch_arguments_map_to_parameters():
+    """Launch arguments are parameters of the node (same names) or declared as not."""
+    names, non_params = launch_arguments()
+    assert {'params_file', 'model', 'image_topic', 'namespace', 'use_sim_time'} == set(names)
+    table = {p.name for p in PARAMETERS}
+    assert set(non_params) <= set(names)
+    assert set(names) - set(non_params) <= table | AUTO_DECLARED
+
+
+@pytest.fixture
+def isolated(tmp_path):
+    """A private domain, localhost discovery, logs in a temp dir."""
+    with ros_environment(DOMAIN_ID, tmp_path / 'ros_log'):
+        yield
+
+
+def test_node_declares_the_table_and_loads_the_yaml(isolated, tmp_path):
+    """The live node declares exactly the table; the YAML (then a second file) loads into it."""
+    import rclpy
+
+    changed = {'autostart': False, 'device': 'cpu', 'qos': {'depth': 3},
+               'gate': {'max_speed': 2.5}}
+    second = tmp_path / 'second.yaml'
+    second.write_text(yaml.safe_dump({'/**': {'ros__parameters': changed}}))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID,
+               args=['camreloc', '--ros-args', '--params-file', str(YAML_FILE),
+                     '--params-file', str(second)])
+    try:
+        node = LocalizerNode(context=context, namespace='some/where')
+        try:
+            declared = set(node._parameters) - AUTO_DECLARED
+            assert declared == {p.name for p in PARAMETERS}
+            expected = dict(yaml_parameters(), **flatten(changed))
+            for name in declared:
+                assert node.get_parameter(name).value == expected[name], name
+            descriptors = node.describe_parameters(sorted(declared))
+            assert all(d.description for d in descriptors)
+            assert node.describe_parameters(['autostart'])[0].read_only
+            assert node.describe_parameters(['qos.depth'])[0].integer_range[0].from_value == 1
+            assert not node.is_active
+        finally:
+            node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
+def test_launch_description_where_launch_ros_imports():
+    """On a robot: the LaunchDescription declares the same arguments as the static read."""
+    pytest.importorskip('launch_ros')
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location('localizer_launch', LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    declared = [a.name for a in description.get_launch_arguments()]
+    assert sorted(declared) == sorted(launch_arguments()[0])
+    assert Path(module.default_params_file()).name == 'localizer.yaml'
+
+
+def test_docs_list_every_parameter():
+    """docs/live_node.md has a table row for every parameter."""
+    text = (ROOT / 'docs' / 'live_node.md').read_text()
+    missing = [p.name for p in PARAMETERS if f'| `{p.name}` |' not in text]
+    assert not missing, f'parameters missing from docs/live_node.md: {missing}'
+
+
+def test_rviz_config_shows_the_outputs():
+    """The RViz layout shows TF, pose, covariance, path and image on the node's topics."""
+    conf = yaml.safe_load((ROOT / 'config' / 'camreloc.rviz').read_text())
+    manager = conf['Visualization Manager']
+    topics = {d['Class'].split('/')[-1]: d.get('Topic', {}).get('Value')
+              for d in manager['Displays']}
+    assert topics['TF'] is None
+    assert topics['Pose'] == '/pose'
+    assert topics['PoseWithCovariance'] == '/pose_with_covariance'
+    assert topics['Path'] == '/path'
+    assert topics['Image'] == '/image'
+    defaults = {p.name: p.default for p in PARAMETERS}
+    assert manager['Global Options']['Fixed Frame'] == defaults['map_frame']
+
+
+def test_fastdds_profile_is_a_default_participant_profile():
+    """The Fast DDS XML parses, is the default profile and defines the transports it uses."""
+    from xml.etree import ElementTree
+
+    ns = {'dds': 'http://www.eprosima.com'}
+    root = ElementTree.parse(ROOT / 'config' / 'fastdds_large_images.xml').getroot()
+    defined = {d.findtext('dds:transport_id', namespaces=ns): d
+               for d in root.iterfind('.//dds:transport_descriptor', ns)}
+    participant = root.find('.//dds:participant', ns)
+    assert participant.get('is_default_profile') == 'true'
+    used = [t.text for t in participant.iterfind('.//dds:userTransports/dds:transport_id', ns)]
+    assert used and set(used) <= set(defined)
+    assert participant.findtext('.//dds:useBuiltinTransports', namespaces=ns) == 'false'
+    shm = [d for d in defined.values() if d.findtext('dds:type', namespaces=ns) == 'SHM']
+    assert int(shm[0].findtext('dds:segment_size', namespaces=ns)) >= 16 * 1024 * 1024
