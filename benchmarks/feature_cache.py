@@ -31,7 +31,7 @@ DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'hololens-offic
 
 
 def epoch_seconds(frames, cache: bool, stages: int, cache_dir: str) -> tuple[float, float]:
-    """(set-up seconds, median epoch seconds over two epochs)."""
+    """Return set-up seconds and the faster of two epochs' seconds."""
     conf = {'model': {'backbone': {'trainable_stages': stages}},
             'train': {'cache': cache, 'cache_dir': cache_dir, 'batch_size': 16}}
     t0 = time.perf_counter()

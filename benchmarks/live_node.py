@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,20 +125,30 @@ def run_publisher(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- measuring side
 
 def bare_forward_ms(model: str, device: str, frame: np.ndarray, runs: int) -> float:
-    """Median ``engine.predict`` time on one camera frame (preprocessing included)."""
+    """Median ``engine.predict`` time on one camera frame (preprocessing included).
+
+    Measured in a worker thread, as the node runs the engine: on a busy machine torch calls
+    from the main thread can be several times slower (OpenMP team contention), which would
+    make the node look faster than its own model.
+    """
     from camreloc_ros.core.engine import InferenceEngine
 
     engine = InferenceEngine.from_checkpoint(model, device=device)
-    for _ in range(3):
-        engine.predict(frame)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        engine.predict(frame)
-        if engine.device.type == 'cuda':
-            import torch
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    times: list[float] = []
+
+    def measure() -> None:
+        for _ in range(3):
+            engine.predict(frame)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            engine.predict(frame)
+            if engine.device.type == 'cuda':
+                import torch
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    worker = threading.Thread(target=measure, name='bare_forward')
+    worker.start()
+    worker.join()
     return float(np.median(times) * 1e3)
 
 
@@ -148,7 +159,7 @@ def build_default_model(directory: Path) -> Path:
     return build_model('posenet').save_checkpoint(directory / 'bench_regressor.pt')
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
+def run_benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     """Node in this process, publisher in a child; returns the measured numbers."""
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -158,7 +169,6 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     from camreloc_ros.ros.conversions import stamp_to_ns
     from camreloc_ros.ros.localizer_node import LocalizerNode
 
-    workdir = Path(tempfile.mkdtemp(prefix='camreloc_bench_'))
     set_environment(args, str(workdir / 'ros_log'))
     model = args.model or str(build_default_model(workdir))
 
@@ -255,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.publisher:
         run_publisher(args)
         return 0
-    print(markdown(run_benchmark(args)))
+    workdir = Path(tempfile.mkdtemp(prefix='camreloc_bench_'))
+    try:
+        print(markdown(run_benchmark(args, workdir)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

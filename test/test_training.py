@@ -152,3 +152,22 @@ def test_cached_features_equal_the_frozen_trunk(tmp_path, frames):
 def test_unknown_training_keys_raise():
     with pytest.raises(ValueError, match='epocs'):
         train_conf({'train': {'epocs': 3}})
+
+
+def test_temporal_gru_trains_on_windows_inside_blocks(tmp_path, frames):
+    conf = _conf(tmp_path, epochs=1, limit=None)
+    conf['model']['head'] = {'name': 'gru', 'window': 4, 'width': 64, 'gru_hidden': 32}
+    train = frames[0][60:90]       # indices 60..74, then the held-out gap, then 100..114
+    assert [train[14].index, train[15].index] == [74, 100]
+    trainer = Trainer(conf, train, frames[1], tmp_path / 'gru', log=lambda s: None,
+                      progress_bars=False)
+    batches = trainer._batches(1)
+    windows = [w for b in batches for w in b.tolist()]
+    assert windows and all(len(w) == 4 for w in windows)
+    for w in windows:
+        idx = [train[i].index for i in w]
+        assert idx == list(range(idx[0], idx[0] + 4)), 'a window crossed a gap'
+    assert len(windows) == 6          # 12 + 12 possible windows, a quarter per epoch
+    assert trainer._batches(1)[0].tolist() != trainer._batches(2)[0].tolist()
+    record = trainer.fit()
+    assert np.isfinite(record['loss']) and np.isfinite(record['val_median_pos'])

@@ -326,51 +326,55 @@ def _decompress(data: bytes, compression: str, size: int) -> bytes:
 
 
 def _mcap_records(path: Path) -> Iterator[tuple[str, str, int, bytes]]:
-    """Messages of an mcap file read front to back (no footer or index needed)."""
+    """Messages of an mcap file read front to back (no footer or index needed).
+
+    Streams record by record (a chunk at most in memory), so a large damaged file is fine.
+    """
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, str]] = {}
 
-    def parse(buf: bytes, in_chunk: bool) -> Iterator[tuple[str, str, int, bytes]]:
-        pos = 0
-        end = len(buf)
-        while pos < end:
-            if end - pos < 9:
-                raise _Truncated(f'record header cut at byte {pos}')
-            op = buf[pos]
-            (length,) = struct.unpack_from('<Q', buf, pos + 1)
-            body_start = pos + 9
-            if body_start + length > end:
-                raise _Truncated(f'record of {length} bytes cut at byte {pos}')
-            body = buf[body_start:body_start + length]
-            pos = body_start + length
-            if op == 0x03:      # schema: id, name, encoding, data
-                (sid,) = struct.unpack_from('<H', body, 0)
-                schemas[sid], _ = _mcap_string(body, 2)
-            elif op == 0x04:    # channel: id, schema id, topic, encoding, metadata
-                cid, sid = struct.unpack_from('<HH', body, 0)
-                topic, _ = _mcap_string(body, 4)
-                channels[cid] = (topic, schemas.get(sid, ''))
-            elif op == 0x05:    # message: channel, sequence, log time, publish time, data
-                cid, _, log_ns, _ = struct.unpack_from('<HIQQ', body, 0)
-                if cid in channels:
-                    topic, msgtype = channels[cid]
-                    yield topic, msgtype, int(log_ns), bytes(body[22:])
-            elif op == 0x06 and not in_chunk:
-                _, _, size, _ = struct.unpack_from('<QQQI', body, 0)
-                compression, p = _mcap_string(body, 28)
-                (clen,) = struct.unpack_from('<Q', body, p)
-                data = _decompress(bytes(body[p + 8:p + 8 + clen]), compression, size)
-                yield from parse(data, True)
-            elif op in (0x0F, 0x02):    # data end, footer: the data section is complete
-                return
+    def record(op: int, body: bytes) -> Iterator[tuple[str, str, int, bytes]]:
+        if op == 0x03:      # schema: id, name, encoding, data
+            (sid,) = struct.unpack_from('<H', body, 0)
+            schemas[sid], _ = _mcap_string(body, 2)
+        elif op == 0x04:    # channel: id, schema id, topic, encoding, metadata
+            cid, sid = struct.unpack_from('<HH', body, 0)
+            topic, _ = _mcap_string(body, 4)
+            channels[cid] = (topic, schemas.get(sid, ''))
+        elif op == 0x05:    # message: channel, sequence, log time, publish time, data
+            cid, _, log_ns, _ = struct.unpack_from('<HIQQ', body, 0)
+            if cid in channels:
+                topic, msgtype = channels[cid]
+                yield topic, msgtype, int(log_ns), bytes(body[22:])
 
     with open(path, 'rb') as f:
-        buf = f.read()
-    magic = b'\x89MCAP0\r\n'
-    if not buf.startswith(magic):
-        raise _Truncated('no mcap magic at the start of the file')
-    yield from parse(memoryview(buf)[len(magic):].tobytes(), False)
-    raise _Truncated('the file ends without its summary and footer')
+        if f.read(8) != b'\x89MCAP0\r\n':
+            raise _Truncated('no mcap magic at the start of the file')
+        while True:
+            offset = f.tell()
+            head = f.read(9)
+            if len(head) < 9:
+                raise _Truncated(f'record header cut at byte {offset}'
+                                 if head else 'the file ends without its summary and footer')
+            op = head[0]
+            (length,) = struct.unpack_from('<Q', head, 1)
+            body = f.read(length)
+            if len(body) < length:
+                raise _Truncated(f'record of {length} bytes cut at byte {offset}')
+            if op in (0x0F, 0x02):    # data end, footer: the data section is complete
+                return
+            if op != 0x06:
+                yield from record(op, body)
+                continue
+            _, _, size, _ = struct.unpack_from('<QQQI', body, 0)    # chunk
+            compression, p = _mcap_string(body, 28)
+            (clen,) = struct.unpack_from('<Q', body, p)
+            data = _decompress(body[p + 8:p + 8 + clen], compression, size)
+            pos = 0
+            while pos + 9 <= len(data):
+                (inner_len,) = struct.unpack_from('<Q', data, pos + 1)
+                yield from record(data[pos], data[pos + 9:pos + 9 + inner_len])
+                pos += 9 + inner_len
 
 
 def _sqlite_rows(path: Path, expected: int | None = None
@@ -886,16 +890,38 @@ def default_extract_dir() -> Path:
     return Path(env) if env else Path.home() / '.cache' / 'camreloc_ros' / 'bag_frames'
 
 
-def bag_digest(path: str | Path) -> str:
-    """SHA-256 over the bag's files (metadata and storage), so any change re-extracts."""
+def bag_digest(path: str | Path, memo: str | Path | None = None) -> str:
+    """SHA-256 over the bag's files (metadata and storage), so any change re-extracts.
+
+    ``memo`` (a JSON file) remembers digests by path, size and mtime, so an unchanged
+    multi-gigabyte bag is not read again at every training start.
+    """
     path = Path(path)
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+    stat = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    key = str(path.resolve())
+    memo_path = Path(memo) if memo else None
+    known = {}
+    if memo_path is not None and memo_path.is_file():
+        try:
+            known = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if known.get(key, {}).get('stat') == stat:
+            return known[key]['digest']
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b'\0' + str(f.stat().st_size).encode() + b'\0')
         with open(f, 'rb') as fh:
             h.update(hashlib.file_digest(fh, 'sha256').digest())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if memo_path is not None:
+        known[key] = {'stat': stat, 'digest': digest}
+        fd, tmp = tempfile.mkstemp(prefix='.digests.', dir=memo_path.parent)
+        with os.fdopen(fd, 'w') as fh:
+            json.dump(known, fh)
+        os.replace(tmp, memo_path)
+    return digest
 
 
 def _frames_from_index(root: Path, doc: dict) -> list[Frame]:
@@ -921,7 +947,9 @@ def extract_frames(path: str | Path, image_topic: str, gt_topic: str | None = No
     """
     path = Path(path)
     root = Path(cache_dir) if cache_dir else default_extract_dir()
-    spec = {'version': EXTRACT_VERSION, 'bag': bag_digest(path), 'image_topic': image_topic,
+    root.mkdir(parents=True, exist_ok=True)
+    spec = {'version': EXTRACT_VERSION, 'bag': bag_digest(path, root / 'digests.json'),
+            'image_topic': image_topic,
             'gt_topic': gt_topic, 'gt_tf': gt_tf, 'tolerance': float(tolerance),
             'allow_truncated': bool(allow_truncated)}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -930,7 +958,6 @@ def extract_frames(path: str | Path, image_topic: str, gt_topic: str | None = No
     if index.is_file():
         doc = json.loads(index.read_text())
         return _frames_from_index(folder, doc), doc['info']
-    root.mkdir(parents=True, exist_ok=True)
     with Bag(path) as bag:
         scan = scan_bag(bag, image_topic, gt_topic, gt_tf, tolerance, allow_truncated)
         keep = np.flatnonzero(scan.gt_ok).tolist()
@@ -953,7 +980,12 @@ def extract_frames(path: str | Path, image_topic: str, gt_topic: str | None = No
                     'truncated': str(scan.truncated) if scan.truncated else None}
             doc = {'spec': spec, 'sequence': path.name, 'info': info, 'frames': entries}
             (tmp / 'frames.json').write_text(json.dumps(doc))
-            os.replace(tmp, folder)
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                if not index.is_file():    # not another process that finished first
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -1106,8 +1138,12 @@ class BagWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f'.{self.path.name}.', dir=self.path.parent))
         plugin = StoragePlugin.MCAP if self.storage == 'mcap' else StoragePlugin.SQLITE3
-        self._writer = Writer(self._tmp / self.path.name, version=9, storage_plugin=plugin)
-        self._writer.open()
+        try:
+            self._writer = Writer(self._tmp / self.path.name, version=9, storage_plugin=plugin)
+            self._writer.open()
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         return self
 
     def add_topic(self, topic: str, msgtype: str, qos: Any = None) -> None:

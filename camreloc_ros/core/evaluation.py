@@ -126,7 +126,7 @@ def _stats(values: np.ndarray) -> dict:
 
 def summarize(pos_err: Sequence[float], rot_err: Sequence[float],
               thresholds: Sequence[tuple[float, float]] = THRESHOLDS) -> dict:
-    """The thesis' columns for one result set, plus the share within each threshold.
+    """Compute the thesis' columns for one result set, plus the share within each threshold.
 
     ``std`` is the population standard deviation (``ddof=0``). Statistics of an empty set
     are ``None`` (JSON ``null``), never NaN, so ``summary.json`` stays strict JSON.
@@ -219,7 +219,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
 
 def uncertainty_check(var_n6: np.ndarray, pos_err: Sequence[float],
                       rot_err: Sequence[float]) -> dict:
-    """Does the predicted uncertainty rank frames like their actual errors do?
+    """Check that the predicted uncertainty ranks frames like their actual errors do.
 
     A useful covariance (the live node publishes it) should be larger where the pose is
     worse: the Spearman correlation between predicted std and error should be clearly
@@ -425,7 +425,7 @@ def _break_jumps(xy: np.ndarray) -> np.ndarray:
 
 
 def topdown_axes(gt_pos: np.ndarray) -> tuple[int, int]:
-    """Indices (ascending) of the two axes along which the ground truth spreads most."""
+    """Return the two axes (ascending) along which the ground truth spreads most."""
     spread = np.ptp(np.asarray(gt_pos, np.float64).reshape(-1, 3), axis=0)
     a, b = sorted(int(i) for i in np.argsort(-spread, kind='stable')[:2])
     return a, b

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.data.split import temporal_windows
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor, read_rgb
 from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
 from camreloc_ros.core.features import frozen_features
@@ -53,7 +54,7 @@ default_conf = {
         'weight_decay': 0.0,     # L2, 0 as the thesis
         'seed': 0,
         'var_weight': 1.0,       # weight of the variance head's NLL (detached errors)
-        'window_stride': 1,      # temporal heads: stride between training windows
+        'window_stride': None,   # temporal heads: 1/stride of all windows per epoch (None=T)
         'cache': True,           # frozen-trunk feature cache (impossible with augmentation)
         'cache_dir': None,
         'limit': None,           # use only the first N training frames (quick checks)
@@ -174,7 +175,7 @@ class Trainer:
         params += list(self.loss.parameters())
         self.optimizer = torch.optim.Adam(params, lr=tconf['lr'], betas=tuple(tconf['betas']),
                                           eps=tconf['eps'], weight_decay=tconf['weight_decay'],
-                                          foreach=True)
+                                          fused=True)
         self.epoch = 0
         self.history: list[dict] = []
         self.best_score = math.inf
@@ -203,15 +204,20 @@ class Trainer:
         tconf = self.conf['train']
         gen = np.random.default_rng([tconf['seed'], epoch])
         if self.model.temporal:
-            units = _windows(self.train_frames, self.model.window, tconf['window_stride'])
+            units = temporal_windows(self.train_frames, self.model.window)
             if not units:
                 raise ValueError(f'no training window of {self.model.window} consecutive '
                                  'frames; lower model.head.window')
             per_batch = max(1, tconf['batch_size'] // self.model.window)
+            # every window is a valid sample; an epoch draws 1/stride of them at random, so
+            # an epoch costs about as many frames as a single-frame epoch (stride = T)
+            stride = int(tconf['window_stride'] or self.model.window)
+            keep = max(1, math.ceil(len(units) / stride))
         else:
             units = [[i] for i in range(len(self.train_frames))]
             per_batch = tconf['batch_size']
-        order = gen.permutation(len(units))
+            keep = len(units)
+        order = gen.permutation(len(units))[:keep]
         return [np.array([units[u] for u in order[s:s + per_batch]])
                 for s in range(0, len(order), per_batch)]
 
@@ -354,13 +360,8 @@ class Trainer:
         return self.history[-1] if self.history else {}
 
 
-def _windows(frames: Sequence, window: int, stride: int) -> list[list[int]]:
-    from camreloc_ros.core.data.split import temporal_windows
-    return temporal_windows(frames, window, stride)
-
-
 def _causal_windows(model: PoseModel, feats: torch.Tensor, frames: Sequence):
-    """The newest frame's pose from a window ending at each frame (as the live engine)."""
+    """Predict each frame from a window ending at it (as the live engine does)."""
     pos, quat = [], []
     start = 0
     for i, frame in enumerate(frames):

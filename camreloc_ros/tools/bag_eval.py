@@ -75,6 +75,7 @@ default_conf = {
     'lockstep': True,          # publish the next image once the previous pose came back
     'wait_node': 60.0,         # s to wait for the node's subscription
     'pose_timeout': 10.0,      # s to wait for each pose (lockstep) and for the last ones
+    'reset_service': None,     # node's ~/reset before playing; None: next to pose_topic
 }
 
 
@@ -227,6 +228,23 @@ def _ros(name: str) -> Iterator:
         thread.join(timeout=5.0)
 
 
+def _reset_node(node, service: str, timeout_s: float = 2.0) -> bool:
+    """Call the localizer's ``~/reset`` so no earlier frame is in its temporal window."""
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, service)
+    try:
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            return False
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return bool(future.done() and future.result() is not None and future.result().success)
+    finally:
+        node.destroy_client(client)
+
+
 def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
           stop: threading.Event | None = None) -> tuple[dict, dict]:
     from camreloc_ros.ros.bag_player import BagPlayer, PoseCollector
@@ -254,6 +272,11 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
                 f'{os.environ.get("ROS_DOMAIN_ID", "0")}). Start one, e.g. `camreloc node '
                 '--ros-args -p model:=CKPT -p input:=compressed -r image/compressed:='
                 f'{target}`')
+        service = conf['reset_service']
+        if service is None:
+            service = conf['pose_topic'].rsplit('/', 1)[0] + '/camreloc/reset'
+        if service and not _reset_node(node, service):
+            print(f'could not call {service}: a temporal model may still hold earlier frames')
         hook = collector.lockstep(float(conf['pose_timeout'])) if conf['lockstep'] else None
         t0 = time.perf_counter()
         stats = player.play(float(conf['rate_factor']), max_idle=conf['max_idle'], stop=stop,
@@ -381,6 +404,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='seconds to wait for the node to appear')
     live.add_argument('--pose-timeout', type=float, default=10.0,
                       help='seconds to wait for a pose')
+    live.add_argument('--reset-service', default=None,
+                      help='Trigger service that clears the temporal window of the node before '
+                      'playing (default: <pose topic namespace>/camreloc/reset; "" = none)')
 
 
 def from_args(args: argparse.Namespace) -> Path:
@@ -393,7 +419,7 @@ def from_args(args: argparse.Namespace) -> Path:
             'pose_topic': args.pose_topic, 'live_image_topic': args.live_image_topic,
             'rate_factor': args.rate_factor, 'max_idle': args.max_idle,
             'lockstep': not args.no_lockstep, 'wait_node': args.wait_node,
-            'pose_timeout': args.pose_timeout}
+            'pose_timeout': args.pose_timeout, 'reset_service': args.reset_service}
     return main(conf, {'bag': args.bag, 'checkpoint': args.model, 'out': args.out})
 
 

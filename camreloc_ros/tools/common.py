@@ -55,7 +55,7 @@ def frame_loaders(frames: Sequence[Frame]) -> list[Callable[[], np.ndarray]]:
 
 
 def window_runs(frames: Sequence[Frame]) -> list[str]:
-    """A run id per frame that changes at sequence changes and at gaps in the frame index.
+    """Give each frame a run id that changes at sequence changes and at index gaps.
 
     Given to ``InferenceEngine.predict_frames`` as ``sequence_ids``, so a temporal window
     never spans a held-out block or a dropped frame: the same rule as the training windows
