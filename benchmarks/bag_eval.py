@@ -17,7 +17,10 @@
 The hololens-office test split is written to bags (JPEG CompressedImage and raw rgb8, mcap);
 ``evaluate`` reads the same frames as JPEG files. Both tools run end to end (model load,
 reading, inference, result files and plots), interleaved, best of ``--repeats``; the table
-gives frames per second and the ratio bag-eval / evaluate (target >= 0.9).
+gives frames per second and the ratio bag-eval / evaluate (target >= 0.9). A second table
+times only what differs between them, the input path (files: read + decode; bag: scan for
+stamps and ground truth, then read + deserialise + decode), which is stable even on a busy
+machine where end-to-end times vary by 10-20 % from run to run.
 """
 
 import argparse
@@ -29,8 +32,10 @@ import time
 
 import torch
 
+from camreloc_ros.core import bags as bag_io
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
+from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, evaluate
 
@@ -42,6 +47,29 @@ def _timed(fn) -> float:
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0
+
+
+def _read_bag(path: Path, topic: str) -> list:
+    with bag_io.Bag(path) as bag:
+        scan = bag_io.scan_bag(bag, topic, gt_topic='/ground_truth/pose')
+        return [load() for load in bag_io.sequential_loaders(bag, scan, range(len(scan)))]
+
+
+def input_table(frames: list, bags: dict, repeats: int = 7) -> str:
+    """Milliseconds per frame of the input paths alone (best of ``repeats``)."""
+    paths = {
+        'JPEG files (evaluate)': lambda: [read_rgb(f.image_path) for f in frames],
+        'bag, JPEG CompressedImage': lambda: _read_bag(bags['jpeg'],
+                                                       '/camera/image_raw/compressed'),
+        'bag, raw rgb8 Image': lambda: _read_bag(bags['raw'], '/camera/image_raw'),
+    }
+    best = {name: min(_timed(fn) for _ in range(repeats)) for name, fn in paths.items()}
+    rows = ['| input path | ms/frame | extra ms/frame vs files |', '|---|---:|---:|']
+    ref = best['JPEG files (evaluate)'] / len(frames) * 1e3
+    for name, seconds in best.items():
+        ms = seconds / len(frames) * 1e3
+        rows.append(f'| {name} | {ms:.2f} | {ms - ref:+.2f} |')
+    return '\n'.join(rows)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -83,6 +111,7 @@ def main(argv: list[str] | None = None) -> str:
                 dict(common, image_topic='/camera/image_raw', gt_topic='/ground_truth/pose'),
                 {'bag': bags['raw'], 'checkpoint': ckpt, 'out': tmp / 'out_raw'}),
         }
+        inputs = input_table(frames, bags)
         for run in runs.values():     # warm-up: imports, oneDNN kernels, file cache
             _timed(run)
         best = {name: float('inf') for name in runs}
@@ -99,7 +128,9 @@ def main(argv: list[str] | None = None) -> str:
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; end to end '
           f'(model load, read, inference, files, plots) on the {n} held-out frames\n')
     print(table)
-    return table
+    print(f'\ninput path alone, {n} frames, best of 7:\n')
+    print(inputs)
+    return table + '\n\n' + inputs
 
 
 if __name__ == '__main__':

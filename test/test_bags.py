@@ -488,6 +488,8 @@ def test_train_from_bag_equals_train_from_folder(tmp_path):
                                np.stack([f.pose_c2w for f in ref_tr]), atol=1e-5)
     assert tr[0].image_path.read_bytes() == ref_tr[0].image_path.read_bytes()
     assert tr[0].timestamp == stamp_of(ref_tr[0]) / NS
+    tr2, val2 = train.load_bag_frames([bag], [bag], conf, JPEG_TOPIC, GT_TOPIC)   # --val-bag
+    assert len(tr2) == len(val2) == 100
     # Extracted once: a second call reads the index and finds the same files.
     files = sorted((cache / 'bag_frames').rglob('*.jpg'))
     assert len(files) == 100

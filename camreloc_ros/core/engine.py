@@ -15,12 +15,13 @@
 """The inference engine shared by the live node, offline evaluation and bag tools.
 
 One code path from an RGB frame to a pose, so that a pose published live equals the pose the
-evaluation tools compute for the same image. For temporal (GRU) models the CNN runs once per
-frame and its pooled features go into a ring buffer; the head runs over the last N features and
-the newest frame's pose is returned (causal windows, the same rule offline and live).
+evaluation tools compute for the same image, whichever backend runs the network (eager torch
+or ONNX Runtime, :mod:`camreloc_ros.core.runtimes`). Single-frame heads run image -> pose in
+one backend call. For temporal (GRU) models the CNN runs once per frame and its pooled
+features go into a ring buffer; the head runs over the last N features and the newest frame's
+pose is returned (causal windows, the same rule offline and live).
 """
 
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,12 @@ import torch
 
 from camreloc_ros.core.data.transforms import Preprocessor
 from camreloc_ros.core.models.pose_model import PoseModel
+from camreloc_ros.core.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
+                                        TorchRuntime)
+
+__all__ = ['InferenceEngine', 'Prediction', 'covariance_from_var', 'resolve_device',
+           'RUNTIMES']
+HEAD_CHUNK = 256   # temporal windows per head call offline
 
 
 @dataclass
@@ -41,92 +48,125 @@ class Prediction:
     window: int = 1             # frames the temporal head saw (1 for single-frame heads)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    if device == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f'device {device!r} requested but CUDA is not available here')
-    if device != 'cpu' and not device.startswith('cuda'):
-        raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
-    return torch.device(device)
-
-
 def covariance_from_var(var_6: np.ndarray) -> np.ndarray:
     """Diagonal 6x6 covariance from the model's six variances (kept strictly positive)."""
     return np.diag(np.maximum(np.asarray(var_6, np.float64), 1e-12))
 
 
-class InferenceEngine:
-    """Preprocess, run the CNN once per frame, run the head, decode a :class:`Prediction`."""
+def _precision(fp16: bool, precision: str | None) -> str:
+    return precision or ('fp16' if fp16 else 'fp32')
 
-    def __init__(self, model: PoseModel, device: str = 'cpu', fp16: bool = False,
-                 threads: int | None = None, max_gap: float = 1.0):
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
-        self.fp16 = bool(fp16) and self.device.type == 'cuda'
-        if self.device.type == 'cpu':
-            self.model = self.model.to(memory_format=torch.channels_last)
-        spec = model.spec
-        self.pre = Preprocessor(spec.input_size, spec.mean, spec.std)
-        self.window = model.window
+
+class InferenceEngine:
+    """Preprocess, run the CNN once per frame, run the head, decode a :class:`Prediction`.
+
+    ``model`` is a :class:`PoseModel` (run by ``runtime``: ``torch`` or ``onnx``, the latter
+    exported in memory) or a ready :class:`~camreloc_ros.core.runtimes.Runtime`.
+    ``precision`` (``fp32``, ``fp16``, ``bf16``; ``fp16=True`` is ``fp16``) applies to the
+    CNN on CUDA only; the head always runs in float32.
+    """
+
+    def __init__(self, model: PoseModel | Runtime, device: str = 'cpu', fp16: bool = False,
+                 threads: int | None = None, max_gap: float = 1.0, runtime: str = 'torch',
+                 precision: str | None = None):
+        if isinstance(model, Runtime):
+            self.runtime = model
+        else:
+            self.runtime = make_runtime(model, runtime, device, _precision(fp16, precision),
+                                        threads)
+        backend = self.runtime
+        self.model: PoseModel | None = backend.model if isinstance(backend, TorchRuntime) \
+            else None
+        self.device = backend.device
+        self.fp16 = getattr(backend, 'dtype', None) == torch.float16
+        pre = backend.preprocessing
+        self.pre = Preprocessor(pre['size'], pre['mean'], pre['std'])
+        self.window = backend.window
         self.max_gap = float(max_gap)
-        self._buffer: deque = deque(maxlen=self.window)
+        self._input = backend.input_buffer(1)
+        # mirrored ring buffer of per-frame features: every window is one contiguous view
+        self._ring: np.ndarray | None = None
+        self._count = 0
+        self._next = 0
         self._last_stamp: float | None = None
-        self._input = np.empty((1, 3, spec.input_size, spec.input_size), np.float32)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> 'InferenceEngine':
-        """Load a checkpoint and wrap it."""
-        return cls(PoseModel.from_checkpoint(path), **kwargs)
+    def from_checkpoint(cls, path: str | Path, runtime: str = 'torch', device: str = 'cpu',
+                        fp16: bool = False, threads: int | None = None, max_gap: float = 1.0,
+                        precision: str | None = None,
+                        cache_dir: str | Path | None = None) -> 'InferenceEngine':
+        """Load a checkpoint (``.pt``) or an exported ``.onnx`` and wrap it.
+
+        ``runtime='onnx'`` with a checkpoint exports it once to ``cache_dir`` (default
+        ``~/.cache/camreloc_ros/onnx``), keyed by the checkpoint's hash.
+        """
+        backend = make_runtime(path, runtime, device, _precision(fp16, precision), threads,
+                               cache_dir)
+        return cls(backend, max_gap=max_gap)
 
     @property
     def temporal(self) -> bool:
         """Whether the model keeps a window of past frames."""
-        return self.model.temporal
+        return self.runtime.temporal
+
+    @property
+    def conf(self) -> dict:
+        """The model config (from the checkpoint or the ONNX metadata)."""
+        return self.runtime.conf
+
+    @property
+    def checkpoint_extra(self) -> dict:
+        """What training stored with the model (data split, history), if anything."""
+        return self.runtime.extra
 
     def describe(self) -> str:
-        """Model and device, for logs and diagnostics."""
-        conf = self.model.conf
+        """Model, device and backend, for logs and diagnostics."""
+        conf = self.conf
         return (f'{conf["backbone"]["name"]}+{conf["head"]["name"]} on {self.device.type}'
-                f'{" fp16" if self.fp16 else ""}')
+                f'{" fp16" if self.fp16 else ""} ({self.runtime.describe()})')
 
     def reset(self) -> None:
         """Forget the temporal window (time gap, ``~/reset``)."""
-        self._buffer.clear()
+        self._count = 0
+        self._next = 0
         self._last_stamp = None
 
-    @torch.inference_mode()
-    def features(self, images_b3hw: np.ndarray) -> torch.Tensor:
+    def features(self, images_b3hw: np.ndarray) -> np.ndarray:
         """Normalised ``(B, 3, S, S)`` float32 -> pooled per-frame features ``(B, C)``."""
-        x = torch.from_numpy(images_b3hw).to(self.device, non_blocking=True)
-        if self.device.type == 'cpu':
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast('cuda', dtype=torch.float16, enabled=self.fp16):
-            return self.model.features(x).float()
+        return self.runtime.features(images_b3hw)
 
-    @torch.inference_mode()
-    def head(self, feat: torch.Tensor) -> dict:
-        """Pooled features ``(B, C)`` or ``(B, T, C)`` -> decoded outputs as numpy."""
-        out = self.model.head_forward(feat)
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+    def head(self, feat: np.ndarray | torch.Tensor) -> dict:
+        """Pooled features ``(B, C)`` or ``(B, T, C)`` -> decoded ``pos``, ``quat``, ``var``."""
+        if isinstance(feat, torch.Tensor):
+            feat = feat.detach().float().cpu().numpy()
+        return self.runtime.head(feat)
+
+    def _push(self, feat_c: np.ndarray) -> np.ndarray:
+        """Add a frame's features; return the window ``(1, n, C)`` ending with it (a view)."""
+        w = self.window
+        if self._ring is None or self._ring.shape[2] != feat_c.shape[0]:
+            self._ring = np.zeros((1, 2 * w, feat_c.shape[0]), np.float32)
+        pos = self._next
+        self._ring[0, pos] = feat_c
+        self._ring[0, pos + w] = feat_c
+        self._next = (pos + 1) % w
+        self._count = min(self._count + 1, w)
+        end = pos + w + 1
+        return self._ring[:, end - self._count:end]
 
     def predict(self, image: np.ndarray, stamp: float | None = None) -> Prediction:
         """One RGB ``uint8 (H, W, 3)`` frame -> its pose (temporal models use the window)."""
         self.pre(image, out=self._input[0])
-        feat_1c = self.features(self._input)
         if not self.temporal:
-            return self._prediction(self.head(feat_1c), 0, 1)
+            return self._prediction(self.runtime.pose(self._input), 0, 1)
+        feat_1c = self.runtime.features(self._input)
         if stamp is not None and self._last_stamp is not None:
             if stamp < self._last_stamp or stamp - self._last_stamp > self.max_gap:
-                self._buffer.clear()
+                self._count = 0
         self._last_stamp = stamp
-        self._buffer.append(feat_1c[0])
-        window = torch.stack(list(self._buffer))[None]
-        out = self.head(window)
-        return self._prediction({k: v[0] for k, v in out.items()}, -1, len(self._buffer))
+        window = self._push(feat_1c[0])
+        out = self.runtime.head(window)
+        return self._prediction({k: v[0] for k, v in out.items()}, -1, window.shape[1])
 
     def _window_breaks(self, i: int, sequence_ids: list | None, stamps: list | None) -> bool:
         if sequence_ids is not None and sequence_ids[i] != sequence_ids[i - 1]:
@@ -148,27 +188,42 @@ class InferenceEngine:
         ``images`` are RGB uint8 arrays (or callables returning one, to stream from disk).
         ``sequence_ids`` (one per frame) restart the temporal window at sequence changes, and
         ``stamps`` (seconds) at time gaps larger than ``max_gap``, exactly as :meth:`predict`.
+        Single-frame heads run image -> pose per batch; temporal heads run the CNN per batch
+        and then every window of the same length in one head call.
         """
-        feats = []
-        size = self.pre.size
-        batch = np.empty((batch_size, 3, size, size), np.float32)
+        if not images:
+            return []
+        batch = self.runtime.input_buffer(batch_size)
+        run = self.runtime.features if self.temporal else self.runtime.pose
+        outs = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             for j, img in enumerate(chunk):
                 self.pre(img() if callable(img) else img, out=batch[j])
-            feats.append(self.features(batch[:len(chunk)]))
-        if not feats:
-            return []
-        feat_nc = torch.cat(feats)
+            outs.append(run(batch[:len(chunk)]))
         if not self.temporal:
-            out = self.head(feat_nc)
+            out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
             return [self._prediction(out, i, 1) for i in range(len(images))]
-        preds = []
+        return self._temporal_frames(np.concatenate(outs), sequence_ids, stamps)
+
+    def _temporal_frames(self, feat_nc: np.ndarray, sequence_ids: list | None,
+                         stamps: list | None) -> list[Prediction]:
+        n = feat_nc.shape[0]
+        lo = np.empty(n, np.int64)
         start = 0
-        for i in range(len(images)):
+        for i in range(n):
             if i > 0 and self._window_breaks(i, sequence_ids, stamps):
                 start = i
-            lo = max(start, i - self.window + 1)
-            out = self.head(feat_nc[lo:i + 1][None])
-            preds.append(self._prediction({k: v[0] for k, v in out.items()}, -1, i + 1 - lo))
+            lo[i] = max(start, i - self.window + 1)
+        lengths = np.arange(n) - lo + 1
+        preds: list[Prediction | None] = [None] * n
+        for length in np.unique(lengths):
+            frames = np.flatnonzero(lengths == length)
+            for c in range(0, frames.size, HEAD_CHUNK):
+                idx = frames[c:c + HEAD_CHUNK]
+                windows = feat_nc[lo[idx][:, None] + np.arange(length)]   # (G, L, C)
+                out = self.runtime.head(windows)
+                last = {k: v[:, -1] for k, v in out.items()}
+                for g, i in enumerate(idx):
+                    preds[i] = self._prediction(last, g, int(length))
         return preds

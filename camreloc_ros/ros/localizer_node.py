@@ -92,10 +92,15 @@ class Param:
 PARAMETERS: list[Param] = [
     Param('autostart', True, 'Configure and activate on start, so a plain `ros2 run` '
           'localizes; false leaves the transitions to a lifecycle manager.', 'startup'),
-    Param('model', '', 'Checkpoint file (.pt) written by `camreloc train`.'),
+    Param('model', '', 'Checkpoint file (.pt) written by `camreloc train`, or an .onnx '
+          'written by `camreloc export` (runtime onnx).'),
+    Param('runtime', 'torch', 'torch: eager PyTorch (CPU or CUDA); onnx: ONNX Runtime, the '
+          'fast path on a CPU (a .pt model is exported once into ~/.cache/camreloc_ros).',
+          choices=('torch', 'onnx')),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
     Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
-    Param('threads', 0, 'torch CPU threads; 0 keeps the torch default.', limits=(0, 1024)),
+    Param('threads', 0, 'CPU threads of the runtime (torch intra-op, ONNX Runtime intra-op); '
+          '0 = the default (torch: all cores, onnx: 2).', limits=(0, 1024)),
     Param('input', 'raw', 'raw: sensor_msgs/Image on `image`; compressed: '
           'sensor_msgs/CompressedImage (JPEG, PNG) on `image/compressed`.',
           choices=('raw', 'compressed')),
@@ -293,6 +298,7 @@ class LocalizerNode(LifecycleNode):
             if self.engine is not None:
                 self.engine.max_gap = self.param('max_gap')
             length = self.param('path_length')
+            self._path_length = length   # read per frame by the worker: no parameter lookup
             if self._path_poses.maxlen != max(length, 1):
                 self._path_poses = deque(self._path_poses, maxlen=max(length, 1))
 
@@ -324,10 +330,11 @@ class LocalizerNode(LifecycleNode):
     def _configure(self, conf: dict) -> None:
         resolve_device(conf['device'])   # a clear error before the model is read
         engine = InferenceEngine.from_checkpoint(
-            conf['model'], device=conf['device'], fp16=conf['fp16'],
+            conf['model'], runtime=conf['runtime'], device=conf['device'], fp16=conf['fp16'],
             threads=conf['threads'] or None, max_gap=conf['max_gap'])
         size = engine.pre.size
-        engine.predict(np.zeros((size, size, 3), np.uint8))   # warm-up: first frame not slow
+        for _ in range(3):   # warm-up (allocator, kernels): the first frames are not slow
+            engine.predict(np.zeros((size, size, 3), np.uint8))
         engine.reset()
         with self._engine_lock:
             self.engine = engine
@@ -531,11 +538,12 @@ class LocalizerNode(LifecycleNode):
         if self._send_tf is not None:
             self._send_tf(transform_stamped(header, self._camera_frame, pred.position,
                                             pred.quaternion))
-        if self.param('path_length') > 0:
+        if self._path_length > 0:
             with self._engine_lock:
                 self._path_poses.append(pose)
-                poses = list(self._path_poses)
-            if ents['path'].get_subscription_count() > 0:
+            if ents['path'].get_subscription_count() > 0:   # build the Path only when read
+                with self._engine_lock:
+                    poses = list(self._path_poses)
                 ents['path'].publish(Path(header=header, poses=poses))
         ents['pose'].publish(pose)   # last: a subscriber waiting on it sees the rest first
 

@@ -1,0 +1,567 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What runs the network: eager PyTorch (CPU or CUDA) or ONNX Runtime, behind one interface.
+
+The engine (preprocessing, temporal window, decoding into a ``Prediction``) is the same for
+every backend, so the live node, evaluation and bag tools switch backends with one word and
+give the same poses. A backend works on numpy arrays and has three calls:
+
+* ``pose(images)``: ``(B, 3, S, S)`` float32 -> ``{'pos', 'quat', 'var'}`` in one call
+  (single-frame heads: one fused graph, image to pose),
+* ``features(images)`` -> ``(B, C)`` pooled features (what a temporal model buffers),
+* ``head(feat)``: ``(B, C)`` or ``(B, T, C)`` -> ``{'pos', 'quat', 'var'}``.
+
+ONNX files are self-describing like checkpoints: model config, pose statistics, format and
+package versions are one JSON string in ``metadata_props`` under the key ``camreloc_ros``.
+Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 about 3x faster than
+eager torch; TorchScript, torch.compile and OpenVINO did not pay for their cost here.
+"""
+
+import copy
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from camreloc_ros import __version__
+from camreloc_ros.core.models.backbones import SPECS
+from camreloc_ros.core.models.pose_model import (CHECKPOINT_VERSION, CheckpointError,
+                                                 load_checkpoint_file, PoseModel)
+
+RUNTIMES = ('torch', 'onnx')
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+OUTPUT_KEYS = ('pos', 'quat', 'var')
+ONNX_FORMAT = 'camreloc_ros.onnx'
+ONNX_FORMAT_VERSION = 1
+METADATA_KEY = 'camreloc_ros'
+ONNX_OPSET = 17
+IMAGES, FEATURES, FEAT = 'images', 'features', 'feat'
+HEAD_OUTPUTS = tuple(f'head_{k}' for k in OUTPUT_KEYS)
+# ONNX Runtime intra-op threads when none are asked for (docs/performance.md: 2 on 2 cores)
+ONNX_DEFAULT_THREADS = 2
+
+
+class OnnxModelError(CheckpointError):
+    """An ONNX file without camreloc_ros metadata, or with metadata this version cannot read."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise RuntimeError(f'device {device!r} requested but CUDA is not available here')
+    if device != 'cpu' and not device.startswith('cuda'):
+        raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
+    return torch.device(device)
+
+
+def check_runtime(runtime: str) -> str:
+    """Return ``runtime`` if it is a known backend name, else raise ValueError."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
+    return runtime
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX model (by suffix: checkpoints are ``.pt``)."""
+    return Path(path).suffix.lower() == '.onnx'
+
+
+def _jsonable(value):
+    """Checkpoint extras as plain JSON (numpy scalars and arrays become numbers and lists)."""
+    def default(obj):
+        if hasattr(obj, 'tolist'):
+            return obj.tolist()
+        return str(obj)
+    return json.loads(json.dumps(value, default=default))
+
+
+# ---------------------------------------------------------------------------- base class
+
+class Runtime:
+    """The interface the engine uses; subclasses run the network."""
+
+    name = 'none'
+    #: set by subclasses: model config, temporal head, window length, checkpoint extras
+    conf: dict
+    temporal: bool
+    window: int
+    extra: dict
+    device: torch.device
+
+    def __init__(self) -> None:
+        self._inputs: dict[int, np.ndarray] = {}
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square network input."""
+        return int(self.preprocessing['size'])
+
+    @property
+    def preprocessing(self) -> dict:
+        """Input size and normalisation the network was trained with."""
+        spec = SPECS[self.conf['backbone']['name']]
+        return {'size': spec.input_size, 'mean': list(spec.mean), 'std': list(spec.std)}
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """A reusable ``(batch, 3, S, S)`` float32 array to preprocess into (no allocation).
+
+        Backends give memory they can read without a copy (pinned host memory for CUDA,
+        channels-last for torch on the CPU); preprocessing writes straight into it.
+        """
+        buf = self._inputs.get(batch)
+        if buf is None:
+            buf = self._inputs[batch] = self._new_input(batch)
+        return buf
+
+    def _new_input(self, batch: int) -> np.ndarray:
+        size = self.input_size
+        return np.empty((batch, 3, size, size), np.float32)
+
+    def pose(self, images_b3hw: np.ndarray) -> dict:
+        """Images -> decoded ``pos``, ``quat``, ``var`` (single-frame heads)."""
+        return self.head(self.features(images_b3hw))
+
+    def features(self, images_b3hw: np.ndarray) -> np.ndarray:
+        """Images -> pooled per-frame features ``(B, C)`` float32."""
+        raise NotImplementedError
+
+    def head(self, feat: np.ndarray) -> dict:
+        """Features ``(B, C)`` or ``(B, T, C)`` -> decoded ``pos``, ``quat``, ``var``."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """Backend, precision and threads, for logs and diagnostics."""
+        return self.name
+
+
+# ---------------------------------------------------------------------------- eager torch
+
+class TorchRuntime(Runtime):
+    """Eager PyTorch: inference mode, channels-last; on CUDA fp16/bf16 and pinned buffers.
+
+    CUDA path (not measured here, see docs/performance.md): the image is preprocessed on the
+    CPU straight into a pinned host buffer, copied to the GPU once (asynchronously) into a
+    preallocated device tensor, the CNN runs under fp16/bf16 autocast, the head in float32,
+    and the three outputs come back in one device-to-host copy.
+    """
+
+    name = 'torch'
+
+    def __init__(self, model: PoseModel, device: str = 'cpu', precision: str = 'fp32',
+                 threads: int | None = None):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, '
+                             f'got {precision!r}')
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = resolve_device(device)
+        self.cuda = self.device.type == 'cuda'
+        self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision) \
+            if self.cuda else None
+        self.precision = precision if self.dtype is not None else 'fp32'
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True   # fixed input size: pick the fastest conv
+        self.conf = model.conf
+        self.temporal = model.temporal
+        self.window = model.window
+        self.extra = getattr(model, 'checkpoint_extra', None) or {}
+        self._host: dict[int, torch.Tensor] = {}     # input buffers by batch size
+        self._dev: dict[int, torch.Tensor] = {}      # their device copies (CUDA)
+
+    def _new_input(self, batch: int) -> np.ndarray:
+        size = self.input_size
+        host = torch.empty((batch, 3, size, size), dtype=torch.float32,
+                           pin_memory=self.cuda).contiguous(memory_format=torch.channels_last)
+        self._host[batch] = host
+        if self.cuda:
+            self._dev[batch] = torch.empty_like(host, device=self.device)
+        return host.numpy()   # (B, 3, S, S) view with channels-last strides
+
+    def _upload(self, images_b3hw: np.ndarray) -> torch.Tensor:
+        batch = images_b3hw.shape[0]
+        host = self._host.get(batch)
+        if host is not None and images_b3hw.ctypes.data == host.data_ptr():
+            if not self.cuda:
+                return host                      # the buffer itself, already channels-last
+            return self._dev[batch].copy_(host, non_blocking=True)
+        x = torch.from_numpy(np.ascontiguousarray(images_b3hw, np.float32))
+        return x.to(self.device, non_blocking=self.cuda).contiguous(
+            memory_format=torch.channels_last)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast('cuda', dtype=self.dtype or torch.float16,
+                            enabled=self.dtype is not None):
+            return self.model.features(x).float()
+
+    def _to_numpy(self, out: dict) -> dict:
+        if not self.cuda:
+            return {k: out[k].numpy() for k in OUTPUT_KEYS}
+        sizes = [out[k].shape[-1] for k in OUTPUT_KEYS]
+        flat = torch.cat([out[k].float() for k in OUTPUT_KEYS], dim=-1).cpu().numpy()
+        parts = np.split(flat, np.cumsum(sizes)[:-1], axis=-1)   # one device-to-host copy
+        return dict(zip(OUTPUT_KEYS, parts))
+
+    @torch.inference_mode()
+    def pose(self, images_b3hw: np.ndarray) -> dict:
+        """Images -> pose in one pass (CNN, head, decode) with one upload and one download."""
+        feat = self._features(self._upload(images_b3hw))
+        return self._to_numpy(self.model.head_forward(feat))
+
+    @torch.inference_mode()
+    def features(self, images_b3hw: np.ndarray) -> np.ndarray:
+        """Images -> pooled features ``(B, C)`` on the host."""
+        return self._features(self._upload(images_b3hw)).cpu().numpy()
+
+    @torch.inference_mode()
+    def head(self, feat: np.ndarray) -> dict:
+        """Features ``(B, C)`` or ``(B, T, C)`` -> decoded outputs (float32 head)."""
+        x = torch.from_numpy(np.ascontiguousarray(feat, np.float32)).to(self.device)
+        return self._to_numpy(self.model.head_forward(x))
+
+    def describe(self) -> str:
+        """E.g. ``torch eager, 2 threads`` or ``torch eager fp16``."""
+        if self.cuda:
+            return f'torch eager {self.precision}'
+        return f'torch eager, {torch.get_num_threads()} threads'
+
+
+# ---------------------------------------------------------------------------- ONNX export
+
+class _ExportGraph(nn.Module):
+    """Two independent paths in one graph: ``images`` -> (feat[, pose]); ``features`` -> pose.
+
+    The first path is the per-frame call (fused image -> pose for single-frame heads); the
+    second lets temporal heads run over a window of buffered features. Loading splits them
+    into separate sessions, so neither input is ever fed a dummy.
+    """
+
+    def __init__(self, model: PoseModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor, features: torch.Tensor) -> tuple:
+        feat = self.model.features(images)
+        outs = [feat]
+        if not self.model.temporal:
+            fused = self.model.head_forward(feat)
+            outs += [fused[k] for k in OUTPUT_KEYS]
+        head = self.model.head_forward(features)
+        return tuple(outs + [head[k] for k in OUTPUT_KEYS])
+
+
+def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
+    """The JSON metadata of an exported model: what a checkpoint carries, minus the weights."""
+    spec = model.spec
+    return {
+        'format': ONNX_FORMAT,
+        'format_version': ONNX_FORMAT_VERSION,
+        'package_version': __version__,
+        'checkpoint_format_version': CHECKPOINT_VERSION,
+        'model_conf': copy.deepcopy(model.conf),
+        'pose_stats': {'mean': model.pos_mean.tolist(), 'scale': float(model.pos_scale)},
+        'temporal': bool(model.temporal),
+        'window': int(model.window),
+        'feature_dim': int(model.backbone.out_channels),
+        'preprocessing': {'size': spec.input_size, 'mean': list(spec.mean),
+                          'std': list(spec.std)},
+        'inputs': {IMAGES: 'B,3,S,S float32, normalised',
+                   FEATURES: 'B,T,C float32' if model.temporal else 'B,C float32'},
+        'source': source or {},
+        'extra': _jsonable(getattr(model, 'checkpoint_extra', None) or {}),
+    }
+
+
+def export_onnx(model: PoseModel, path: str | Path | None = None,
+                source: dict | None = None, opset: int = ONNX_OPSET) -> bytes:
+    """Export ``model`` (float32, CPU) to ONNX with metadata; write ``path`` atomically.
+
+    Batch (and, for temporal heads, time) axes are dynamic, so the same file serves the live
+    node (batch 1) and batched offline evaluation.
+    """
+    import onnx
+
+    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    size = model.spec.input_size
+    channels = int(model.backbone.out_channels)
+    images = torch.zeros(2, 3, size, size)
+    features = torch.zeros((2, 3, channels) if model.temporal else (2, channels))
+    outputs = [FEAT] + ([] if model.temporal else list(OUTPUT_KEYS)) + list(HEAD_OUTPUTS)
+    feat_axes = {0: 'batch', 1: 'time'} if model.temporal else {0: 'batch'}
+    axes = {IMAGES: {0: 'batch'}, FEATURES: feat_axes, FEAT: {0: 'batch'}}
+    axes.update({k: {0: 'batch'} for k in outputs[1:] if not k.startswith('head_')})
+    axes.update({k: feat_axes for k in HEAD_OUTPUTS})
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation/tracer notes
+        torch.onnx.export(_ExportGraph(model), (images, features), buf, dynamo=False,
+                          input_names=[IMAGES, FEATURES], output_names=outputs,
+                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+    proto = onnx.load_model_from_string(buf.getvalue())
+    proto.producer_name = 'camreloc_ros'
+    proto.producer_version = __version__
+    proto.doc_string = ('camreloc_ros pose model; metadata_props["camreloc_ros"] holds the '
+                        'model config and pose statistics as JSON')
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(model_metadata(model, source))
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    if path is not None:
+        _write_atomic(Path(path), data)
+    return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)   # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_metadata(proto, source: str = '<onnx>') -> dict:
+    """The camreloc_ros metadata of a loaded ONNX model, checked; clear errors otherwise."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props:
+        raise OnnxModelError(
+            f'{source} has no camreloc_ros metadata (metadata_props key {METADATA_KEY!r}): '
+            'it was not written by `camreloc export`; export the checkpoint with '
+            '`camreloc export CKPT --format onnx`')
+    try:
+        meta = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise OnnxModelError(f'{source}: camreloc_ros metadata is not valid JSON: {exc}')
+    if not isinstance(meta, dict) or meta.get('format') != ONNX_FORMAT:
+        raise OnnxModelError(f'{source}: metadata is not camreloc_ros ONNX metadata '
+                             f'(no format={ONNX_FORMAT!r})')
+    if meta.get('format_version') != ONNX_FORMAT_VERSION:
+        raise OnnxModelError(
+            f'{source} has ONNX format version {meta.get("format_version")}; this camreloc_ros '
+            f'({__version__}) reads version {ONNX_FORMAT_VERSION}: export it again')
+    missing = [k for k in ('model_conf', 'pose_stats', 'temporal', 'window', 'feature_dim',
+                           'preprocessing') if k not in meta]
+    if missing:
+        raise OnnxModelError(f'{source}: camreloc_ros metadata lacks {", ".join(missing)}')
+    names = {i.name for i in proto.graph.input}
+    outputs = {o.name for o in proto.graph.output}
+    want = {FEAT, *HEAD_OUTPUTS} | (set() if meta['temporal'] else set(OUTPUT_KEYS))
+    if not {IMAGES, FEATURES} <= names or not want <= outputs:
+        raise OnnxModelError(f'{source}: graph inputs/outputs do not match a camreloc_ros '
+                             f'export (inputs {sorted(names)}, outputs {sorted(outputs)})')
+    return meta
+
+
+def load_onnx(path: str | Path):
+    """Read an ONNX file and its metadata: ``(ModelProto, metadata dict)``."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxModelError(f'ONNX model {path} does not exist')
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:
+        raise OnnxModelError(f'ONNX model {path} could not be read: {exc}') from None
+    return proto, read_metadata(proto, str(path))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex digest of a file's bytes (cache keys)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$CAMRELOC_CACHE_DIR``, else ``$XDG_CACHE_HOME/camreloc_ros`` (``~/.cache``)."""
+    if os.environ.get('CAMRELOC_CACHE_DIR'):
+        return Path(os.environ['CAMRELOC_CACHE_DIR'])
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'camreloc_ros'
+
+
+def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """The ONNX export of a checkpoint, exported once and kept under its content hash.
+
+    The key is the checkpoint's SHA-256 plus the package and ONNX format versions, so a
+    retrained checkpoint at the same path, or a new exporter, never reuses a stale file.
+    """
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f'checkpoint {checkpoint} does not exist')
+    digest = file_sha256(checkpoint)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir() / 'onnx'
+    target = folder / (f'{checkpoint.stem}-{digest[:16]}-{__version__}'
+                       f'-v{ONNX_FORMAT_VERSION}.onnx')
+    if target.is_file():
+        return target   # written atomically, so it is complete; the loader checks it
+    model = PoseModel.create_from_state_dict(load_checkpoint_file(checkpoint), str(checkpoint))
+    export_onnx(model, target, source={'checkpoint': checkpoint.name, 'sha256': digest})
+    return target
+
+
+# ---------------------------------------------------------------------------- ONNX Runtime
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime (CPU provider; CUDA provider where onnxruntime-gpu is installed).
+
+    Graph optimisation "all", sequential execution, ``threads`` intra-op threads that sleep
+    instead of spinning between frames (spinning threads steal the cores the camera driver
+    and the ROS executor need). Single-frame heads run image -> pose as one session call.
+    """
+
+    name = 'onnx'
+
+    def __init__(self, model: str | Path | bytes, device: str = 'cpu',
+                 threads: int | None = None, spinning: bool = False):
+        super().__init__()
+        import onnx
+
+        if isinstance(model, (bytes, bytearray)):
+            self.source = '<in-memory export>'
+            self._proto = onnx.load_model_from_string(bytes(model))
+            self.meta = read_metadata(self._proto, self.source)
+        else:
+            self.source = str(model)
+            self._proto, self.meta = load_onnx(model)
+        self.conf = self.meta['model_conf']
+        self.temporal = bool(self.meta['temporal'])
+        self.window = int(self.meta['window']) if self.temporal else 1
+        self.extra = self.meta.get('extra') or {}
+        self.threads = int(threads) if threads else ONNX_DEFAULT_THREADS
+        self.spinning = bool(spinning)
+        self.providers, self.device = self._providers(device)
+        self._sessions: dict[str, object] = {}
+        # the per-frame sessions now (the first frame is not slow); the others on first use
+        self._session('features' if self.temporal else 'pose')
+        if self.temporal:
+            self._session('head')
+
+    @property
+    def preprocessing(self) -> dict:
+        """The exported model's own input size and normalisation."""
+        return self.meta['preprocessing']
+
+    @staticmethod
+    def _providers(device: str) -> tuple[list[str], torch.device]:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        cuda_ep = 'CUDAExecutionProvider' in available
+        if device == 'auto':
+            device = 'cuda' if cuda_ep else 'cpu'
+        if device.startswith('cuda'):
+            if not cuda_ep:
+                raise RuntimeError(
+                    f'device {device!r} with runtime onnx needs onnxruntime-gpu '
+                    f'(CUDAExecutionProvider); this onnxruntime has {", ".join(available)}')
+            index = int(device.split(':')[1]) if ':' in device else 0
+            return ([('CUDAExecutionProvider', {'device_id': index}), 'CPUExecutionProvider'],
+                    torch.device('cuda', index))
+        if device != 'cpu':
+            raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
+        return ['CPUExecutionProvider'], torch.device('cpu')
+
+    def _session(self, part: str):
+        session = self._sessions.get(part)
+        if session is not None:
+            return session
+        import onnx.utils
+        import onnxruntime as ort
+
+        inputs, outputs = {
+            'pose': ([IMAGES], list(OUTPUT_KEYS)),
+            'features': ([IMAGES], [FEAT]),
+            'head': ([FEATURES], list(HEAD_OUTPUTS)),
+        }[part]
+        sub = onnx.utils.Extractor(self._proto).extract_model(inputs, outputs)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry('session.intra_op.allow_spinning',
+                                      '1' if self.spinning else '0')
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(sub.SerializeToString(), opts, providers=self.providers)
+        self._sessions[part] = (session, outputs)
+        return self._sessions[part]
+
+    def _run(self, part: str, name: str, array: np.ndarray) -> list:
+        session, outputs = self._session(part)
+        return session.run(outputs, {name: np.ascontiguousarray(array, np.float32)})
+
+    def pose(self, images_b3hw: np.ndarray) -> dict:
+        """Images -> pose in one session call (single-frame heads)."""
+        if self.temporal:
+            return super().pose(images_b3hw)
+        return dict(zip(OUTPUT_KEYS, self._run('pose', IMAGES, images_b3hw)))
+
+    def features(self, images_b3hw: np.ndarray) -> np.ndarray:
+        """Images -> pooled features ``(B, C)``."""
+        return self._run('features', IMAGES, images_b3hw)[0]
+
+    def head(self, feat: np.ndarray) -> dict:
+        """Features ``(B, C)`` or ``(B, T, C)`` -> decoded outputs."""
+        return dict(zip(OUTPUT_KEYS, self._run('head', FEATURES, feat)))
+
+    def describe(self) -> str:
+        """E.g. ``onnxruntime 1.32.0 CPU, 2 threads``."""
+        import onnxruntime as ort
+
+        provider = 'CUDA' if self.device.type == 'cuda' else 'CPU'
+        return f'onnxruntime {ort.__version__} {provider}, {self.threads} threads'
+
+
+def make_runtime(model: PoseModel | str | Path, runtime: str = 'torch', device: str = 'cpu',
+                 precision: str = 'fp32', threads: int | None = None,
+                 cache_dir: str | Path | None = None) -> Runtime:
+    """A backend for a model object, a checkpoint (``.pt``) or an exported ``.onnx`` file.
+
+    ``runtime='onnx'`` with a checkpoint exports it once into the cache (keyed by the
+    checkpoint's hash); with a model object it exports in memory.
+    """
+    check_runtime(runtime)
+    if runtime == 'torch':
+        if not isinstance(model, PoseModel):
+            if is_onnx_file(model):
+                raise ValueError(f'{model} is an ONNX model: load it with runtime onnx')
+            model = PoseModel.from_checkpoint(model)
+        return TorchRuntime(model, device, precision, threads)
+    if isinstance(model, PoseModel):
+        return OnnxRuntime(export_onnx(model), device, threads)
+    path = Path(model)
+    if is_onnx_file(path):
+        return OnnxRuntime(path, device, threads)
+    return OnnxRuntime(cached_onnx(path, cache_dir), device, threads)

@@ -1,0 +1,117 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``camreloc export CKPT --format onnx [--out FILE]``: a checkpoint as a self-describing ONNX.
+
+The file carries what the checkpoint carries except the optimiser: model config, pose
+statistics, format and package versions (``metadata_props['camreloc_ros']``, JSON), so the
+live node (``runtime: onnx``, ``model: FILE``) and ``InferenceEngine.from_checkpoint`` load
+it directly. Batch (and time, for temporal heads) axes are dynamic. After writing, the export
+is checked against eager torch on the same inputs. Only ONNX is offered: TorchScript and
+torch.compile were measured slower than ONNX Runtime here (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.models.pose_model import PoseModel
+from camreloc_ros.core.runtimes import (export_onnx, file_sha256, ONNX_OPSET, OnnxRuntime,
+                                        OUTPUT_KEYS, TorchRuntime)
+from camreloc_ros.tools.common import require_file
+
+FORMATS = ('onnx',)
+
+default_conf = {
+    'format': 'onnx',
+    'opset': ONNX_OPSET,
+    'check': True,          # compare the export with eager torch after writing it
+    'tolerance': 1e-4,      # largest allowed difference (metres, quaternion, variance)
+}
+
+
+def compare_with_torch(model: PoseModel, onnx_path: str | Path, batch: int = 2,
+                       seed: int = 0) -> dict:
+    """Largest absolute difference per output between eager torch and ONNX Runtime.
+
+    Inputs are random images in the normalised range; temporal models are compared over a
+    window of three frames.
+    """
+    size = model.spec.input_size
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1.0, 1.0, (batch, 3, size, size)).astype(np.float32)
+    eager = TorchRuntime(model, 'cpu')
+    ort = OnnxRuntime(onnx_path, 'cpu')
+    if model.temporal:
+        feat = np.repeat(eager.features(images)[:, None], 3, axis=1)
+        feat[:, 1:] *= 0.5   # frames that differ
+        ref, got = eager.head(feat), ort.head(feat)
+        diffs = {'feat': float(np.abs(ort.features(images) - feat[:, 0]).max())}
+    else:
+        ref, got = eager.pose(images), ort.pose(images)
+        diffs = {}
+    diffs.update({k: float(np.abs(ref[k] - got[k]).max()) for k in OUTPUT_KEYS})
+    return diffs
+
+
+def main(conf: dict, paths: dict) -> Path:
+    """Export ``paths['checkpoint']`` to ``paths['out']`` (default: beside it, ``.onnx``)."""
+    conf = merge_conf(default_conf, conf)
+    if conf['format'] not in FORMATS:
+        raise ValueError(f'format must be one of {", ".join(FORMATS)}, got {conf["format"]!r}')
+    ckpt = require_file(paths['checkpoint'], 'checkpoint')
+    out = Path(paths.get('out') or ckpt.with_suffix('.onnx'))
+    if out.resolve() == ckpt.resolve():
+        raise ValueError(f'--out {out} would overwrite the checkpoint')
+    model = PoseModel.from_checkpoint(ckpt)
+    data = export_onnx(model, out, source={'checkpoint': ckpt.name,
+                                           'sha256': file_sha256(ckpt)},
+                       opset=int(conf['opset']))
+    conf_m = model.conf
+    print(f'exported {ckpt} ({conf_m["backbone"]["name"]}+{conf_m["head"]["name"]}'
+          f'{", window " + str(model.window) if model.temporal else ""}) to {out} '
+          f'({len(data) / 1e6:.1f} MB, opset {conf["opset"]}, dynamic batch'
+          f'{" and time" if model.temporal else ""} axes)', flush=True)
+    if conf['check']:
+        with torch.inference_mode():
+            diffs = compare_with_torch(model, out)
+        worst = max(diffs.values())
+        print('largest difference from eager torch: ' +
+              ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
+        if worst > float(conf['tolerance']):
+            raise RuntimeError(f'the export differs from eager torch by {worst:.2e} '
+                               f'(> {conf["tolerance"]:g}); do not use {out}')
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line interface of ``camreloc export``."""
+    parser.add_argument('checkpoint', type=Path, help='checkpoint file (.pt)')
+    parser.add_argument('--format', choices=FORMATS, default='onnx')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='output file (default: the checkpoint path with .onnx)')
+    parser.add_argument('--opset', type=int, default=ONNX_OPSET, help='ONNX opset version')
+    parser.add_argument('--no-check', action='store_true',
+                        help='skip the comparison with eager torch after exporting')
+
+
+def from_args(args: argparse.Namespace) -> Path:
+    """Run :func:`main` from parsed arguments."""
+    conf = {'format': args.format, 'opset': args.opset, 'check': not args.no_check}
+    return main(conf, {'checkpoint': args.checkpoint, 'out': args.out})
