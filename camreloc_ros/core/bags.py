@@ -47,6 +47,8 @@ import cv2
 import numpy as np
 
 from camreloc_ros.core.data.datasets import Frame
+from camreloc_ros.core.data.images import COMPRESSED_SIGNATURES as SIGNATURES, \
+    compressed_to_rgb, image_to_rgb
 from camreloc_ros.core.geometry import (interpolate_pose, matrix_from_pose, pose_compose,
                                         pose_invert, quat_normalize)
 
@@ -64,19 +66,6 @@ QUAT_NORM_TOL = 1e-2
 EXTRACT_VERSION = 1
 NS = 1_000_000_000
 
-# encoding -> (channels, OpenCV conversion to RGB or None); Bayer codes as cv_bridge's table.
-RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
-    'rgb8': (3, None),
-    'bgr8': (3, cv2.COLOR_BGR2RGB),
-    'rgba8': (4, cv2.COLOR_RGBA2RGB),
-    'bgra8': (4, cv2.COLOR_BGRA2RGB),
-    'mono8': (1, cv2.COLOR_GRAY2RGB),
-    'bayer_rggb8': (1, cv2.COLOR_BayerBG2RGB),
-    'bayer_bggr8': (1, cv2.COLOR_BayerRG2RGB),
-    'bayer_gbrg8': (1, cv2.COLOR_BayerGR2RGB),
-    'bayer_grbg8': (1, cv2.COLOR_BayerGB2RGB),
-}
-SIGNATURES = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
 
 __all__ = [
     'BagError', 'BagCorruptError', 'Bag', 'BagMessage', 'TopicInfo', 'BagWriter',
@@ -450,37 +439,15 @@ def _stamp_ns(stamp: Any) -> int:
 def decode_image(msgtype: str, msg: Any) -> np.ndarray:
     """Decode an Image (raw encodings, Bayer) or CompressedImage (JPEG, PNG) to RGB uint8.
 
-    OpenCV decodes exactly as :func:`camreloc_ros.core.data.transforms.read_rgb` does for
-    files, so a bag of a dataset's JPEGs gives the dataset's pixels.
+    The live node's decoder (:mod:`camreloc_ros.core.data.images`), so a bag evaluated
+    offline gives the pixels the node sees; OpenCV decodes JPEG exactly as
+    :func:`camreloc_ros.core.data.transforms.read_rgb` does for files.
     """
     if msgtype == COMPRESSED:
-        data = np.asarray(msg.data, np.uint8)
-        head = data[:8].tobytes()
-        fmt = str(msg.format).lower()
-        if not any(head.startswith(s) for s in SIGNATURES.values()):
-            raise ValueError(f'compressed image (format {msg.format!r}) is neither JPEG nor '
-                             'PNG data')
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f'corrupt compressed image ({fmt}, {data.size} bytes)')
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return compressed_to_rgb(msg)
     if msgtype != IMAGE:
         raise ValueError(f'{msgtype} is not an image type; expected {" or ".join(IMAGE_TYPES)}')
-    encoding = str(msg.encoding).lower()
-    if encoding not in RAW_ENCODINGS:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r}; supported: '
-                         f'{", ".join(RAW_ENCODINGS)}')
-    channels, code = RAW_ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, np.uint8)
-    if height == 0 or width == 0 or step < width * channels or data.size < height * step:
-        raise ValueError(f'inconsistent {encoding} image: {width}x{height}, step {step}, '
-                         f'{data.size} bytes')
-    rows = data[:height * step].reshape(height, step)[:, :width * channels]
-    image = rows.reshape(height, width, channels) if channels > 1 else rows
-    if code is None:
-        return np.ascontiguousarray(image)
-    return cv2.cvtColor(np.ascontiguousarray(image), code)
+    return np.ascontiguousarray(image_to_rgb(msg))
 
 
 def _pose_of(msgtype: str, msg: Any) -> tuple[np.ndarray, np.ndarray]:
