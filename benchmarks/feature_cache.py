@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> str:
     """Print (and return) the markdown table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--frames', type=int, default=96)
-    parser.add_argument('--stages', type=int, nargs='*', default=[3, 1])
+    parser.add_argument('--stages', type=int, nargs='*', default=[0, 1, 3])
     args = parser.parse_args(argv)
     frames = split_dataset(read_dataset(DATA, 'posed'), 'train').frames[:args.frames]
     rows = ['| trainable stages | frames | epoch, trunk every epoch (s) | epoch, cached (s) '
