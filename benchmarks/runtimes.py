@@ -29,12 +29,12 @@ Also printed: preprocessing of a 640x480 frame, and the live path's per-frame co
 
 import argparse
 import datetime
-import io
 import os
 from pathlib import Path
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Callable
@@ -43,14 +43,13 @@ import warnings
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-DATA_DIR = Path(os.environ.get('CAMRELOC_TEST_DATA', '/work/shared/data/hololens-office'))
+from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
+from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.models.pose_model import build_model
+from camreloc_ros.core.runtimes import (export_onnx, live_threads, OnnxRuntime, OUTPUT_KEYS,
+                                        TorchRuntime)
 
-from camreloc_ros.core.data.transforms import Preprocessor, read_rgb  # noqa: E402
-from camreloc_ros.core.engine import InferenceEngine  # noqa: E402
-from camreloc_ros.core.models.pose_model import build_model  # noqa: E402
-from camreloc_ros.core.runtimes import export_onnx, OnnxRuntime, TorchRuntime  # noqa: E402
+DATA_DIR = Path(os.environ.get('CAMRELOC_TEST_DATA', '/work/shared/data/hololens-office'))
 
 
 def in_thread(fn: Callable[[], None]) -> None:
@@ -91,12 +90,21 @@ class Fused(torch.nn.Module):
         self.model = model
 
     def forward(self, images: torch.Tensor) -> tuple:
+        """Return position, quaternion and variances."""
         out = self.model.head_forward(self.model.features(images))
         return out['pos'], out['quat'], out['var']
 
 
+def torch_threads(threads: int, fn: Callable) -> Callable:
+    """Wrap ``fn`` to run with ``threads`` torch (OpenMP) threads."""
+    def run(x: np.ndarray) -> None:
+        torch.set_num_threads(threads)
+        fn(x)
+    return run
+
+
 def backends(model, onnx_bytes: bytes, with_compile: bool) -> dict[str, Callable]:
-    """Name -> ``f(images_b3hw numpy)`` for every backend available here."""
+    """Name -> ``f(images_b3hw numpy)`` for every backend and thread count available here."""
     plain = Fused(build_model('posenet').eval())
     plain.model.load_state_dict(model.state_dict())
 
@@ -105,11 +113,6 @@ def backends(model, onnx_bytes: bytes, with_compile: bool) -> dict[str, Callable
             plain(torch.from_numpy(x))
     torch_rt = TorchRuntime(build_model('posenet'))
     torch_rt.model.load_state_dict(model.state_dict())
-    found: dict[str, Callable] = {'eager torch (NCHW)': eager,
-                                  'torch runtime (channels-last)': torch_rt.pose}
-    for threads in (1, 2):
-        found[f'onnx runtime, {threads} thread{"s" if threads > 1 else ""}'] = \
-            OnnxRuntime(onnx_bytes, threads=threads).pose
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         example = torch.zeros(1, 3, 224, 224)
@@ -119,22 +122,41 @@ def backends(model, onnx_bytes: bytes, with_compile: bool) -> dict[str, Callable
     def torchscript(x: np.ndarray) -> None:
         with torch.no_grad():
             script(torch.from_numpy(x))
-    found['TorchScript frozen (not kept)'] = torchscript
+    found: dict[str, Callable] = {}
+    cores = os.cpu_count() or 2
+    counts = sorted({1, cores})
+    for name, fn in (('eager torch (NCHW), the baseline', eager),
+                     ('torch runtime (inference mode, channels-last)', torch_rt.pose)):
+        for threads in counts:
+            found[f'{name}, {threads} thr'] = torch_threads(threads, fn)
+    for threads in counts:
+        found[f'onnx runtime, {threads} thr'] = OnnxRuntime(onnx_bytes, threads=threads).pose
+    for threads in counts:
+        found[f'TorchScript frozen (not kept), {threads} thr'] = \
+            torch_threads(threads, torchscript)
     try:
         import openvino as ov
     except ImportError:
         ov = None
     if ov is not None:
-        compiled = ov.Core().compile_model(
-            ov.Core().read_model(io.BytesIO(onnx_bytes).getvalue(), b''), 'CPU',
-            {'INFERENCE_PRECISION_HINT': 'f32', 'PERFORMANCE_HINT': 'LATENCY',
-             'INFERENCE_NUM_THREADS': 2})
-        requests: dict[int, object] = {}
+        import onnx
+        import onnx.utils
 
-        def openvino(x: np.ndarray) -> None:
-            req = requests.setdefault(x.shape[0], compiled.create_infer_request())
-            req.infer({'images': x, 'features': np.zeros((x.shape[0], 1280), np.float32)})
-        found['OpenVINO f32, 2 threads (not kept)'] = openvino
+        proto = onnx.load_model_from_string(onnx_bytes)
+        pose_graph = onnx.utils.Extractor(proto).extract_model(['images'], list(OUTPUT_KEYS))
+        for threads in counts:
+            with tempfile.TemporaryDirectory() as tmp:   # the same image -> pose graph as ORT
+                onnx.save(pose_graph, f'{tmp}/pose.onnx')
+                compiled = ov.Core().compile_model(
+                    f'{tmp}/pose.onnx', 'CPU', {'INFERENCE_PRECISION_HINT': 'f32',
+                                                'PERFORMANCE_HINT': 'LATENCY',
+                                                'INFERENCE_NUM_THREADS': threads})
+            requests: dict[int, object] = {}
+
+            def openvino(x: np.ndarray, compiled=compiled, requests=requests) -> None:
+                req = requests.setdefault(x.shape[0], compiled.create_infer_request())
+                req.infer({'images': x})
+            found[f'OpenVINO f32 (not kept), {threads} thr'] = openvino
     if with_compile:
         compiled_model = torch.compile(Fused(model).eval().to(
             memory_format=torch.channels_last))
@@ -143,13 +165,19 @@ def backends(model, onnx_bytes: bytes, with_compile: bool) -> dict[str, Callable
             with torch.inference_mode():
                 compiled_model(torch.from_numpy(x).contiguous(
                     memory_format=torch.channels_last))
-        found['torch.compile inductor (not kept)'] = compiled_fn
+        for threads in counts:
+            found[f'torch.compile inductor (not kept), {threads} thr'] = torch_threads(
+                threads, compiled_fn)
     return found
 
 
 def time_backends(fns: dict[str, Callable], batches: list[int], rounds: int,
                   calls: dict[int, int]) -> dict[tuple[str, int], float]:
-    """Median ms per frame for every (backend, batch), rounds interleaved."""
+    """Median ms per frame for every (backend, batch), rounds interleaved.
+
+    The first call of each block is not counted: it pays for the switch from the previous
+    backend (another thread pool winding down, caches).
+    """
     rng = np.random.default_rng(0)
     inputs = {b: rng.uniform(-1, 1, (b, 3, 224, 224)).astype(np.float32) for b in batches}
     times: dict[tuple[str, int], list[float]] = {(n, b): [] for n in fns for b in batches}
@@ -162,16 +190,18 @@ def time_backends(fns: dict[str, Callable], batches: list[int], rounds: int,
         for _ in range(rounds):
             for name, fn in fns.items():
                 for b in batches:
+                    fn(inputs[b])
                     for _ in range(calls[b]):
                         t0 = time.perf_counter()
                         fn(inputs[b])
                         times[(name, b)].append((time.perf_counter() - t0) * 1e3 / b)
+        torch.set_num_threads(os.cpu_count() or 2)
     in_thread(run)
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def camera_frame(width: int = 640, height: int = 480) -> np.ndarray:
-    """A real hololens-office image at camera size (RGB uint8)."""
+    """Load a real hololens-office image at camera size (RGB uint8)."""
     import cv2
 
     paths = sorted((DATA_DIR / 'images').glob('*.jpg'))
@@ -234,39 +264,42 @@ def main(argv: list[str] | None = None) -> int:
     fns = backends(reg, reg_onnx, args.compile)
     batches = [1, 16]
     ms = time_backends(fns, batches, args.rounds, {1: 10, 16: 1})
-    base = {b: ms[('eager torch (NCHW)', b)] for b in batches}
-    lines = ['| runtime (lite0 + Regressor, 224x224) | batch 1 ms/frame | batch 16 ms/frame '
-             '| speed-up vs eager (batch 1 / 16) |', '|---|---|---|---|']
+    baseline = f'eager torch (NCHW), the baseline, {os.cpu_count() or 2} thr'
+    base = {b: ms[(baseline, b)] for b in batches}
+    best_eager = {b: min(v for (n, bb), v in ms.items() if n.startswith('eager') and bb == b)
+                  for b in batches}
+    lines = ['| runtime (lite0 + Regressor, 224x224), threads | batch 1 ms/frame '
+             '| batch 16 ms/frame | speed-up vs eager torch at its default threads '
+             '(batch 1 / 16) |', '|---|---|---|---|']
     for name in fns:
         lines.append(f'| {name} | {ms[(name, 1)]:.2f} | {ms[(name, 16)]:.2f} | '
                      f'{base[1] / ms[(name, 1)]:.2f}x / {base[16] / ms[(name, 16)]:.2f}x |')
     print('\n'.join(lines))
-    fastest = min((n for n in fns if 'not kept' not in n), key=lambda n: ms[(n, 1)])
-    print(f'\nFastest kept runtime at batch 1: {fastest}, {base[1] / ms[(fastest, 1)]:.2f}x '
-          f'plain eager torch.')
+    for b in batches:
+        fastest = min((n for n in fns if 'not kept' not in n), key=lambda n: ms[(n, b)])
+        print(f'\nFastest kept runtime at batch {b}: {fastest}, {ms[(fastest, b)]:.2f} ms/frame: '
+              f'{base[b] / ms[(fastest, b)]:.2f}x eager torch at its default threads, '
+              f'{best_eager[b] / ms[(fastest, b)]:.2f}x eager torch at its best thread count.')
 
     frame = camera_frame()
     print(f'\nPreprocessing one 640x480 rgb8 frame (crop, area resize to 224, normalise): '
           f'{preprocessing_us(frame):.0f} us\n')
 
     frames = [frame, np.ascontiguousarray(frame[:, ::-1]), np.ascontiguousarray(frame[::-1])]
-    engines = {}
-    for runtime in ('torch', 'onnx'):
-        model_r, model_g = (reg, gru) if runtime == 'torch' else (reg_onnx, gru_onnx)
-        if runtime == 'onnx':
-            engines[(runtime, 'reg')] = InferenceEngine(OnnxRuntime(model_r))
-            engines[(runtime, 'gru')] = InferenceEngine(OnnxRuntime(model_g))
-        else:
-            engines[(runtime, 'reg')] = InferenceEngine(model_r, runtime='torch')
-            engines[(runtime, 'gru')] = InferenceEngine(model_g, runtime='torch')
+    threads = live_threads()   # what the node uses by default
+    engines = {('torch', 'reg'): InferenceEngine(reg, runtime='torch', threads=threads),
+               ('torch', 'gru'): InferenceEngine(gru, runtime='torch', threads=threads),
+               ('onnx', 'reg'): InferenceEngine(OnnxRuntime(reg_onnx, threads=threads)),
+               ('onnx', 'gru'): InferenceEngine(OnnxRuntime(gru_onnx, threads=threads))}
     live = live_path_ms(engines, frames, max(args.rounds // 2, 5))
-    lines = ['| runtime | Regressor ms/frame | Temporal-GRU (window 8) ms/frame | GRU / Regressor |',
-             '|---|---|---|---|']
+    lines = ['| runtime | Regressor ms/frame | Temporal-GRU (window 8) ms/frame '
+             '| GRU / Regressor |', '|---|---|---|---|']
     for runtime in ('torch', 'onnx'):
         r, g = live[(runtime, 'reg')], live[(runtime, 'gru')]
         lines.append(f'| {runtime} | {r:.2f} | {g:.2f} | {g / r:.2f} |')
-    print('Live path per frame (`engine.predict` on a 640x480 frame: preprocessing, CNN, head; '
-          'the GRU runs its head over the ring buffer of the last 8 frames):\n')
+    print(f"Live path per frame at the node's default {threads} thread(s) (`engine.predict` "
+          'on a 640x480 frame: preprocessing, CNN, head; the GRU runs its head over the ring '
+          'buffer of the last 8 frames):\n')
     print('\n'.join(lines))
     print(f'\nLoad average after the run: {", ".join(f"{v:.2f}" for v in os.getloadavg())}')
     return 0

@@ -122,8 +122,8 @@ class InferenceEngine:
     def describe(self) -> str:
         """Model, device and backend, for logs and diagnostics."""
         conf = self.conf
-        return (f'{conf["backbone"]["name"]}+{conf["head"]["name"]} on {self.device.type}'
-                f'{" fp16" if self.fp16 else ""} ({self.runtime.describe()})')
+        return (f'{conf["backbone"]["name"]}+{conf["head"]["name"]} on {self.device.type} '
+                f'({self.runtime.describe()})')
 
     def reset(self) -> None:
         """Forget the temporal window (time gap, ``~/reset``)."""

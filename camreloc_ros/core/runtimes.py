@@ -25,10 +25,12 @@ give the same poses. A backend works on numpy arrays and has three calls:
 
 ONNX files are self-describing like checkpoints: model config, pose statistics, format and
 package versions are one JSON string in ``metadata_props`` under the key ``camreloc_ros``.
-Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 about 3x faster than
-eager torch; TorchScript, torch.compile and OpenVINO did not pay for their cost here.
+Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 3.7x faster than
+eager torch at its best thread count; TorchScript, torch.compile and OpenVINO did not pay
+for their cost here.
 """
 
+from contextlib import contextmanager
 import copy
 import hashlib
 import io
@@ -56,8 +58,10 @@ METADATA_KEY = 'camreloc_ros'
 ONNX_OPSET = 17
 IMAGES, FEATURES, FEAT = 'images', 'features', 'feat'
 HEAD_OUTPUTS = tuple(f'head_{k}' for k in OUTPUT_KEYS)
-# ONNX Runtime intra-op threads when none are asked for (docs/performance.md: 2 on 2 cores)
-ONNX_DEFAULT_THREADS = 2
+# The heads (a few small GEMMs, a GRU over <= 8 steps) always run on one thread: their
+# parallel regions are shorter than waking a second thread, and on a busy CPU each one can
+# wait milliseconds for it (measured: GRU window 8 at 2 threads 18-110 ms, at 1 thread 1-2 ms).
+HEAD_THREADS = 1
 
 
 class OnnxModelError(CheckpointError):
@@ -73,6 +77,25 @@ def resolve_device(device: str) -> torch.device:
     if device != 'cpu' and not device.startswith('cuda'):
         raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
     return torch.device(device)
+
+
+def cpu_cores() -> int:
+    """Count the CPUs this process may run on (its affinity, not the whole machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def live_threads() -> int:
+    """Intra-op threads for a live node: half the cores, at least one.
+
+    The other half serves the camera driver, DDS and the ROS executor. On a busy 2-core
+    machine a second OpenMP thread made torch up to 60x slower (its parallel regions wait for
+    a core that another process holds) and ONNX Runtime's throughput dropped (79 -> 69 Hz);
+    docs/performance.md has the measurements.
+    """
+    return max(1, cpu_cores() // 2)
 
 
 def check_runtime(runtime: str) -> str:
@@ -124,7 +147,7 @@ class Runtime:
         return {'size': spec.input_size, 'mean': list(spec.mean), 'std': list(spec.std)}
 
     def input_buffer(self, batch: int) -> np.ndarray:
-        """A reusable ``(batch, 3, S, S)`` float32 array to preprocess into (no allocation).
+        """Return a reusable ``(batch, 3, S, S)`` float32 array to preprocess into.
 
         Backends give memory they can read without a copy (pinned host memory for CUDA,
         channels-last for torch on the CPU); preprocessing writes straight into it.
@@ -174,8 +197,9 @@ class TorchRuntime(Runtime):
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, '
                              f'got {precision!r}')
-        if threads:
-            torch.set_num_threads(int(threads))
+        # set around each call, not once: torch's thread count is process-wide, and other
+        # engines (tests, benchmarks, tools) in the same process keep theirs
+        self.threads = int(threads) if threads else None
         self.device = resolve_device(device)
         self.cuda = self.device.type == 'cuda'
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
@@ -183,6 +207,9 @@ class TorchRuntime(Runtime):
             if self.cuda else None
         self.precision = precision if self.dtype is not None else 'fp32'
         if self.cuda:
+            if self.dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+                raise RuntimeError(f'precision bf16 is not supported by {self.device} '
+                                   '(needs compute capability 8.0+): use fp16')
             torch.backends.cudnn.benchmark = True   # fixed input size: pick the fastest conv
         self.conf = model.conf
         self.temporal = model.temporal
@@ -194,7 +221,7 @@ class TorchRuntime(Runtime):
     def _new_input(self, batch: int) -> np.ndarray:
         size = self.input_size
         host = torch.empty((batch, 3, size, size), dtype=torch.float32,
-                           pin_memory=self.cuda).contiguous(memory_format=torch.channels_last)
+                           memory_format=torch.channels_last, pin_memory=self.cuda)
         self._host[batch] = host
         if self.cuda:
             self._dev[batch] = torch.empty_like(host, device=self.device)
@@ -207,7 +234,10 @@ class TorchRuntime(Runtime):
             if not self.cuda:
                 return host                      # the buffer itself, already channels-last
             return self._dev[batch].copy_(host, non_blocking=True)
-        x = torch.from_numpy(np.ascontiguousarray(images_b3hw, np.float32))
+        images_b3hw = np.asarray(images_b3hw, np.float32)
+        if any(stride < 0 for stride in images_b3hw.strides):
+            images_b3hw = np.ascontiguousarray(images_b3hw)
+        x = torch.from_numpy(images_b3hw)   # strided views too: a batch slice is no copy
         return x.to(self.device, non_blocking=self.cuda).contiguous(
             memory_format=torch.channels_last)
 
@@ -224,28 +254,45 @@ class TorchRuntime(Runtime):
         parts = np.split(flat, np.cumsum(sizes)[:-1], axis=-1)   # one device-to-host copy
         return dict(zip(OUTPUT_KEYS, parts))
 
+    @contextmanager
+    def _threads(self, threads: int | None):
+        """Run the block with ``threads`` torch threads (CPU; None keeps the current count)."""
+        current = torch.get_num_threads()
+        if self.cuda or threads is None or threads == current:
+            yield
+            return
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(current)
+
     @torch.inference_mode()
     def pose(self, images_b3hw: np.ndarray) -> dict:
         """Images -> pose in one pass (CNN, head, decode) with one upload and one download."""
-        feat = self._features(self._upload(images_b3hw))
-        return self._to_numpy(self.model.head_forward(feat))
+        with self._threads(self.threads):
+            feat = self._features(self._upload(images_b3hw))
+        with self._threads(HEAD_THREADS):
+            return self._to_numpy(self.model.head_forward(feat))
 
     @torch.inference_mode()
     def features(self, images_b3hw: np.ndarray) -> np.ndarray:
         """Images -> pooled features ``(B, C)`` on the host."""
-        return self._features(self._upload(images_b3hw)).cpu().numpy()
+        with self._threads(self.threads):
+            return self._features(self._upload(images_b3hw)).cpu().numpy()
 
     @torch.inference_mode()
     def head(self, feat: np.ndarray) -> dict:
         """Features ``(B, C)`` or ``(B, T, C)`` -> decoded outputs (float32 head)."""
         x = torch.from_numpy(np.ascontiguousarray(feat, np.float32)).to(self.device)
-        return self._to_numpy(self.model.head_forward(x))
+        with self._threads(HEAD_THREADS):
+            return self._to_numpy(self.model.head_forward(x))
 
     def describe(self) -> str:
         """E.g. ``torch eager, 2 threads`` or ``torch eager fp16``."""
         if self.cuda:
             return f'torch eager {self.precision}'
-        return f'torch eager, {torch.get_num_threads()} threads'
+        return f'torch eager, {self.threads or torch.get_num_threads()} threads'
 
 
 # ---------------------------------------------------------------------------- ONNX export
@@ -273,7 +320,7 @@ class _ExportGraph(nn.Module):
 
 
 def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
-    """The JSON metadata of an exported model: what a checkpoint carries, minus the weights."""
+    """Describe an exported model as JSON: what a checkpoint carries, minus the weights."""
     spec = model.spec
     return {
         'format': ONNX_FORMAT,
@@ -349,7 +396,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def read_metadata(proto, source: str = '<onnx>') -> dict:
-    """The camreloc_ros metadata of a loaded ONNX model, checked; clear errors otherwise."""
+    """Read and check the camreloc_ros metadata of a loaded ONNX model (clear errors)."""
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props:
         raise OnnxModelError(
@@ -412,7 +459,7 @@ def default_cache_dir() -> Path:
 
 
 def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """The ONNX export of a checkpoint, exported once and kept under its content hash.
+    """Return the ONNX export of a checkpoint, exported once and kept under its content hash.
 
     The key is the checkpoint's SHA-256 plus the package and ONNX format versions, so a
     retrained checkpoint at the same path, or a new exporter, never reuses a stale file.
@@ -459,7 +506,7 @@ class OnnxRuntime(Runtime):
         self.temporal = bool(self.meta['temporal'])
         self.window = int(self.meta['window']) if self.temporal else 1
         self.extra = self.meta.get('extra') or {}
-        self.threads = int(threads) if threads else ONNX_DEFAULT_THREADS
+        self.threads = int(threads) if threads else cpu_cores()
         self.spinning = bool(spinning)
         self.providers, self.device = self._providers(device)
         self._sessions: dict[str, object] = {}
@@ -509,7 +556,7 @@ class OnnxRuntime(Runtime):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = self.threads
+        opts.intra_op_num_threads = HEAD_THREADS if part == 'head' else self.threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry('session.intra_op.allow_spinning',
                                       '1' if self.spinning else '0')
@@ -547,7 +594,7 @@ class OnnxRuntime(Runtime):
 def make_runtime(model: PoseModel | str | Path, runtime: str = 'torch', device: str = 'cpu',
                  precision: str = 'fp32', threads: int | None = None,
                  cache_dir: str | Path | None = None) -> Runtime:
-    """A backend for a model object, a checkpoint (``.pt``) or an exported ``.onnx`` file.
+    """Create a backend for a model object, a checkpoint (``.pt``) or an exported ``.onnx``.
 
     ``runtime='onnx'`` with a checkpoint exports it once into the cache (keyed by the
     checkpoint's hash); with a model object it exports in memory.

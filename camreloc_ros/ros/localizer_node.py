@@ -46,6 +46,7 @@ from std_srvs.srv import Trigger
 
 from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
 from camreloc_ros.core.geometry import orientation_error_rad
+from camreloc_ros.core.runtimes import live_threads
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_to_rgb, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec,
@@ -99,8 +100,9 @@ PARAMETERS: list[Param] = [
           choices=('torch', 'onnx')),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
     Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
-    Param('threads', 0, 'CPU threads of the runtime (torch intra-op, ONNX Runtime intra-op); '
-          '0 = the default (torch: all cores, onnx: 2).', limits=(0, 1024)),
+    Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '
+          'half the cores (at least 1), leaving the rest to the camera driver and DDS.',
+          limits=(0, 1024)),
     Param('input', 'raw', 'raw: sensor_msgs/Image on `image`; compressed: '
           'sensor_msgs/CompressedImage (JPEG, PNG) on `image/compressed`.',
           choices=('raw', 'compressed')),
@@ -187,7 +189,7 @@ class PoseGate:
             std = math.sqrt(float(np.max(np.diag(pred.covariance)[:3])))
             if std > self.max_position_std:
                 return f'position std {std:.3f} m > {self.max_position_std:g} m'
-        if self._last is not None:
+        if self._last is not None and (self.max_speed > 0 or self.max_angular_speed_rad > 0):
             last_stamp, last_pos, last_quat = self._last
             dt = stamp - last_stamp
             if 0 < dt <= self.max_gap:
@@ -331,7 +333,7 @@ class LocalizerNode(LifecycleNode):
         resolve_device(conf['device'])   # a clear error before the model is read
         engine = InferenceEngine.from_checkpoint(
             conf['model'], runtime=conf['runtime'], device=conf['device'], fp16=conf['fp16'],
-            threads=conf['threads'] or None, max_gap=conf['max_gap'])
+            threads=conf['threads'] or live_threads(), max_gap=conf['max_gap'])
         size = engine.pre.size
         for _ in range(3):   # warm-up (allocator, kernels): the first frames are not slow
             engine.predict(np.zeros((size, size, 3), np.uint8))

@@ -29,7 +29,7 @@ SUBCOMMANDS = {
     'evaluate': ('camreloc_ros.tools.evaluate', 'score a checkpoint on a dataset'),
     'search': ('camreloc_ros.tools.search', 'random hyper-parameter search'),
     'saliency': ('camreloc_ros.tools.saliency', 'saliency maps of a checkpoint'),
-    'export': ('camreloc_ros.tools.export', 'export a checkpoint to ONNX / TorchScript'),
+    'export': ('camreloc_ros.tools.export', 'export a checkpoint to ONNX (with its metadata)'),
     'node': ('camreloc_ros.ros.localizer_node', 'run the live localizer node'),
     'bag-eval': ('camreloc_ros.tools.bag_eval', 'evaluate a checkpoint on a rosbag'),
     'bag-from-dataset': ('camreloc_ros.tools.bag_from_dataset', 'write a dataset as a rosbag'),

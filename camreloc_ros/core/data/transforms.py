@@ -52,7 +52,7 @@ class Preprocessor:
         self._scratch = threading.local()   # per thread: data loaders may share an instance
 
     def _buffers(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """This thread's resize output and three channel planes (allocated once)."""
+        """Return this thread's resize output and three channel planes (allocated once)."""
         scratch = self._scratch
         if not hasattr(scratch, 'resized'):
             scratch.resized = np.empty((self.size, self.size, 3), np.uint8)
@@ -60,7 +60,7 @@ class Preprocessor:
         return scratch.resized, scratch.planes
 
     def conf(self) -> dict:
-        """What identifies this preprocessing (cache keys, checkpoints)."""
+        """Return what identifies this preprocessing (cache keys, checkpoints)."""
         return {'size': self.size, 'mean': self.mean.tolist(), 'std': self.std.tolist(),
                 'resize': 'shorter-side+centre-crop', 'interpolation': 'area'}
 
@@ -130,7 +130,7 @@ class Augmenter:
         return self.brightness > 0 or self.contrast > 0 or self.crop_scale > 0
 
     def box(self, height: int, width: int, size: int) -> tuple[int, int, int, int]:
-        """A centre box shrunk by up to ``crop_scale`` and shifted at random."""
+        """Return a centre box shrunk by up to ``crop_scale`` and shifted at random."""
         y0, x0, h, w = crop_box(height, width, size)
         if self.crop_scale <= 0:
             return y0, x0, h, w
