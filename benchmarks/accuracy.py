@@ -36,9 +36,10 @@ from camreloc_ros.core.evaluation import atomic_write_text, format_table, pose_e
 from camreloc_ros.core.geometry import orientation_error_deg
 from camreloc_ros.core.training import pose_targets
 from camreloc_ros.tools import evaluate, train
+from camreloc_ros.tools.common import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / 'shared' / 'data' / 'hololens-office'
+DATA = shared_data_dir() / 'hololens-office'
 
 CONFIGS = {
     'Regressor, QEH (default)': {},

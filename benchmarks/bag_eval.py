@@ -38,8 +38,9 @@ from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, evaluate
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'hololens-office'
+DATA = shared_data_dir() / 'hololens-office'
 
 
 def _timed(fn) -> float:

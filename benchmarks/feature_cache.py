@@ -26,8 +26,9 @@ import time
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.training import Trainer
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'hololens-office'
+DATA = shared_data_dir() / 'hololens-office'
 
 
 def epoch_seconds(frames, cache: bool, stages: int, cache_dir: str) -> tuple[float, float]:

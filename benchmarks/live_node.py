@@ -47,10 +47,11 @@ import threading
 import time
 
 import numpy as np
+from camreloc_ros.tools.common import shared_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
-DATA_DIR = Path(os.environ.get('CAMRELOC_TEST_DATA', '/work/shared/data/hololens-office'))
+DATA_DIR = shared_data_dir() / 'hololens-office'
 IN_FLIGHT = 2          # frames outstanding in the --rate 0 mode
 RESEND_S = 0.25        # --rate 0: send another frame when no pose came back for this long
 

@@ -30,7 +30,6 @@ Also printed: preprocessing of a 640x480 frame, and the live path's per-frame co
 import argparse
 import datetime
 import os
-from pathlib import Path
 import platform
 import subprocess
 import sys
@@ -48,8 +47,9 @@ from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.core.runtimes import (export_onnx, live_threads, OnnxRuntime, OUTPUT_KEYS,
                                         TorchRuntime)
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA_DIR = Path(os.environ.get('CAMRELOC_TEST_DATA', '/work/shared/data/hololens-office'))
+DATA_DIR = shared_data_dir() / 'hololens-office'
 
 
 def in_thread(fn: Callable[[], None]) -> None:

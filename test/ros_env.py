@@ -28,8 +28,9 @@ import time
 from typing import Callable, Iterator
 
 import numpy as np
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA_DIR = Path(os.environ.get('CAMRELOC_TEST_DATA', '/work/shared/data/hololens-office'))
+DATA_DIR = shared_data_dir() / 'hololens-office'
 
 
 @contextmanager

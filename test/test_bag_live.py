@@ -49,8 +49,7 @@ NODE_IMAGES = '/bag_live/image/compressed'     # the node lives in namespace bag
 NODE_POSES = '/bag_live/pose'
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f'{DATA_DIR} not available'),
-              pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope='module')

@@ -38,8 +38,9 @@ from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation import load_per_frame, load_tum
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, train
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path('/work/shared/data/hololens-office')
+DATA = shared_data_dir() / 'hololens-office'
 BLOCK, EVERY = 25, 4
 NS = 1_000_000_000
 N_EVAL = 30             # test-split frames 75..99 and 175..179: two blocks, a time gap
@@ -47,8 +48,7 @@ IMAGE_TOPIC = '/camera/image_raw'
 JPEG_TOPIC = '/camera/image_raw/compressed'
 GT_TOPIC = '/ground_truth/pose'
 
-pytestmark = [pytest.mark.skipif(not DATA.is_dir(), reason=f'{DATA} not available'),
-              pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 TS = get_typestore(Stores.ROS2_KILTED)
 T = TS.types

@@ -20,6 +20,7 @@ pose conversions are checked against scipy, independently of the project's geome
 
 from pathlib import Path
 
+from camreloc_ros.tools.common import shared_data_dir
 from camreloc_ros.core.data.datasets import (
     Dataset, DatasetError, Frame, FORMATS, Intrinsics, read_dataset)
 from camreloc_ros.core.data.split import block_split, split_dataset, temporal_windows
@@ -27,11 +28,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'  # ../shared/data of the repo
+DATA = shared_data_dir()  # ../shared/data of the repo
 SEVEN = DATA / '7scenes-stairs-mini'
 HOLO = DATA / 'hololens-office'
-
-pytestmark = pytest.mark.skipif(not HOLO.is_dir(), reason='shared data not present')
 
 
 def holo_images(n):

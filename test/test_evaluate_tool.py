@@ -30,12 +30,11 @@ from camreloc_ros.core.evaluation import load_per_frame, load_tum
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import cli, evaluate, saliency
 from camreloc_ros.tools.common import frame_stamps, window_runs
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path('/work/shared/data/hololens-office')
+DATA = shared_data_dir() / 'hololens-office'
 BLOCK, EVERY = 25, 4
 LIMIT = 30   # the first 30 test frames: two held-out blocks (a gap), ~3 s of CPU inference
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f'{DATA} not available')
 
 
 def _checkpoint(path: Path, name: str = 'posenet', backbone: str = 'efficientnet_lite0') -> Path:
@@ -150,3 +149,14 @@ def test_saliency_temporal_model_and_folder(tmp_path):
     assert out == tmp_path / 'saliency'
     img = cv2.imread(str(out / f'{src.stem}_saliency.png'))
     assert img is not None and img.shape == (224, 448, 3)
+
+
+def test_evaluate_onnx_runtime_gives_the_torch_numbers(ckpt, tmp_path):
+    rows = {}
+    for runtime in ('torch', 'onnx'):
+        out = evaluate.main({'device': 'cpu', 'limit': 6, 'runtime': runtime, 'format': 'posed'},
+                            {'checkpoint': ckpt, 'data': DATA, 'out': tmp_path / runtime})
+        rows[runtime] = load_per_frame(out / 'per_frame.txt')
+    assert rows['torch']['names'] == rows['onnx']['names']
+    assert np.allclose(rows['torch']['position'], rows['onnx']['position'], atol=1e-4)
+    assert np.allclose(rows['torch']['rot_err_deg'], rows['onnx']['rot_err_deg'], atol=1e-2)

@@ -15,7 +15,6 @@
 """Random hyper-parameter search: sampling and a tiny real search."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,9 @@ import pytest
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.tools import search
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'hololens-office'
+DATA = shared_data_dir() / 'hololens-office'
 
 
 def test_sample_respects_ranges_and_is_seeded():

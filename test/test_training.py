@@ -30,8 +30,9 @@ from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.features import frozen_features
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
 from camreloc_ros.core.training import Trainer, train_conf
+from camreloc_ros.tools.common import shared_data_dir
 
-DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'hololens-office'
+DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
 
 

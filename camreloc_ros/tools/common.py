@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -26,6 +27,16 @@ from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation import (  # noqa: F401 - re-exported for the tools
     atomic_output, atomic_write_bytes, atomic_write_text, FALLBACK_FPS)
+
+
+def shared_data_dir() -> Path:
+    """Locate the real posed images: ``$CAMRELOC_SHARED_DATA`` or ``<repo>/../shared/data``.
+
+    Tests, benchmarks and the demo all find the data here, so a checkout next to ``shared/``
+    (as CI has it) needs no configuration.
+    """
+    env = os.environ.get('CAMRELOC_SHARED_DATA')
+    return Path(env) if env else Path(__file__).resolve().parents[3] / 'shared' / 'data'
 
 
 def require_file(path: str | Path, what: str) -> Path:

@@ -26,8 +26,9 @@ import argparse
 import importlib.util
 from pathlib import Path
 import time
+from camreloc_ros.tools.common import shared_data_dir
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / 'shared' / 'data' / 'hololens-office'
+DEFAULT_DATA = shared_data_dir() / 'hololens-office'
 
 DEMO_TRAIN = {
     'model': {'head': {'name': 'regressor'}},

@@ -47,6 +47,7 @@ default_conf = {
     'every': None,       # None = checkpoint's extra['data']['every'], else 4
     'batch_size': 16,
     'device': 'auto',
+    'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
     'limit': None,       # evaluate only the first N frames of the split (quick checks)
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
 }
@@ -78,7 +79,8 @@ def main(conf: dict, paths: dict) -> Path:
         raise ValueError(f'limit must be >= 1 (or None for all frames), got {conf["limit"]}')
     out = Path(paths.get('out') or default_out_dir(ckpt, f'eval_{conf["split"]}'))
 
-    engine = InferenceEngine.from_checkpoint(ckpt, device=conf['device'])
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime=conf['runtime'],
+                                             device=conf['device'])
     extra = getattr(engine.model, 'checkpoint_extra', None) or {}
     fmt = conf['format'] or ((extra.get('data') or {}).get('format'))
     if fmt is None:
@@ -131,6 +133,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output folder (default: <checkpoint dir>/eval_<split>)')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
+    parser.add_argument('--runtime', default='torch', choices=('torch', 'onnx'),
+                        help='inference runtime (onnx: exported once, cached)')
     parser.add_argument('--block', type=int, default=None,
                         help=f'frames per held-out block (default: from the checkpoint, '
                         f'else {DEFAULT_BLOCK}); ignored for 7scenes/cambridge')
@@ -146,5 +150,5 @@ def from_args(args: argparse.Namespace) -> Path:
     """Run :func:`main` from parsed arguments."""
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
-            'limit': args.limit, 'title': args.title}
+            'runtime': args.runtime, 'limit': args.limit, 'title': args.title}
     return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out})
