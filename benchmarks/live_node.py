@@ -34,7 +34,6 @@ runtime's bare ``engine.predict`` time measured in the same run, and the overhea
 """
 
 import argparse
-import datetime
 import json
 import os
 from pathlib import Path
@@ -47,7 +46,9 @@ import threading
 import time
 
 import numpy as np
+
 from camreloc_ros.tools.common import shared_data_dir
+from runtimes import machine  # noqa: I100 - a sibling benchmark script
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
@@ -183,19 +184,6 @@ def run_publisher(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- measuring side
-
-def machine() -> str:
-    """CPU model, cores and date (the load is reported per run)."""
-    name = 'unknown CPU'
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        name = next(line.split(':', 1)[1].strip() for line in out.splitlines()
-                    if line.startswith('Model name'))
-    except (OSError, StopIteration):
-        pass
-    return (f'{name}, {os.cpu_count()} cores; '
-            f'{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}')
-
 
 def load_average() -> str:
     """Return the 1-minute load average (the machine may be shared)."""

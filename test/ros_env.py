@@ -20,35 +20,24 @@ The variables are set by :func:`ros_environment` before ``rclpy.init`` and resto
 not at import time: pytest imports every module before running any.
 """
 
-from contextlib import contextmanager
-import os
 from pathlib import Path
 import threading
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
-from camreloc_ros.tools.common import shared_data_dir
+
+from camreloc_ros.tools.common import scoped_environ, shared_data_dir
 
 DATA_DIR = shared_data_dir() / 'hololens-office'
 
 
-@contextmanager
-def ros_environment(domain_id: int, log_dir: str | Path) -> Iterator[None]:
+def ros_environment(domain_id: int, log_dir: str | Path):
     """Set the isolation variables for the duration of the block, then restore them."""
     assert 0 <= domain_id < 233, 'ROS_DOMAIN_ID must be below 233 for Fast DDS port mapping'
-    wanted = {'ROS_DOMAIN_ID': str(domain_id), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-              'ROS_LOG_DIR': str(log_dir)}
-    saved = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    return scoped_environ({'ROS_DOMAIN_ID': str(domain_id),
+                           'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
+                           'ROS_LOG_DIR': str(log_dir)})
 
 
 class RosHarness:

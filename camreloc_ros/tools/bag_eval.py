@@ -45,7 +45,8 @@ from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.engine import InferenceEngine, Prediction
 from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
                                           summarize, write_results)
-from camreloc_ros.tools.common import default_out_dir, require_exists, require_file
+from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
+    scoped_environ
 
 NS = 1_000_000_000
 
@@ -433,20 +434,6 @@ DEMO_IMAGE_TOPIC = '/camera/image_raw/compressed'
 DEMO_GT_TOPIC = '/ground_truth/pose'
 
 
-@contextlib.contextmanager
-def _environ(values: dict) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
     """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
@@ -487,7 +474,7 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
     log_path = out / 'node.log'
     print(f'starting the localizer node (ROS_DOMAIN_ID={domain}, log {log_path})', flush=True)
     stop = threading.Event()
-    with open(log_path, 'w') as log, _environ(env):
+    with open(log_path, 'w') as log, scoped_environ(env):
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
         watcher = threading.Thread(target=lambda: (proc.wait(), stop.set()), daemon=True)
         watcher.start()

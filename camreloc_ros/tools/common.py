@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -37,6 +38,21 @@ def shared_data_dir() -> Path:
     """
     env = os.environ.get('CAMRELOC_SHARED_DATA')
     return Path(env) if env else Path(__file__).resolve().parents[3] / 'shared' / 'data'
+
+
+@contextlib.contextmanager
+def scoped_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block (child processes inherit them), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def require_file(path: str | Path, what: str) -> Path:
