@@ -30,8 +30,9 @@ import torch
 from camreloc_ros import __version__
 from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core.runtimes import (export_onnx, file_sha256, load_onnx, METADATA_KEY,
-                                        ONNX_FORMAT_VERSION, OnnxModelError, TorchRuntime)
+from camreloc_ros.core.runtimes import (auto_runtime, export_onnx, file_sha256, load_onnx,
+                                        METADATA_KEY, ONNX_FORMAT_VERSION, OnnxModelError,
+                                        TorchRuntime)
 from camreloc_ros.tools import cli
 
 DOMAIN_ID = 163
@@ -223,3 +224,16 @@ def test_cuda_fp16_bf16_close_to_cpu(models, frames):
             np.testing.assert_allclose(got.quaternion, exp.quaternion, atol=atol)
         for got, exp in zip(engine.predict_frames(frames, batch_size=4), expected):
             np.testing.assert_allclose(got.position, exp.position, atol=atol)
+
+
+def test_auto_runtime_is_onnx_on_the_cpu(models, frames):
+    """runtime auto (the node's default) takes ONNX Runtime on a CPU, torch on CUDA."""
+    assert auto_runtime(models['reg'], 'cpu') == 'onnx'
+    assert auto_runtime(models['reg_onnx'], 'cuda' if torch.cuda.is_available() else 'cpu') \
+        == 'onnx'
+    auto = InferenceEngine.from_checkpoint(models['reg_onnx'], runtime='auto', device='cpu')
+    eager = InferenceEngine.from_checkpoint(models['reg'], runtime='torch', device='cpu')
+    assert 'onnx' in auto.describe().lower()
+    assert_same(auto.predict(frames[0]), eager.predict(frames[0]))
+    if torch.cuda.is_available():
+        assert auto_runtime(models['reg'], 'cuda') == 'torch'

@@ -95,9 +95,9 @@ PARAMETERS: list[Param] = [
           'localizes; false leaves the transitions to a lifecycle manager.', 'startup'),
     Param('model', '', 'Checkpoint file (.pt) written by `camreloc train`, or an .onnx '
           'written by `camreloc export` (runtime onnx).'),
-    Param('runtime', 'torch', 'torch: eager PyTorch (CPU or CUDA); onnx: ONNX Runtime, the '
-          'fast path on a CPU (a .pt model is exported once into ~/.cache/camreloc_ros).',
-          choices=('torch', 'onnx')),
+    Param('runtime', 'auto', 'auto: onnx on a CPU, torch on CUDA; torch: eager PyTorch (CPU '
+          'or CUDA); onnx: ONNX Runtime, the fast path on a CPU (a .pt model is exported once '
+          'into ~/.cache/camreloc_ros).', choices=('auto', 'torch', 'onnx')),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
     Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
     Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '

@@ -379,7 +379,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', type=Path, default=None, help='output folder')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
-    parser.add_argument('--runtime', default='torch', choices=('torch', 'onnx'),
+    parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
                         help='inference runtime (onnx: exported once, cached)')
     parser.add_argument('--max-gap', type=float, default=1.0,
                         help='seconds between image stamps that restart a temporal window')

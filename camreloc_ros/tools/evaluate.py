@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output folder (default: <checkpoint dir>/eval_<split>)')
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
-    parser.add_argument('--runtime', default='torch', choices=('torch', 'onnx'),
+    parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
                         help='inference runtime (onnx: exported once, cached)')
     parser.add_argument('--block', type=int, default=None,
                         help=f'frames per held-out block (default: from the checkpoint, '
