@@ -23,7 +23,8 @@ from pathlib import Path
 from camreloc_ros.tools.common import shared_data_dir
 from camreloc_ros.core.data.datasets import (
     Dataset, DatasetError, Frame, FORMATS, Intrinsics, read_dataset)
-from camreloc_ros.core.data.split import block_split, split_dataset, temporal_windows
+from camreloc_ros.core.data.split import (block_split, causal_window_starts, frame_breaks,
+                                          split_dataset, temporal_windows)
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -423,3 +424,12 @@ def test_temporal_windows_never_cross_sequences_or_gaps():
     assert temporal_windows(seven.frames, 4) == []
     with pytest.raises(ValueError):
         temporal_windows(frames, 0)
+
+
+def test_causal_window_starts_restart_at_breaks():
+    frames = [Frame(f'{s}{i}', Path(f'{s}{i}.jpg'), np.eye(4), s, i)
+              for s, idx in (('a', [0, 1, 2, 3, 5, 6]), ('b', [0, 1])) for i in idx]
+    breaks = frame_breaks(frames)
+    assert breaks == [True, False, False, False, True, False, True, False]
+    assert causal_window_starts(breaks, 3).tolist() == [0, 0, 0, 1, 4, 4, 6, 6]
+    assert causal_window_starts(breaks, 1).tolist() == list(range(8))

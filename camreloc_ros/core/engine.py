@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camreloc_ros.core.data.split import causal_window_starts
 from camreloc_ros.core.data.transforms import Preprocessor
 from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
@@ -209,12 +210,8 @@ class InferenceEngine:
     def _temporal_frames(self, feat_nc: np.ndarray, sequence_ids: list | None,
                          stamps: list | None) -> list[Prediction]:
         n = feat_nc.shape[0]
-        lo = np.empty(n, np.int64)
-        start = 0
-        for i in range(n):
-            if i > 0 and self._window_breaks(i, sequence_ids, stamps):
-                start = i
-            lo[i] = max(start, i - self.window + 1)
+        breaks = [i > 0 and self._window_breaks(i, sequence_ids, stamps) for i in range(n)]
+        lo = causal_window_starts(breaks, self.window)
         lengths = np.arange(n) - lo + 1
         preds: list[Prediction | None] = [None] * n
         for length in np.unique(lengths):

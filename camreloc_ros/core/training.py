@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.split import temporal_windows
+from camreloc_ros.core.data.split import causal_window_starts, frame_breaks, temporal_windows
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor, read_rgb
 from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
 from camreloc_ros.core.features import frozen_features
@@ -228,7 +228,7 @@ class Trainer:
         feat = src.features(idx_bt.reshape(-1), train=True)
         if self.model.temporal:
             feat = feat.view(b, t, -1)
-        out = self.model.head_forward(feat if self.model.temporal else feat)
+        out = self.model.head_forward(feat)
         flat = idx_bt.reshape(-1)
         pos_gt = self.model.normalize_pos(torch.from_numpy(self.train_pos[flat]).float())
         quat_gt = torch.from_numpy(self.train_quat[flat]).float()
@@ -363,12 +363,7 @@ class Trainer:
 def _causal_windows(model: PoseModel, feats: torch.Tensor, frames: Sequence):
     """Predict each frame from a window ending at it (as the live engine does)."""
     pos, quat = [], []
-    start = 0
-    for i, frame in enumerate(frames):
-        if i > 0 and (frame.sequence != frames[i - 1].sequence
-                      or frame.index != frames[i - 1].index + 1):
-            start = i
-        lo = max(start, i - model.window + 1)
+    for i, lo in enumerate(causal_window_starts(frame_breaks(frames), model.window)):
         out = model.head_forward(feats[lo:i + 1][None])
         pos.append(out['pos'][0, -1].numpy())
         quat.append(out['quat'][0, -1].numpy())

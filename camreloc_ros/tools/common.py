@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
+from camreloc_ros.core.data.split import frame_breaks
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation import (  # noqa: F401 - re-exported for the tools
     atomic_output, atomic_write_bytes, atomic_write_text, FALLBACK_FPS)
@@ -86,13 +87,12 @@ def window_runs(frames: Sequence[Frame]) -> list[str]:
 
     Given to ``InferenceEngine.predict_frames`` as ``sequence_ids``, so a temporal window
     never spans a held-out block or a dropped frame: the same rule as the training windows
-    (:func:`camreloc_ros.core.data.split.temporal_windows`).
+    (:func:`camreloc_ros.core.data.split.frame_breaks`).
     """
     runs = []
-    run = 0
-    for i, f in enumerate(frames):
-        if i and (f.sequence != frames[i - 1].sequence or f.index != frames[i - 1].index + 1):
-            run += 1
+    run = -1
+    for f, restart in zip(frames, frame_breaks(frames)):
+        run += restart
         runs.append(f'{f.sequence}#{run}')
     return runs
 

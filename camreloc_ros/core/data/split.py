@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+
 from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame
 
 SPLIT_NAMES = ('train', 'test', 'all')
@@ -71,6 +73,32 @@ def block_split(frames: Sequence[Frame], block: int = 25, every: int = 4,
     return train, test
 
 
+def frame_breaks(frames: Sequence[Frame]) -> list[bool]:
+    """Whether each frame starts a new run: a new sequence, or a gap in the frame index.
+
+    The one rule for where temporal windows may not reach across (a held-out block, a
+    dropped frame, another sequence): training windows, causal inference windows and the
+    evaluation tools all use it.
+    """
+    return [i == 0 or f.sequence != frames[i - 1].sequence or f.index != frames[i - 1].index + 1
+            for i, f in enumerate(frames)]
+
+
+def causal_window_starts(breaks: Sequence[bool], window: int) -> np.ndarray:
+    """First position of the causal window of at most ``window`` frames ending at each frame.
+
+    ``breaks[i]`` true restarts the window at frame ``i`` (see :func:`frame_breaks`); the live
+    engine and offline evaluation give the newest frame of this window its pose.
+    """
+    lo = np.empty(len(breaks), np.int64)
+    start = 0
+    for i, restart in enumerate(breaks):
+        if restart:
+            start = i
+        lo[i] = max(start, i - window + 1)
+    return lo
+
+
 def temporal_windows(frames: Sequence[Frame], window: int, stride: int = 1) -> list[list[int]]:
     """Positions in ``frames`` of every run of ``window`` time-consecutive frames.
 
@@ -87,10 +115,9 @@ def temporal_windows(frames: Sequence[Frame], window: int, stride: int = 1) -> l
     out: list[list[int]] = []
     start = 0
     n = len(frames)
+    breaks = frame_breaks(frames) + [True]
     for i in range(1, n + 1):
-        run_ends = (i == n or frames[i].sequence != frames[i - 1].sequence
-                    or frames[i].index != frames[i - 1].index + 1)
-        if run_ends:
+        if breaks[i]:
             for s in range(start, i - window + 1, stride):
                 out.append(list(range(s, s + window)))
             start = i
