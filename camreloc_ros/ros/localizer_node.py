@@ -23,6 +23,8 @@ never builds a queue (latest-frame policy: older waiting frames are dropped and 
 from collections import deque
 from dataclasses import dataclass
 import math
+import os
+import sys
 import threading
 import time
 import traceback
@@ -35,8 +37,10 @@ import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
@@ -72,6 +76,11 @@ RELIABILITY = {'best_effort': QoSReliabilityPolicy.BEST_EFFORT,
                'reliable': QoSReliabilityPolicy.RELIABLE}
 INPUT_TOPICS = {'raw': 'image', 'compressed': 'image/compressed'}
 BAD_LOG_PERIOD_S = 5.0
+# Smallest shorter image side the node localizes: a quarter of the model's input size (the
+# preprocessing would upscale more than 4x, so the pose says nothing about the image) and
+# never below 32 px. Smaller images are counted as bad messages.
+MIN_IMAGE_SIDE = 32
+MIN_SIDE_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,27 @@ def parameter_descriptor(param: Param) -> ParameterDescriptor:
             desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
                                                             to_value=float(hi), step=0.0)]
     return desc
+
+
+def expected_value(param: Param) -> str:
+    """What ``param`` accepts, in words (for start-failure messages)."""
+    default = param.default
+    if isinstance(default, bool):
+        return 'a boolean (true or false)'
+    text = {int: 'an integer', float: 'a floating-point number'}.get(type(default), 'a string')
+    if param.limits is not None:
+        lo, hi = param.limits
+        text += f' in {lo:g}..{hi:g}'
+    if param.choices:
+        text += ': one of ' + ', '.join(param.choices)
+    if isinstance(default, float):
+        text += ' (write 2.0, not 2)'
+    return text
+
+
+def min_image_side(input_size: int) -> int:
+    """Smallest shorter side (px) of an image the node localizes, for a model input size."""
+    return max(MIN_IMAGE_SIDE, math.ceil(MIN_SIDE_FRACTION * input_size))
 
 
 def check_value(param: Param, value: Any) -> str | None:
@@ -241,18 +271,24 @@ class LocalizerNode(LifecycleNode):
     """Camera relocalization: ``image`` -> ``pose``, ``pose_with_covariance``, TF, ``path``."""
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
-        for param in PARAMETERS:
-            self.declare_parameter(param.name, param.default, parameter_descriptor(param))
-        self.stats = LiveStats()
-        self.engine: InferenceEngine | None = None
-        self.gate = PoseGate()
-        self._engine_lock = threading.Lock()   # engine, gate and path: worker vs services
+        # before anything can fail: destroy_node needs them, and rclpy's context shutdown
+        # calls it even on a node whose __init__ raised
         self._cond = threading.Condition()     # guards _pending and _stopping
         self._pending: tuple[Image | CompressedImage, float] | None = None
         self._stopping = False
         self._worker: threading.Thread | None = None
         self._active = False
+        super().__init__(node_name, **kwargs)
+        try:
+            self._declare_parameters()
+        except ConfigurationError:
+            self.destroy_node()
+            raise
+        self.stats = LiveStats()
+        self.engine: InferenceEngine | None = None
+        self.gate = PoseGate()
+        self._engine_lock = threading.Lock()   # engine, gate and path: worker vs services
+        self._min_side = MIN_IMAGE_SIDE     # set from the model in on_configure
         self._to_rgb: Callable = image_to_rgb
         self._check: Callable = check_image
         self._send_tf: Callable | None = None
@@ -278,6 +314,23 @@ class LocalizerNode(LifecycleNode):
         return self.get_parameter(name).value
 
     # ---- parameters --------------------------------------------------------------------
+    def _declare_parameters(self) -> None:
+        """Declare the table; a start value rclpy refuses becomes one clear ConfigurationError.
+
+        rclpy checks ranges and types of ``--ros-args -p`` / params-file values here and
+        raises; those values cannot even be stored, so the node cannot run with them.
+        """
+        for param in PARAMETERS:
+            try:
+                self.declare_parameter(param.name, param.default, parameter_descriptor(param))
+            except ParameterException:
+                # the refused value: rclpy keeps start overrides only in this attribute
+                given = getattr(self, '_parameter_overrides', {}).get(param.name)
+                value = '?' if given is None else repr(given.value)
+                raise ConfigurationError(
+                    f"cannot start: parameter '{param.name}' is {value}, expected "
+                    f'{expected_value(param)}') from None
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             spec = PARAMETERS_BY_NAME.get(p.name)
@@ -314,6 +367,11 @@ class LocalizerNode(LifecycleNode):
             raise ConfigurationError(
                 "parameter 'model' is empty: set it to a checkpoint file, e.g. "
                 '--ros-args -p model:=/path/to/model.pt')
+        if os.path.isdir(conf['model']):
+            raise ConfigurationError(
+                f"parameter 'model' is {conf['model']!r}, a directory: expected a checkpoint "
+                'FILE (.pt) written by `camreloc train`, or an .onnx written by '
+                '`camreloc export`')
         return conf
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -355,11 +413,12 @@ class LocalizerNode(LifecycleNode):
         qos = QoSProfile(depth=conf['qos.depth'], history=QoSHistoryPolicy.KEEP_LAST,
                          reliability=RELIABILITY[conf['qos.reliability']],
                          durability=QoSDurabilityPolicy.VOLATILE)
-        if conf['input'] == 'compressed':
-            self._check, self._to_rgb = check_compressed, compressed_to_rgb
+        self._min_side = min_image_side(size)
+        if conf['input'] == 'compressed':   # the size is known once decoded (worker)
+            self._check, self._to_rgb = check_compressed, self._compressed_to_rgb
             msg_type = CompressedImage
-        else:
-            self._check, self._to_rgb = check_image, image_to_rgb
+        else:                               # the size is in the header (callback)
+            self._check, self._to_rgb = self._check_raw, image_to_rgb
             msg_type = Image
         ents['sub'] = self.create_subscription(msg_type, INPUT_TOPICS[conf['input']],
                                                self._on_image, qos)
@@ -470,6 +529,21 @@ class LocalizerNode(LifecycleNode):
                 self.stats.add(dropped=1)
             self._pending = (msg, received)
             self._cond.notify()
+
+    def _check_raw(self, msg: Image) -> None:
+        check_image(msg)
+        self._check_size(int(msg.height), int(msg.width))
+
+    def _compressed_to_rgb(self, msg: CompressedImage) -> np.ndarray:
+        rgb = compressed_to_rgb(msg)
+        self._check_size(rgb.shape[0], rgb.shape[1])
+        return rgb
+
+    def _check_size(self, height: int, width: int) -> None:
+        if min(height, width) < self._min_side:
+            raise ImageConversionError(
+                f'image {width}x{height} is too small: its shorter side must be at least '
+                f'{self._min_side} px for this model', 'too_small')
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
@@ -587,18 +661,27 @@ class LocalizerNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run camreloc_ros localizer`` and ``camreloc node``."""
+    """Entry point of ``ros2 run camreloc_ros localizer`` and ``camreloc node``.
+
+    Returns 1, after one log line, when a start parameter is refused. Written without
+    ``with rclpy.init()``: Jazzy's rclpy.init returns None.
+    """
+    rclpy.init(args=args)
+    node = None
     try:
-        with rclpy.init(args=args):
-            node = LocalizerNode()
-            try:
-                rclpy.spin(node)
-            finally:
-                node.destroy_node()
+        node = LocalizerNode()
+        rclpy.spin(node)
+    except ConfigurationError as exc:
+        get_logger(NODE_NAME).fatal(str(exc))
+        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
