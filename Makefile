@@ -5,11 +5,13 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := $(VENV)/.stamps
+# The upstream ROS 2 launch system and `ros2` CLI, beside the repository (as CI has it).
+ROS2_LAUNCH_SRC ?= $(abspath $(CURDIR)/../shared/vendor/ros2-launch)
 export ROS_LOG_DIR ?= $(CURDIR)/.venv/ros_log
 
 .PHONY: setup demo test lint bench accuracy clean-venv
 
-setup: $(STAMPS)/project
+setup: $(STAMPS)/project $(STAMPS)/ros2_launch $(STAMPS)/colcon
 
 $(STAMPS)/venv:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +22,19 @@ $(STAMPS)/requirements: requirements.txt constraints.txt $(STAMPS)/venv
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	@touch $@
 
-$(STAMPS)/tf2_msgs: scripts/build_tf2_msgs.sh $(STAMPS)/requirements
-	@bash scripts/build_tf2_msgs.sh $(VENV)
+$(STAMPS)/tf2_msgs: scripts/build_ros_interfaces.sh $(STAMPS)/requirements
+	@bash scripts/build_ros_interfaces.sh $(VENV) tf2_msgs
+	@touch $@
+
+# launch, launch_ros, ros2launch, ros2cli/pkg/run and composition_interfaces (first time: ~2 min)
+$(STAMPS)/ros2_launch: scripts/install_ros2_launch.sh scripts/build_ros_interfaces.sh \
+		$(STAMPS)/requirements
+	@bash scripts/install_ros2_launch.sh $(VENV) $(ROS2_LAUNCH_SRC)
+	@touch $@
+
+# colcon in its own small venv (it pins setuptools<80), run through $(VENV)/bin/colcon
+$(STAMPS)/colcon: requirements-colcon.txt scripts/install_colcon.sh $(STAMPS)/venv
+	@bash scripts/install_colcon.sh $(VENV) requirements-colcon.txt
 	@touch $@
 
 $(STAMPS)/project: setup.py setup.cfg $(STAMPS)/tf2_msgs

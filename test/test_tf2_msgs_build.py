@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""tf2_msgs (built by scripts/build_tf2_msgs.sh or from ROS) imports and works over rclpy."""
+"""tf2_msgs (built by scripts/build_ros_interfaces.sh or from ROS) imports and works over rclpy."""
 
 import time
 
