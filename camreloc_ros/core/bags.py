@@ -26,6 +26,11 @@ within the tolerance). Images without one are counted and reported, never droppe
 A recording cut short (power loss, full disk) leaves an mcap without footer or a damaged
 sqlite file; such bags are read linearly as far as they go, and the error that follows names
 the file and how many messages were read, with what was read kept on the exception.
+
+Bit-rot is not silent: mcap chunk, data-section and summary CRCs are checked (the bags written
+here carry them; rosbags' writer leaves them at 0), and messages that do not decode are
+counted. A damaged bag is an error unless the caller allows it; then the damaged chunks are
+skipped and :class:`BagDamage` says what was left out.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import sqlite3
 import struct
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, Sequence
+import zlib
 
 import cv2
 import numpy as np
@@ -65,13 +71,18 @@ DEFAULT_TOLERANCE = 0.05
 QUAT_NORM_TOL = 1e-2
 EXTRACT_VERSION = 1
 NS = 1_000_000_000
+MCAP_MAGIC = b'\x89MCAP0\r\n'
+# Files a rosbag2 folder holds; --overwrite replaces only folders with nothing else in them.
+BAG_FOLDER_SUFFIXES = ('.mcap', '.db3', '.db3-wal', '.db3-shm', '.db3-journal', '.zstd')
 
 
 __all__ = [
-    'BagError', 'BagCorruptError', 'Bag', 'BagMessage', 'TopicInfo', 'BagWriter',
+    'BagError', 'BagCorruptError', 'BagDamagedError', 'BagDamage', 'Bag', 'BagMessage',
+    'TopicInfo', 'BagWriter',
     'Trajectory', 'TfTree', 'BagScan', 'typestore', 'scan_bag', 'iter_images',
     'sequential_loaders', 'extract_frames', 'parse_tf_pair', 'header_stamp_ns',
     'decode_image', 'default_extract_dir', 'bag_digest', 'Messages',
+    'rosbag_folder_problem',
 ]
 
 
@@ -100,6 +111,80 @@ class BagCorruptError(BagError):
         self.messages_read = messages_read
         self.reason = reason
         self.partial = partial
+
+
+def _seconds(ns: int) -> str:
+    return f'{int(ns) / NS:.3f}'
+
+
+@dataclass
+class BagDamage:
+    """What the checks of a bag found damaged; empty (falsy) for an intact bag.
+
+    ``chunks``: mcap chunks that failed their CRC or do not parse (their messages are
+    skipped); ``notes``: CRC mismatches outside the chunks (data section, summary);
+    ``undecodable``: messages whose CDR or image data did not decode (skipped).
+    """
+
+    path: Path
+    chunks: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    undecodable: list[dict] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks or self.notes or self.undecodable)
+
+    def skipped_messages(self) -> dict[str, int]:
+        """Messages left out by topic (those of damaged chunks, where their index says)."""
+        counts: dict[str, int] = {}
+        for c in self.chunks:
+            for topic, n in c['messages'].items():
+                counts[topic] = counts.get(topic, 0) + n
+        for u in self.undecodable:
+            counts[u['topic']] = counts.get(u['topic'], 0) + 1
+        return counts
+
+    def lines(self, limit: int = 10) -> list[str]:
+        """One line per finding (at most ``limit`` of each kind), for reports."""
+        out = []
+        for c in self.chunks[:limit]:
+            msgs = ', '.join(f'{t} {n}' for t, n in sorted(c['messages'].items()))
+            span = f'bytes {c["byte_offset"]}-{c["byte_offset"] + c["bytes"]}'
+            if c['chunk'] is None:
+                out.append(f'{span} of {c["file"]}: {c["reason"]}')
+                continue
+            out.append(f'chunk {c["chunk"]} of {c["file"]} ({span}, log time '
+                       f'{_seconds(c["log_start_ns"])}-{_seconds(c["log_end_ns"])} s): '
+                       f'{c["reason"]}; messages skipped: {msgs or "unknown (no message index)"}')
+        if len(self.chunks) > limit:
+            out.append(f'... and {len(self.chunks) - limit} more damaged chunks')
+        out += self.notes
+        for u in self.undecodable[:limit]:
+            where = f' image #{u["index"]}' if u.get('index') is not None else ''
+            out.append(f'undecodable message on {u["topic"]}{where} at log time '
+                       f'{_seconds(u["log_ns"])} s: {u["reason"]}')
+        if len(self.undecodable) > limit:
+            out.append(f'... and {len(self.undecodable) - limit} more undecodable messages')
+        return out
+
+    def describe(self) -> str:
+        """The findings in one paragraph, for error messages."""
+        return '; '.join(self.lines(3))
+
+    def as_dict(self) -> dict:
+        """JSON-able findings (for bag_eval.json and summary.json)."""
+        return {'bag': str(self.path), 'damaged_chunks': self.chunks, 'crc_mismatches': self.notes,
+                'undecodable_messages': self.undecodable,
+                'skipped_messages': self.skipped_messages()}
+
+
+class BagDamagedError(BagError):
+    """Bit-rot or undecodable messages in a bag; ``damage`` (:class:`BagDamage`) says where."""
+
+    def __init__(self, path: str | Path, damage: BagDamage):
+        super().__init__(f'bag is damaged: {damage.describe()}. Pass --allow-damaged to '
+                         'evaluate the intact part (what is skipped is reported)', path)
+        self.damage = damage
 
 
 # ----------------------------------------------------------------------------- typestore
@@ -155,6 +240,8 @@ class Bag:
         self._reader = None
         self._salvage: str | None = None   # why rosbags' reader could not open the bag
         self._topics: dict[str, TopicInfo] | None = None
+        self._damage: BagDamage | None = None    # set by verify()
+        self._linear = False    # read front to back, skipping damaged chunks (after verify)
         from rosbags.rosbag2 import Reader
         target = self.path
         if self.path.is_dir() and not (self.path / 'metadata.yaml').exists():
@@ -166,6 +253,7 @@ class Bag:
         elif self.path.is_file() and self.path.suffix not in ('.mcap', '.db3'):
             raise BagError('not a rosbag2: expected a folder with metadata.yaml, '
                            'an .mcap or a .db3 file', self.path)
+        self._files = _storage_files(target if target.is_file() else self.path)
         try:
             reader = Reader(target)
             reader.open()
@@ -174,7 +262,6 @@ class Bag:
             raise
         except Exception as exc:  # noqa: BLE001 - every storage error means "damaged"
             self._salvage = str(exc) or type(exc).__name__
-            self._files = _storage_files(target if target.is_file() else self.path)
             if not self._files:
                 raise BagError(f'cannot open ({self._salvage}) and no .mcap/.db3 file '
                                'to read', self.path) from None
@@ -195,6 +282,23 @@ class Bag:
     def damaged(self) -> str | None:
         """Why the regular reader refused this bag (None for an intact bag)."""
         return self._salvage
+
+    def verify(self) -> BagDamage:
+        """Check the mcap CRCs (chunks, data section, summary) and chunk structure.
+
+        Reads every mcap file once. After a finding, :meth:`messages` reads the files front
+        to back and skips the damaged chunks (rosbags' reader would stop at the first). A cut
+        end is not damage here: reading reports it (:class:`BagCorruptError`). Sqlite3 has
+        no checksums: only undecodable messages, found while reading, show its damage.
+        """
+        if self._damage is None:
+            damage = BagDamage(self.path)
+            for path in self._files:
+                if path.suffix == '.mcap':
+                    _mcap_verify(path, damage)
+            self._damage = damage
+            self._linear = bool(damage.chunks or damage.notes)
+        return self._damage
 
     @property
     def topics(self) -> dict[str, TopicInfo]:
@@ -242,14 +346,17 @@ class Bag:
         """
         wanted = None if topics is None else set(topics)
         count = 0
-        if self._reader is None:
+        if self._reader is None or self._linear:
             try:
                 for topic, msgtype, log_ns, data in self._salvaged(wanted):
                     count += 1
                     yield BagMessage(topic, msgtype, log_ns, data)
             except _Truncated as exc:
-                raise BagCorruptError(self.path, count, f'{self._salvage}; {exc}') from None
-            raise BagCorruptError(self.path, count, self._salvage)
+                reason = f'{self._salvage}; {exc}' if self._salvage else str(exc)
+                raise BagCorruptError(self.path, count, reason) from None
+            if self._reader is None:
+                raise BagCorruptError(self.path, count, self._salvage)
+            return
         conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         if not conns:
             return
@@ -282,7 +389,7 @@ class Bag:
                 expected = None
         for path in self._files:
             if path.suffix == '.mcap':
-                rows = _mcap_records(path)
+                rows = _mcap_records(path, skip_damaged=self._linear)
             else:
                 rows = _sqlite_rows(path, expected)
             for topic, msgtype, log_ns, data in rows:
@@ -314,10 +421,187 @@ def _decompress(data: bytes, compression: str, size: int) -> bytes:
     raise _Truncated(f'unsupported mcap chunk compression {compression!r}')
 
 
-def _mcap_records(path: Path) -> Iterator[tuple[str, str, int, bytes]]:
+class _BadChunk(Exception):
+    """A chunk whose CRC, size or records are wrong."""
+
+
+def _chunk_data(body: bytes) -> tuple[int, int, int, bytes]:
+    """``(start ns, end ns, stored CRC, uncompressed records)`` of a chunk record body."""
+    try:
+        start, end, size, crc = struct.unpack_from('<QQQI', body, 0)
+        compression, p = _mcap_string(body, 28)
+        (clen,) = struct.unpack_from('<Q', body, p)
+    except (struct.error, UnicodeDecodeError):
+        raise _BadChunk('chunk header does not parse') from None
+    if p + 8 + clen > len(body):
+        raise _BadChunk('compressed data runs past the chunk record')
+    try:
+        data = _decompress(body[p + 8:p + 8 + clen], compression, size)
+    except _Truncated as exc:
+        raise _BadChunk(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - lz4/zstd raise their own errors
+        raise _BadChunk(f'{compression} data does not decompress ({exc})') from None
+    if len(data) != size:
+        raise _BadChunk(f'{len(data)} bytes uncompressed, the header says {size}')
+    return start, end, crc, data
+
+
+def _chunk_records(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """Records of a chunk, its CRC checked (when stored) and every length in bounds."""
+    _, _, crc, data = _chunk_data(body)
+    if crc and zlib.crc32(data) != crc:
+        raise _BadChunk(f'CRC mismatch (stored {crc:08x}, computed {zlib.crc32(data):08x})')
+    records, pos = [], 0
+    while pos < len(data):
+        if pos + 9 > len(data):
+            raise _BadChunk(f'record header cut at byte {pos} of the chunk')
+        (inner_len,) = struct.unpack_from('<Q', data, pos + 1)
+        if pos + 9 + inner_len > len(data):
+            raise _BadChunk(f'record at byte {pos} of the chunk runs past its end')
+        records.append((data[pos], data[pos + 9:pos + 9 + inner_len]))
+        pos += 9 + inner_len
+    return iter(records)
+
+
+def _mcap_walk(f, size: int, resync: Sequence[int] = ()
+               ) -> Iterator[tuple[int, int, bytes, bytes | None]]:
+    """``(offset, opcode, header, body)`` of the records of the data section, in file order.
+
+    A record whose opcode or length is impossible is a cut (:class:`_Truncated`), unless
+    ``resync`` (chunk offsets from an intact summary) lists a chunk after it: then
+    ``(offset, -1, b'', None)`` marks the unreadable gap and the walk goes on there.
+    Ends after DataEnd (or the Footer of a file without one).
+    """
+    pos = 8
+    while True:
+        f.seek(pos)
+        head = f.read(9)
+        if len(head) < 9:
+            raise _Truncated(f'record header cut at byte {pos}'
+                             if head else 'the file ends without its summary and footer')
+        op = head[0]
+        (length,) = struct.unpack_from('<Q', head, 1)
+        if op == 0 or 0x10 <= op < 0x80 or pos + 9 + length > size:
+            nxt = next((o for o in sorted(resync) if o > pos), None)
+            if nxt is None:
+                raise _Truncated(f'record of {length} bytes cut at byte {pos}')
+            yield pos, -1, b'', None
+            pos = nxt
+            continue
+        body = f.read(length)
+        yield pos, op, head, body
+        if op in (0x0F, 0x02):    # data end, footer: the data section is complete
+            return
+        pos += 9 + length
+
+
+def _mcap_footer(f, size: int) -> tuple[int, int, int] | None:
+    """``(footer offset, summary start, summary CRC)`` of a complete mcap, else None."""
+    if size < 8 + 9 + 20 + 8:
+        return None
+    f.seek(size - 37)
+    tail = f.read(37)
+    if tail[-8:] != MCAP_MAGIC or tail[0] != 0x02 or struct.unpack_from('<Q', tail, 1)[0] != 20:
+        return None
+    start, _, crc = struct.unpack_from('<QQI', tail, 9)
+    return size - 37, start, crc
+
+
+def _mcap_summary(f, footer: tuple[int, int, int], damage: BagDamage | None, path: Path
+                  ) -> tuple[dict[int, str], list[int]]:
+    """Channel topics and chunk offsets from the summary (none if its CRC fails)."""
+    foot, start, crc = footer
+    if not start or start > foot:
+        return {}, []
+    f.seek(start)
+    data = f.read(foot + 25 - start)     # the summary CRC covers the footer up to itself
+    if crc and zlib.crc32(data) != crc:
+        if damage is not None:
+            damage.notes.append(f'{path.name}: summary section CRC mismatch (stored {crc:08x}, '
+                                f'computed {zlib.crc32(data):08x}); its index is not used')
+        return {}, []
+    topics, chunks, pos = {}, [], 0
+    try:
+        while pos + 9 <= foot - start:
+            op = data[pos]
+            (length,) = struct.unpack_from('<Q', data, pos + 1)
+            body = data[pos + 9:pos + 9 + length]
+            if op == 0x04:
+                cid, _ = struct.unpack_from('<HH', body, 0)
+                topics[cid], _ = _mcap_string(body, 4)
+            elif op == 0x08:
+                chunks.append(struct.unpack_from('<Q', body, 16)[0])
+            pos += 9 + length
+    except (struct.error, UnicodeDecodeError):
+        pass
+    return topics, chunks
+
+
+def _mcap_verify(path: Path, damage: BagDamage) -> None:
+    """Add the damaged chunks and CRC mismatches of one mcap file to ``damage``."""
+    size = path.stat().st_size
+    with open(path, 'rb') as f:
+        magic = f.read(8)
+        if magic != MCAP_MAGIC:
+            return     # reading reports a file that is no mcap
+        footer = _mcap_footer(f, size)
+        topics, resync = _mcap_summary(f, footer, damage, path) if footer else ({}, [])
+        crc, gap, index, last_bad = zlib.crc32(magic), False, -1, None
+        try:
+            for offset, op, head, body in _mcap_walk(f, size, resync):
+                if op == -1:
+                    gap = True
+                    damage.chunks.append({
+                        'file': path.name, 'chunk': None, 'byte_offset': offset,
+                        'bytes': next(o for o in sorted(resync) if o > offset) - offset,
+                        'log_start_ns': 0, 'log_end_ns': 0, 'messages': {},
+                        'reason': 'unreadable record structure (skipped to the next chunk)'})
+                    continue
+                if op == 0x0F:
+                    (stored,) = struct.unpack_from('<I', body, 0) if len(body) >= 4 else (0,)
+                    if stored and not gap and stored != crc:
+                        damage.notes.append(f'{path.name}: data section CRC mismatch (stored '
+                                            f'{stored:08x}, computed {crc:08x})')
+                    break
+                crc = zlib.crc32(body, zlib.crc32(head, crc))
+                if op == 0x04:
+                    cid, _ = struct.unpack_from('<HH', body, 0)
+                    topics.setdefault(cid, _mcap_string(body, 4)[0])
+                elif op == 0x06:
+                    index += 1
+                    last_bad = None
+                    try:
+                        for inner_op, inner in _chunk_records(body):
+                            if inner_op == 0x04:
+                                cid, _ = struct.unpack_from('<HH', inner, 0)
+                                topics.setdefault(cid, _mcap_string(inner, 4)[0])
+                    except _BadChunk as exc:
+                        start, end = struct.unpack_from('<QQ', body, 0) if len(body) >= 16 \
+                            else (0, 0)
+                        last_bad = {'file': path.name, 'chunk': index, 'byte_offset': offset,
+                                    'bytes': 9 + len(body), 'log_start_ns': int(start),
+                                    'log_end_ns': int(end), 'messages': {},
+                                    'reason': str(exc)}
+                        damage.chunks.append(last_bad)
+                elif op == 0x07 and last_bad is not None and len(body) >= 6:
+                    # the message index after a chunk: how many messages it held, by channel
+                    cid, nbytes = struct.unpack_from('<HI', body, 0)
+                    last_bad['messages'][cid] = nbytes // 16
+        except _Truncated:
+            pass       # a cut end: Bag.messages reports it as truncated
+    for c in damage.chunks:
+        if c['file'] == path.name:
+            c['messages'] = {topics.get(k, f'channel {k}') if isinstance(k, int) else k: n
+                             for k, n in c['messages'].items()}
+
+
+def _mcap_records(path: Path, skip_damaged: bool = False
+                  ) -> Iterator[tuple[str, str, int, bytes]]:
     """Messages of an mcap file read front to back (no footer or index needed).
 
     Streams record by record (a chunk at most in memory), so a large damaged file is fine.
+    A damaged chunk (:func:`_mcap_verify` finds the same ones) ends the read as a cut, or is
+    skipped with ``skip_damaged``.
     """
     schemas: dict[int, str] = {}
     channels: dict[int, tuple[str, str]] = {}
@@ -336,34 +620,81 @@ def _mcap_records(path: Path) -> Iterator[tuple[str, str, int, bytes]]:
                 topic, msgtype = channels[cid]
                 yield topic, msgtype, int(log_ns), bytes(body[22:])
 
+    size = path.stat().st_size
     with open(path, 'rb') as f:
-        if f.read(8) != b'\x89MCAP0\r\n':
+        if f.read(8) != MCAP_MAGIC:
             raise _Truncated('no mcap magic at the start of the file')
-        while True:
-            offset = f.tell()
-            head = f.read(9)
-            if len(head) < 9:
-                raise _Truncated(f'record header cut at byte {offset}'
-                                 if head else 'the file ends without its summary and footer')
-            op = head[0]
-            (length,) = struct.unpack_from('<Q', head, 1)
-            body = f.read(length)
-            if len(body) < length:
-                raise _Truncated(f'record of {length} bytes cut at byte {offset}')
-            if op in (0x0F, 0x02):    # data end, footer: the data section is complete
-                return
+        resync: list[int] = []
+        if skip_damaged:
+            footer = _mcap_footer(f, size)
+            if footer:
+                _, resync = _mcap_summary(f, footer, None, path)
+                # the summary repeats schemas and channels: known even if their chunk is lost
+                for op, body in _summary_records(f, footer):
+                    if op in (0x03, 0x04):
+                        yield from record(op, body)
+        for offset, op, _, body in _mcap_walk(f, size, resync):
+            if op in (-1, 0x0F, 0x02):
+                continue
             if op != 0x06:
                 yield from record(op, body)
                 continue
-            _, _, size, _ = struct.unpack_from('<QQQI', body, 0)    # chunk
-            compression, p = _mcap_string(body, 28)
-            (clen,) = struct.unpack_from('<Q', body, p)
-            data = _decompress(body[p + 8:p + 8 + clen], compression, size)
-            pos = 0
-            while pos + 9 <= len(data):
-                (inner_len,) = struct.unpack_from('<Q', data, pos + 1)
-                yield from record(data[pos], data[pos + 9:pos + 9 + inner_len])
-                pos += 9 + inner_len
+            try:
+                inner = list(_chunk_records(body))
+            except _BadChunk as exc:
+                if skip_damaged:
+                    continue
+                raise _Truncated(f'damaged chunk at byte {offset}: {exc}') from None
+            for inner_op, inner_body in inner:
+                yield from record(inner_op, inner_body)
+
+
+def _summary_records(f, footer: tuple[int, int, int]) -> list[tuple[int, bytes]]:
+    """Schema and channel records of the summary section (empty if it does not parse)."""
+    foot, start, _ = footer
+    if not start or start > foot:
+        return []
+    f.seek(start)
+    data = f.read(foot - start)
+    out, pos = [], 0
+    while pos + 9 <= len(data):
+        op = data[pos]
+        (length,) = struct.unpack_from('<Q', data, pos + 1)
+        if op in (0x03, 0x04):
+            out.append((op, data[pos + 9:pos + 9 + length]))
+        pos += 9 + length
+    return out
+
+
+def _mcap_write_crcs(path: Path) -> None:
+    """Fill in the chunk, data-section and summary CRCs that rosbags' writer leaves at 0.
+
+    So bit-rot in a bag written here is found when it is read (by this module, rosbags,
+    the mcap tools and ``ros2 bag``). CRCs already stored are kept.
+    """
+    size = path.stat().st_size
+    with open(path, 'r+b') as f:
+        crc = zlib.crc32(f.read(8))
+        for offset, op, head, body in _mcap_walk(f, size):
+            if op == 0x0F:
+                if struct.unpack_from('<I', body, 0)[0] == 0:
+                    f.seek(offset + 9)
+                    f.write(struct.pack('<I', crc))
+                break
+            if op == 0x06 and struct.unpack_from('<I', body, 24)[0] == 0:
+                _, _, _, data = _chunk_data(body)
+                patch = struct.pack('<I', zlib.crc32(data))
+                body = body[:24] + patch + body[28:]
+                f.seek(offset + 9 + 24)
+                f.write(patch)
+            crc = zlib.crc32(body, zlib.crc32(head, crc))
+        footer = _mcap_footer(f, size)
+        if footer and footer[1] and footer[2] == 0:
+            foot, start, _ = footer
+            f.seek(start)
+            summary = f.read(foot + 25 - start)
+            f.seek(foot + 25)
+            f.write(struct.pack('<I', zlib.crc32(summary)))
 
 
 def _sqlite_rows(path: Path, expected: int | None = None
@@ -483,7 +814,7 @@ class Trajectory:
                              'quaternions; expected one of each per sample')
         order = np.argsort(stamps, kind='stable')
         stamps, pos, quat = stamps[order], pos[order], quat[order]
-        keep = np.r_[stamps[1:] != stamps[:-1], True]   # a repeated stamp: the last one wins
+        keep = np.r_[stamps[1:] != stamps[:-1], True][:len(stamps)]   # repeated: the last wins
         self.stamps_ns, self.positions, self.quaternions = stamps[keep], pos[keep], quat[keep]
 
     def __len__(self) -> int:
@@ -695,18 +1026,28 @@ class BagScan:
                 f'{self.gt_source} {span(self._gt_stamps)} ({self.gt_samples} samples)')
 
     _gt_stamps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    damage: BagDamage | None = None    # what was skipped (only with allow_damaged)
+
+    def undecodable(self) -> set[int]:
+        """Positions of the images found undecodable (never given to a model)."""
+        if self.damage is None:
+            return set()
+        return {u['index'] for u in self.damage.undecodable
+                if u.get('index') is not None and u['topic'] == self.image_topic}
 
 
 def scan_bag(bag: Bag, image_topic: str, gt_topic: str | None = None,
              gt_tf: str | tuple[str, str] | None = None,
              tolerance: float = DEFAULT_TOLERANCE, allow_truncated: bool = False,
-             require_gt: bool = True) -> BagScan:
+             require_gt: bool = True, allow_damaged: bool = False) -> BagScan:
     """First pass: image stamps and their ground truth (``gt_topic`` or ``gt_tf``).
 
     Raises :class:`BagError` for unknown topics or wrong types (listing the bag's topics),
-    when no image has ground truth within ``tolerance`` (and ``require_gt``), and
-    :class:`BagCorruptError` for a damaged bag unless ``allow_truncated`` (its ``partial``
-    is the scan of the messages read).
+    when no image has ground truth within ``tolerance`` (and ``require_gt``),
+    :class:`BagCorruptError` for a truncated bag unless ``allow_truncated`` (its ``partial``
+    is the scan of the messages read), and :class:`BagDamagedError` for CRC mismatches or
+    undecodable messages unless ``allow_damaged``: then they are skipped and listed in
+    ``scan.damage`` (:meth:`BagScan.undecodable` gives the images among them).
     """
     if (gt_topic is None) == (gt_tf is None):
         raise ValueError('give the ground truth as exactly one of --gt-topic TOPIC and '
@@ -714,6 +1055,9 @@ def scan_bag(bag: Bag, image_topic: str, gt_topic: str | None = None,
     if not (tolerance >= 0 and math.isfinite(tolerance)):
         raise ValueError(f'--gt-tolerance must be a non-negative number of seconds, '
                          f'got {tolerance}')
+    damage = bag.verify()
+    if damage and not allow_damaged:
+        raise BagDamagedError(bag.path, damage)
     info = bag.require(image_topic, IMAGE_TYPES, '--image-topic')
     topics = [image_topic]
     tf_pair = None
@@ -737,22 +1081,37 @@ def scan_bag(bag: Bag, image_topic: str, gt_topic: str | None = None,
     tree = TfTree()
     truncated = None
     read = 0
+
+    def undecodable(msg: BagMessage, reason: str, index: int | None = None) -> None:
+        damage.undecodable.append({'topic': msg.topic, 'log_ns': int(msg.log_ns),
+                                   'index': index, 'reason': reason})
+        if not allow_damaged:
+            raise BagDamagedError(bag.path, damage)
+
     try:
         for msg in bag.messages(topics):
             read += 1
             if msg.topic == image_topic:
-                stamp = header_stamp_ns(msg.data)
+                try:
+                    stamp = header_stamp_ns(msg.data)
+                except ValueError as exc:
+                    undecodable(msg, str(exc), len(stamps))
+                    stamp = 0
                 stamps.append(stamp if stamp > 0 else msg.log_ns)
                 logs.append(msg.log_ns)
-            elif tf_pair is None:
+                continue
+            try:
                 obj = bag.deserialize(msg)
+            except BagError as exc:
+                undecodable(msg, str(exc).split(': ', 1)[-1])
+                continue
+            if tf_pair is None:
                 stamp = _stamp_ns(obj.header.stamp) or msg.log_ns
                 p, q = _pose_of(msg.msgtype, obj)
                 gt_stamps.append(stamp)
                 gt_pos.append(p)
                 gt_quat.append(_checked_quat(q, f'{msg.topic} at {stamp} ns', bag.path))
             else:
-                obj = bag.deserialize(msg)
                 for tr in obj.transforms:
                     p, q = _pose_of('geometry_msgs/msg/TransformStamped', tr)
                     stamp = _stamp_ns(tr.header.stamp) or msg.log_ns
@@ -787,12 +1146,14 @@ def scan_bag(bag: Bag, image_topic: str, gt_topic: str | None = None,
         samples = len(all_gt)
     scan = BagScan(bag.path, image_topic, info.msgtype, stamps_ns, np.asarray(logs, np.int64),
                    pos.reshape(n, 3), quat.reshape(n, 4), ok.reshape(n), source, samples,
-                   float(tolerance), read, truncated, all_gt)
+                   float(tolerance), read, truncated, all_gt,
+                   damage if allow_damaged else None)
     if truncated is not None and not allow_truncated:
         truncated.partial = scan
         raise truncated
     if n == 0:
-        raise BagError(f'no messages on {image_topic}', bag.path)
+        raise BagError(f'no messages on {image_topic}' + (
+            f' outside the damaged part ({damage.describe()})' if damage else ''), bag.path)
     if require_gt and not scan.gt_ok.any():
         raise BagError(f'none of the {n} images has ground truth within '
                        f'{tolerance:g} s: {scan.coverage()}. Are both stamped in the same '
@@ -822,12 +1183,15 @@ def iter_images(bag: Bag, scan: BagScan, indices: Iterable[int] | None = None
                    f'{len(scan)}', bag.path)
 
 
-def sequential_loaders(bag: Bag, scan: BagScan, indices: Sequence[int]
+def sequential_loaders(bag: Bag, scan: BagScan, indices: Sequence[int],
+                       on_error: Callable[[int, BagMessage, str], np.ndarray] | None = None
                        ) -> list[Callable[[], np.ndarray]]:
     """One callable per wanted image that decodes it; they must be called in order.
 
     Lets :meth:`InferenceEngine.predict_frames` stream a bag (batch by batch, never all
-    images in memory) through its ``images`` argument.
+    images in memory) through its ``images`` argument. An image that does not decode raises
+    :class:`BagDamagedError`, or returns ``on_error(position, message, reason)`` (a stand-in
+    whose prediction the caller drops).
     """
     source = iter_images(bag, scan, indices)
     state = {'next': 0}
@@ -844,7 +1208,12 @@ def sequential_loaders(bag: Bag, scan: BagScan, indices: Sequence[int]
         try:
             return decode_image(msg.msgtype, bag.deserialize(msg))
         except ValueError as exc:
-            raise BagError(f'image #{i} on {msg.topic}: {exc}', bag.path) from None
+            reason = str(exc).split(f'{bag.path}: ', 1)[-1]
+            if on_error is not None:
+                return on_error(i, msg, reason)
+            damage = BagDamage(bag.path, undecodable=[{
+                'topic': msg.topic, 'log_ns': int(msg.log_ns), 'index': i, 'reason': reason}])
+            raise BagDamagedError(bag.path, damage) from None
 
     return [functools.partial(load, k) for k in range(len(order))]
 
@@ -1079,11 +1448,34 @@ def _qos(durability: str = 'volatile', depth: int = 10, reliable: bool = True) -
                False)
 
 
+def rosbag_folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a rosbag2 folder that may be replaced (None when it is one).
+
+    A rosbag2 folder holds ``metadata.yaml`` and its storage files, nothing else: anything
+    more (a subfolder, a results file) would be lost with it.
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return 'is not a folder' if path.exists() or path.is_symlink() else 'does not exist'
+    if not (path / 'metadata.yaml').is_file():
+        return 'is not a rosbag2 folder (no metadata.yaml)'
+    other = sorted(p.name for p in path.iterdir()
+                   if p.name != 'metadata.yaml'
+                   and not (p.is_file() and not p.is_symlink()
+                            and p.name.endswith(BAG_FOLDER_SUFFIXES)))
+    if other:
+        return (f'holds more than a rosbag2 ({", ".join(other[:5])}'
+                f'{" ..." if len(other) > 5 else ""})')
+    return None
+
+
 class BagWriter:
     """Writes a rosbag2 atomically: into a temporary folder renamed into place on success.
 
-    A crash or an exception leaves no half-written bag (and keeps an older one). Topics are
-    added on first use; ``/tf_static`` is offered transient-local as tf2 expects.
+    A crash or an exception leaves no half-written bag (and keeps an older one). An existing
+    path is replaced only with ``overwrite`` and only when it is a rosbag2 folder, so a
+    mistyped output never deletes other files. Topics are added on first use;
+    ``/tf_static`` is offered transient-local as tf2 expects. Mcap files get their CRCs.
     """
 
     def __init__(self, path: str | Path, storage: str = 'mcap', overwrite: bool = False):
@@ -1092,13 +1484,23 @@ class BagWriter:
         self.path = Path(path)
         self.storage = storage
         self.overwrite = overwrite
-        if self.path.exists() and not overwrite:
-            raise BagError('exists already; choose another output or overwrite it', self.path)
+        self._check_target()
         self._tmp: Path | None = None
         self._writer = None
         self._conns: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.msgs = Messages()
+
+    def _check_target(self) -> None:
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        if not self.overwrite:
+            raise BagError('exists already; choose another output (--overwrite replaces an '
+                           'older rosbag2 folder)', self.path)
+        problem = rosbag_folder_problem(self.path)
+        if problem:
+            raise BagError(f'{problem}; only a rosbag2 folder is replaced, so it is left '
+                           'as it is', self.path)
 
     def __enter__(self) -> 'BagWriter':
         from rosbags.rosbag2 import StoragePlugin, Writer
@@ -1140,6 +1542,10 @@ class BagWriter:
                 writer.abort()
                 return
             writer.close()
+            if self.storage == 'mcap':
+                for f in (tmp / self.path.name).glob('*.mcap'):
+                    _mcap_write_crcs(f)
+            self._check_target()    # nothing else appeared at the path meanwhile
             old = None
             if self.path.exists():
                 old = self.path.with_name(f'.{self.path.name}.old-{os.getpid()}')

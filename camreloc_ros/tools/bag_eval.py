@@ -19,7 +19,10 @@ their header stamps, so temporal windows restart on time gaps exactly as in the 
 and the files are those of ``evaluate`` (:func:`write_results`). Ground truth comes from a
 pose topic or from TF and is interpolated at each image stamp within ``--gt-tolerance``;
 images outside it are counted and reported. ``--write-bag`` writes the predictions next to
-the ground truth for RViz / Foxglove. ``--live`` plays the images to a running localizer
+the ground truth for RViz / Foxglove; it never replaces anything but an older rosbag2 folder
+that is not an input (``--overwrite``), checked before any work. A damaged bag (mcap CRC
+mismatch, undecodable messages) is an error unless ``--allow-damaged``: then what is intact is
+evaluated and what was skipped is reported. ``--live`` plays the images to a running localizer
 node instead and scores the poses it publishes (with ``--model`` too: both, side by side).
 """
 
@@ -39,8 +42,9 @@ from typing import Iterator
 
 import numpy as np
 
-from camreloc_ros.core.bags import (Bag, BagScan, BagWriter, DEFAULT_TOLERANCE, iter_images,
-                                    scan_bag, sequential_loaders, STORAGES)
+from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, DEFAULT_TOLERANCE,
+                                    iter_images, rosbag_folder_problem, scan_bag,
+                                    sequential_loaders, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.engine import InferenceEngine, Prediction
 from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
@@ -55,7 +59,8 @@ default_conf = {
     'gt_topic': None,          # PoseStamped, PoseWithCovarianceStamped, Odometry topic
     'gt_tf': None,             # or 'PARENT:CHILD' from /tf and /tf_static
     'gt_tolerance': DEFAULT_TOLERANCE,
-    'allow_truncated': False,  # evaluate what a damaged bag holds instead of failing
+    'allow_truncated': False,  # evaluate what a truncated bag holds instead of failing
+    'allow_damaged': False,    # skip damaged chunks / undecodable messages, report them
     'batch_size': 16,
     'device': 'auto',
     'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
@@ -64,7 +69,7 @@ default_conf = {
     'write_bag': None,         # output bag with predictions + ground truth
     'storage': 'mcap',
     'with_images': False,
-    'overwrite': True,         # --write-bag replaces an older output bag
+    'overwrite': False,        # --write-bag may replace an older rosbag2 folder (not an input)
     'map_frame': 'map',
     'camera_frame': 'camreloc_camera',
     'path_length': 1000,
@@ -87,8 +92,9 @@ def _score(out: Path, scan: BagScan, indices: list[int], pos: np.ndarray, quat: 
            var: np.ndarray | None, title: str) -> dict:
     """Write the evaluate files for the scored frames; return their summary."""
     idx = np.asarray(indices, int)
+    info = {'damage': scan.damage.as_dict()} if scan.damage else None
     write_results(out, scan.names(indices), [int(s) / NS for s in scan.stamps_ns[idx]], pos,
-                  quat, scan.gt_pos[idx], scan.gt_quat[idx], var=var, title=title)
+                  quat, scan.gt_pos[idx], scan.gt_quat[idx], var=var, title=title, info=info)
     return summarize(*pose_errors(pos, quat, scan.gt_pos[idx], scan.gt_quat[idx]))
 
 
@@ -101,7 +107,17 @@ def _report(scan: BagScan) -> list[str]:
                      + ', '.join(f'{scan.stamps_ns[i] / NS:.3f}' for i in first) + ' s)')
     if scan.truncated is not None:
         lines.append(f'WARNING: {scan.truncated}; evaluated the {len(scan)} images read')
+    lines += _damage_report(scan)
     return lines
+
+
+def _damage_report(scan: BagScan) -> list[str]:
+    if not scan.damage:
+        return []
+    skipped = ', '.join(f'{t} {n}' for t, n in sorted(scan.damage.skipped_messages().items()))
+    return ([f'WARNING: {scan.path} is damaged; skipped (--allow-damaged): '
+             f'{skipped or "no messages"}']
+            + ['  ' + line for line in scan.damage.lines()])
 
 
 def _info(scan: BagScan, **extra) -> dict:
@@ -112,16 +128,42 @@ def _info(scan: BagScan, **extra) -> dict:
                  'images': len(scan), 'outside_tolerance': int(outside.size),
                  'outside_tolerance_stamps': [int(scan.stamps_ns[i]) / NS for i in outside],
                  'messages_read': scan.messages_read,
-                 'truncated': str(scan.truncated) if scan.truncated else None}, **extra)
+                 'truncated': str(scan.truncated) if scan.truncated else None,
+                 'damage': scan.damage.as_dict() if scan.damage else None}, **extra)
 
 
 # ----------------------------------------------------------------------------- offline
 
 def predict_bag(engine: InferenceEngine, bag: Bag, scan: BagScan, indices: list[int],
-                batch_size: int = 16) -> list[Prediction]:
-    """Predictions for the images at ``indices`` (bag order), streamed from the bag."""
-    return engine.predict_frames(sequential_loaders(bag, scan, indices), batch_size=batch_size,
-                                 stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
+                batch_size: int = 16, allow_damaged: bool = False
+                ) -> tuple[list[int], list[Prediction]]:
+    """Predictions for the images at ``indices`` (bag order), streamed from the bag.
+
+    Returns the positions predicted and their predictions. With ``allow_damaged`` an image
+    that does not decode is left out (and added to ``scan.damage``), as the live node never
+    sees it; a temporal model then runs again without it, so no window holds a stand-in.
+    """
+    bad: list[int] = []
+
+    def skip(i: int, msg: BagMessage, reason: str) -> np.ndarray:
+        bad.append(i)
+        scan.damage.undecodable.append({'topic': msg.topic, 'log_ns': int(msg.log_ns),
+                                        'index': i, 'reason': reason})
+        return np.zeros((64, 64, 3), np.uint8)
+
+    on_error = skip if allow_damaged and scan.damage is not None else None
+    preds = engine.predict_frames(sequential_loaders(bag, scan, indices, on_error),
+                                  batch_size=batch_size,
+                                  stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
+    if not bad:
+        return list(indices), preds
+    keep = [k for k, i in enumerate(indices) if i not in set(bad)]
+    indices = [indices[k] for k in keep]
+    if not engine.temporal:
+        return indices, [preds[k] for k in keep]
+    return indices, engine.predict_frames(sequential_loaders(bag, scan, indices),
+                                          batch_size=batch_size,
+                                          stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
 
 
 def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int],
@@ -175,13 +217,27 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tupl
                                              max_gap=conf['max_gap'])
     scored = np.flatnonzero(scan.gt_ok).tolist()
     # Temporal models see every image, as the live node would; others only the scored ones
-    # (unless the output bag wants every pose).
-    infer = list(range(len(scan))) if engine.temporal or conf['write_bag'] else scored
+    # (unless the output bag wants every pose). Undecodable ones never reach a model.
+    bad = scan.undecodable()
+    scored = [i for i in scored if i not in bad]
+    infer = [i for i in range(len(scan)) if i not in bad] \
+        if engine.temporal or conf['write_bag'] else scored
     print(f'evaluating {ckpt} ({engine.describe()}) on {len(scored)} images of {scan.path}',
           flush=True)
     t0 = time.perf_counter()
-    preds = predict_bag(engine, bag, scan, infer, int(conf['batch_size']))
+    found = len(scan.damage.undecodable) if scan.damage else 0
+    infer, preds = predict_bag(engine, bag, scan, infer, int(conf['batch_size']),
+                               bool(conf['allow_damaged']))
     seconds = time.perf_counter() - t0
+    if scan.damage and len(scan.damage.undecodable) > found:
+        for u in scan.damage.undecodable[found:]:
+            print(f'WARNING: image #{u["index"]} of {scan.path} does not decode ({u["reason"]}): '
+                  'skipped (--allow-damaged)', flush=True)
+        bad = scan.undecodable()
+        scored = [i for i in scored if i not in bad]
+        if not scored:
+            raise ValueError(f'{scan.path}: no image with ground truth decodes; nothing to '
+                             'evaluate')
     by_index = dict(zip(infer, preds))
     chosen = [by_index[i] for i in scored]
     pos = np.stack([p.position for p in chosen])
@@ -309,6 +365,46 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
 
 # ----------------------------------------------------------------------------- main
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def check_outputs(conf: dict, bag: Path, ckpt: Path | None, out: Path) -> Path | None:
+    """Refuse outputs that would destroy something, before any work; return the output bag.
+
+    ``--out`` must be a folder (or not exist). ``--write-bag OUT`` must not exist, or with
+    ``--overwrite`` be an older rosbag2 folder; it may never be, hold or lie inside the
+    evaluated bag, the checkpoint or the results folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--out {out} exists and is not a folder; give a folder for the '
+                         'results (it is created if missing)')
+    if not conf['write_bag']:
+        return None
+    target = Path(conf['write_bag'])
+    real = target.resolve()
+    inputs = [('the evaluated bag', bag)] + ([('the checkpoint', ckpt)] if ckpt else []) \
+        + [('the results folder (--out)', out)]
+    for what, path in inputs:
+        other = Path(path).resolve()
+        if _inside(other, real) or (what == 'the evaluated bag' and _inside(real, other)):
+            relation = 'is' if real == other else \
+                ('holds' if _inside(other, real) else 'lies inside')
+            raise ValueError(f'--write-bag {target} {relation} {what} {path}; choose another '
+                             'output path')
+    if target.exists() or target.is_symlink():
+        if not conf['overwrite']:
+            raise ValueError(f'--write-bag {target} exists already; choose another path, or '
+                             'pass --overwrite to replace an older rosbag2 folder')
+        problem = rosbag_folder_problem(target)
+        if problem:
+            raise ValueError(f'--write-bag {target} {problem}; --overwrite only replaces a '
+                             'rosbag2 folder (metadata.yaml and its storage files), so it is '
+                             'left as it is')
+    return target
+
+
 def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
     """Evaluate a bag; ``paths``: ``bag``, ``checkpoint`` (offline), optional ``out``.
 
@@ -332,10 +428,12 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
         out = default_out_dir(ckpt, f'bag_eval_{Path(name).stem}')
     else:
         out = bag_path.resolve().parent / f'{Path(name).stem}_live_eval'
+    check_outputs(conf, bag_path, ckpt, out)
     rows, positions = {}, {}
     with Bag(bag_path) as bag:
         scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
-                        float(conf['gt_tolerance']), bool(conf['allow_truncated']))
+                        float(conf['gt_tolerance']), bool(conf['allow_truncated']),
+                        allow_damaged=bool(conf['allow_damaged']))
         for line in _report(scan):
             print(line, flush=True)
         both = ckpt is not None and conf['live']
@@ -385,9 +483,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds between image stamps that restart a temporal window')
     parser.add_argument('--title', default=None, help='name of the result row')
     parser.add_argument('--allow-truncated', action='store_true',
-                        help='evaluate the readable part of a damaged bag instead of failing')
+                        help='evaluate the readable part of a truncated bag instead of failing')
+    parser.add_argument('--allow-damaged', action='store_true',
+                        help='skip mcap chunks that fail their CRC and messages that do not '
+                        'decode (reported) instead of failing')
     parser.add_argument('--write-bag', type=Path, default=None, metavar='OUT',
-                        help='write predictions and ground truth into this bag')
+                        help='write predictions and ground truth into this bag (must not exist)')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='let --write-bag replace an older rosbag2 folder (never an input)')
     parser.add_argument('--storage', choices=STORAGES, default='mcap',
                         help='storage of --write-bag (default mcap)')
     parser.add_argument('--with-images', action='store_true',
@@ -419,7 +522,8 @@ def from_args(args: argparse.Namespace) -> Path:
             'gt_tolerance': args.gt_tolerance, 'batch_size': args.batch_size,
             'device': args.device, 'runtime': args.runtime, 'max_gap': args.max_gap,
             'title': args.title,
-            'allow_truncated': args.allow_truncated, 'write_bag': args.write_bag,
+            'allow_truncated': args.allow_truncated, 'allow_damaged': args.allow_damaged,
+            'write_bag': args.write_bag, 'overwrite': args.overwrite,
             'storage': args.storage, 'with_images': args.with_images, 'live': args.live,
             'pose_topic': args.pose_topic, 'live_image_topic': args.live_image_topic,
             'rate_factor': args.rate_factor, 'max_idle': args.max_idle,

@@ -1,0 +1,400 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Bag faults: nothing lost (bag-eval's outputs) and nothing wrong silently (bit-rot).
+
+Real bags of 12 hololens-office frames written by ``bag-from-dataset``; an untrained posenet
+checkpoint. No ROS middleware is involved. Most refusals must come before the model runs: they
+are given a checkpoint that is not one, which would fail if it were loaded first.
+"""
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+import shutil
+import sqlite3
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from camreloc_ros.core import bags
+from camreloc_ros.core.evaluation import load_per_frame
+from camreloc_ros.core.models.pose_model import build_model
+from camreloc_ros.tools import bag_eval, bag_from_dataset, cli
+from camreloc_ros.tools.common import shared_data_dir
+
+DATA = shared_data_dir() / 'hololens-office'
+FRAMES = 12
+RAW_TOPIC = '/camera/image_raw'
+JPEG_TOPIC = '/camera/image_raw/compressed'
+GT_TOPIC = '/ground_truth/pose'
+
+pytestmark = pytest.mark.timeout(300)
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    """An untrained lite0 regressor (random head) with pose statistics near the walk."""
+    model = build_model('posenet', backbone={'pretrained': False})
+    model.set_pose_stats([1.0, -2.0, 0.5], 5.0)
+    return model.save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'posenet.pt')
+
+
+@pytest.fixture(scope='module')
+def junk_ckpt(tmp_path_factory):
+    """A file named like a checkpoint that fails to load: proves a refusal came first."""
+    path = tmp_path_factory.mktemp('junk') / 'junk.pt'
+    path.write_bytes(b'not a checkpoint')
+    return path
+
+
+def _write(out: Path, **conf) -> Path:
+    return bag_from_dataset.main(dict({'format': 'posed', 'limit': FRAMES}, **conf),
+                                 {'data': DATA, 'out': out})
+
+
+@pytest.fixture(scope='module')
+def raw_bag(tmp_path_factory):
+    """rgb8 images: about two frames per mcap chunk, so a damaged chunk leaves the rest."""
+    return _write(tmp_path_factory.mktemp('bags') / 'raw_walk')
+
+
+@pytest.fixture(scope='module')
+def jpeg_bag(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp('bags') / 'jpeg_walk', compressed=True)
+
+
+def _conf(bag: Path, **conf) -> dict:
+    topic = JPEG_TOPIC if 'jpeg' in bag.name else RAW_TOPIC
+    return dict({'image_topic': topic, 'gt_topic': GT_TOPIC, 'device': 'cpu',
+                 'batch_size': 8}, **conf)
+
+
+def _eval(bag: Path, ckpt: Path, out: Path, **conf) -> Path:
+    return bag_eval.main(_conf(bag, **conf), {'bag': bag, 'checkpoint': ckpt, 'out': out})
+
+
+def _tree_digest(path: Path) -> str:
+    """Names and contents of everything under ``path`` (or of the file)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob('*'))
+    for f in files:
+        h.update(str(f.relative_to(path.parent)).encode() + b'\0')
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _mcap(bag: Path) -> Path:
+    return next(bag.glob('*.mcap'))
+
+
+def _records(path: Path) -> list[tuple[int, int, int]]:
+    """(offset, opcode, length) of the top-level records of an mcap file."""
+    buf = path.read_bytes()
+    out, pos = [], 8
+    while pos < len(buf) - 8:
+        op = buf[pos]
+        (length,) = struct.unpack_from('<Q', buf, pos + 1)
+        out.append((pos, op, length))
+        if op == 0x02:
+            break
+        pos += 9 + length
+    return out
+
+
+# ---------------------------------------------------------------------------- --write-bag
+
+def _refused(bag, ckpt, tmp_path, target, match, **conf):
+    """bag-eval must refuse ``target`` before any work and leave it as it was."""
+    before = _tree_digest(target) if target.exists() else None
+    out = tmp_path / 'results'
+    with pytest.raises(ValueError, match=match) as info:
+        _eval(bag, ckpt, out, write_bag=target, **conf)
+    assert str(target) in str(info.value)
+    assert not out.exists()
+    if before is not None:
+        assert _tree_digest(target) == before
+    return info.value
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_write_bag_never_replaces_a_file(raw_bag, junk_ckpt, tmp_path, overwrite):
+    target = tmp_path / 'notes.txt'
+    target.write_text('my notes')
+    _refused(raw_bag, junk_ckpt, tmp_path, target,
+             'is not a folder' if overwrite else 'exists already.*--overwrite',
+             overwrite=overwrite)
+    assert target.read_text() == 'my notes'
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_write_bag_never_replaces_a_folder_that_is_not_a_bag(raw_bag, junk_ckpt, tmp_path,
+                                                             overwrite):
+    target = tmp_path / 'runs'
+    (target / 'train').mkdir(parents=True)
+    (target / 'train' / 'last.pt').write_bytes(b'weights')
+    (target / 'metrics.csv').write_text('epoch,loss\n')
+    _refused(raw_bag, junk_ckpt, tmp_path, target,
+             'is not a rosbag2 folder' if overwrite else 'exists already', overwrite=overwrite)
+    assert (target / 'train' / 'last.pt').read_bytes() == b'weights'
+
+
+def test_write_bag_never_replaces_a_bag_folder_holding_more(raw_bag, junk_ckpt, jpeg_bag,
+                                                            tmp_path):
+    target = tmp_path / 'old_pred'
+    shutil.copytree(jpeg_bag, target)
+    (target / 'README.txt').write_text('what this bag is')
+    _refused(raw_bag, junk_ckpt, tmp_path, target, 'holds more than a rosbag2 .*README.txt',
+             overwrite=True)
+
+
+def test_write_bag_never_replaces_the_checkpoint(raw_bag, ckpt, tmp_path):
+    err = _refused(raw_bag, ckpt, tmp_path, ckpt, 'is the checkpoint', overwrite=True)
+    assert 'choose another output' in str(err)
+    # nor a folder holding it
+    _refused(raw_bag, ckpt, tmp_path, ckpt.parent, 'holds the checkpoint', overwrite=True)
+
+
+def test_write_bag_never_replaces_the_input_bag(raw_bag, junk_ckpt, tmp_path):
+    _refused(raw_bag, junk_ckpt, tmp_path, raw_bag, 'is the evaluated bag', overwrite=True)
+    _refused(raw_bag, junk_ckpt, tmp_path, raw_bag / 'pred', 'lies inside the evaluated bag',
+             overwrite=True)
+    # the bag given as its .mcap file: its folder holds it
+    _refused(_mcap(raw_bag), junk_ckpt, tmp_path, raw_bag, 'holds the evaluated bag',
+             overwrite=True)
+    assert not (raw_bag / 'pred').exists()
+    with Reader(raw_bag) as reader:
+        assert reader.message_count == 4 * FRAMES
+
+
+def test_write_bag_never_replaces_the_results_folder(raw_bag, junk_ckpt, tmp_path):
+    out = tmp_path / 'results'
+    with pytest.raises(ValueError, match='is the results folder'):
+        _eval(raw_bag, junk_ckpt, out, write_bag=out, overwrite=True)
+
+
+def test_write_bag_replaces_an_older_bag_only_with_overwrite(jpeg_bag, ckpt, tmp_path):
+    target = tmp_path / 'pred'
+    shutil.copytree(jpeg_bag, target)       # an older bag, not an input
+    _refused(jpeg_bag, ckpt, tmp_path, target, 'exists already.*--overwrite')
+    code = cli.main(['bag-eval', str(jpeg_bag), '--model', str(ckpt), '--image-topic',
+                     JPEG_TOPIC, '--gt-topic', GT_TOPIC, '--device', 'cpu', '--out',
+                     str(tmp_path / 'results'), '--write-bag', str(target), '--overwrite'])
+    assert code == 0
+    with Reader(target) as reader:
+        topics = {c.topic for c in reader.connections}
+    assert '/camreloc/pose' in topics and JPEG_TOPIC not in topics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pred', 'results']   # no leftovers
+
+
+def test_bag_writer_never_deletes_what_is_not_a_bag(jpeg_bag, tmp_path):
+    plain = tmp_path / 'file.txt'
+    plain.write_text('keep')
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    (folder / 'data.csv').write_text('keep')
+    for path in (plain, folder):
+        with pytest.raises(bags.BagError, match='exists already'):
+            bags.BagWriter(path)
+        with pytest.raises(bags.BagError, match='only a rosbag2 folder is replaced'):
+            bags.BagWriter(path, overwrite=True)
+    # something that appears at the path while the bag is written is kept too
+    late = tmp_path / 'late'
+    with pytest.raises(bags.BagError, match='is not a rosbag2 folder'):
+        with bags.BagWriter(late, overwrite=True) as writer:
+            writer.write('/x', 'geometry_msgs/msg/PoseStamped', 1,
+                         writer.msgs.pose_stamped(1, 'map', [0, 0, 0], [0, 0, 0, 1]))
+            late.mkdir()
+            (late / 'important.txt').write_text('keep')
+    assert plain.read_text() == 'keep' and (folder / 'data.csv').read_text() == 'keep'
+    assert (late / 'important.txt').read_text() == 'keep'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file.txt', 'folder', 'late']
+    # bag-from-dataset --overwrite goes through the same check
+    with pytest.raises(bags.BagError, match='is not a rosbag2 folder'):
+        _write(folder, overwrite=True)
+    # and an older bag is replaced
+    older = tmp_path / 'older'
+    shutil.copytree(jpeg_bag, older)
+    _write(older, overwrite=True, limit=2)
+    with Reader(older) as reader:
+        assert reader.message_count == 4 * 2
+
+
+# ---------------------------------------------------------------------------- --out
+
+def test_out_that_is_a_file_is_a_clear_error(raw_bag, junk_ckpt, tmp_path, capsys):
+    out = tmp_path / 'results.txt'
+    out.write_text('keep')
+    code = cli.main(['bag-eval', str(raw_bag), '--model', str(junk_ckpt), '--image-topic',
+                     RAW_TOPIC, '--gt-topic', GT_TOPIC, '--out', str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f'--out {out} exists and is not a folder' in err and 'Traceback' not in err
+    assert out.read_text() == 'keep'
+
+
+# ---------------------------------------------------------------------------- bit-rot
+
+def test_written_mcap_carries_valid_crcs(raw_bag):
+    """rosbags' writer leaves every CRC at 0; the bags written here have them all."""
+    path = _mcap(raw_bag)
+    buf = path.read_bytes()
+    recs = _records(path)
+    chunks = [r for r in recs if r[1] == 0x06]
+    assert len(chunks) >= 4
+    for pos, _, _ in chunks:
+        body = pos + 9
+        size, crc = struct.unpack_from('<QI', buf, body + 16)
+        (n,) = struct.unpack_from('<I', buf, body + 28)
+        assert n == 0      # no compression: the records follow their u64 length
+        assert crc != 0 and crc == zlib.crc32(buf[body + 40:body + 40 + size])
+    data_end = next(r for r in recs if r[1] == 0x0F)[0]
+    assert struct.unpack_from('<I', buf, data_end + 9)[0] == zlib.crc32(buf[:data_end])
+    footer = recs[-1][0]
+    summary_start, _, summary_crc = struct.unpack_from('<QQI', buf, footer + 9)
+    assert summary_crc == zlib.crc32(buf[summary_start:footer + 25])
+    with bags.Bag(raw_bag) as bag:
+        assert not bag.verify()
+
+
+def _rot(bag: Path, dst: Path, seed: int = 9) -> tuple[Path, int]:
+    """Copy ``bag`` and change 1000 bytes in the middle of its chunk area (seeded).
+
+    In the data of the chunk that holds the middle of the chunk area, where bit-rot in a
+    large bag almost always lands (chunk headers are a few dozen bytes of a megabyte).
+    """
+    shutil.copytree(bag, dst)
+    path = _mcap(dst)
+    chunks = [r for r in _records(path) if r[1] == 0x06]
+    middle = (chunks[0][0] + chunks[-1][0] + chunks[-1][2]) // 2
+    pos, _, length = next(c for c in chunks if c[0] <= middle < c[0] + 9 + c[2])
+    buf = bytearray(path.read_bytes())
+    start = pos + 9 + length // 2 - 500
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(1, 256, 1000, dtype=np.uint8)
+    buf[start:start + 1000] = (np.frombuffer(buf[start:start + 1000], np.uint8) ^ noise).tobytes()
+    path.write_bytes(bytes(buf))
+    return dst, start
+
+
+@pytest.mark.parametrize('which', ['raw', 'jpeg'])
+def test_bitrot_in_an_mcap_chunk_is_an_error_naming_the_file(which, raw_bag, jpeg_bag,
+                                                             junk_ckpt, tmp_path, capsys):
+    src = raw_bag if which == 'raw' else jpeg_bag
+    bag, _ = _rot(src, tmp_path / f'rotten_{which}')
+    topic = RAW_TOPIC if which == 'raw' else JPEG_TOPIC
+    code = cli.main(['bag-eval', str(bag), '--model', str(junk_ckpt), '--image-topic', topic,
+                     '--gt-topic', GT_TOPIC, '--out', str(tmp_path / 'results')])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert str(bag) in err and 'bag is damaged' in err and _mcap(bag).name in err
+    assert 'CRC mismatch' in err and '--allow-damaged' in err
+    assert not (tmp_path / 'results').exists()
+
+
+def test_allow_damaged_evaluates_the_intact_chunks_and_reports_the_rest(raw_bag, ckpt,
+                                                                        tmp_path, capsys):
+    bag, start = _rot(raw_bag, tmp_path / 'rotten')
+    intact = load_per_frame(_eval(raw_bag, ckpt, tmp_path / 'intact') / 'per_frame.txt')
+    capsys.readouterr()
+    out = _eval(bag, ckpt, tmp_path / 'out', allow_damaged=True)
+    printed = capsys.readouterr().out
+    assert f'WARNING: {bag} is damaged; skipped (--allow-damaged)' in printed
+    assert 'CRC mismatch' in printed
+
+    info = json.loads((out / 'bag_eval.json').read_text())
+    damage = info['damage']
+    [chunk] = damage['damaged_chunks']
+    assert chunk['file'] == _mcap(bag).name
+    assert chunk['byte_offset'] <= start < chunk['byte_offset'] + chunk['bytes']
+    assert chunk['reason'].startswith('CRC mismatch')
+    skipped = damage['skipped_messages']
+    assert set(skipped) == {RAW_TOPIC, GT_TOPIC, '/tf', '/camera/camera_info'}
+    assert skipped[RAW_TOPIC] >= 1
+    assert info['images'] == FRAMES - skipped[RAW_TOPIC]
+    assert json.loads((out / 'summary.json').read_text())['info']['damage'] == damage
+    # images whose ground truth was in the chunk are counted as outside the tolerance
+    assert 0 <= info['outside_tolerance'] <= skipped[GT_TOPIC]
+    per = load_per_frame(out / 'per_frame.txt')
+    assert len(per['names']) == info['scored'] == info['images'] - info['outside_tolerance']
+    # the missing images are the chunk's: within its time span
+    seen = np.array([float(n.split('_', 1)[1]) for n in per['names']]
+                    + info['outside_tolerance_stamps'])
+    missing = [sec for sec in (float(n.split('_', 1)[1]) for n in intact['names'])
+               if not np.any(np.abs(seen - sec) < 1e-6)]
+    assert len(missing) == skipped[RAW_TOPIC]
+    for sec in missing:
+        assert chunk['log_start_ns'] / 1e9 - 1e-6 <= sec <= chunk['log_end_ns'] / 1e9 + 1e-6
+    # what was scored is exactly what the intact bag gives for those images
+    ref = {n.split('_', 1)[1]: k for k, n in enumerate(intact['names'])}
+    rows = [ref[n.split('_', 1)[1]] for n in per['names']]
+    np.testing.assert_allclose(per['position'], intact['position'][rows], atol=1e-5)
+    np.testing.assert_allclose(per['pos_err_m'], intact['pos_err_m'][rows], atol=1e-5)
+
+
+def _damage_sqlite(bag: Path) -> dict[str, int]:
+    """Spoil three messages of a sqlite3 bag in place; return their log times by kind."""
+    ts = bags.typestore()
+    db = next(bag.glob('*.db3'))
+    con = sqlite3.connect(db)
+    topics = {name: tid for tid, name in con.execute('SELECT id, name FROM topics')}
+    images = con.execute('SELECT id, timestamp, data FROM messages WHERE topic_id = ? '
+                         'ORDER BY id', (topics[JPEG_TOPIC],)).fetchall()
+    poses = con.execute('SELECT id, timestamp FROM messages WHERE topic_id = ? ORDER BY id',
+                        (topics[GT_TOPIC],)).fetchall()
+    # image #3: cut to 8 bytes (no header); image #5: CDR intact, JPEG bytes zeroed;
+    # ground truth #8: garbage CDR
+    con.execute('UPDATE messages SET data = ? WHERE id = ?', (images[3][2][:8], images[3][0]))
+    msg = ts.deserialize_cdr(images[5][2], 'sensor_msgs/msg/CompressedImage')
+    msg = dataclasses.replace(msg, data=np.zeros(len(msg.data), np.uint8))
+    con.execute('UPDATE messages SET data = ? WHERE id = ?',
+                (bytes(ts.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage')),
+                 images[5][0]))
+    con.execute('UPDATE messages SET data = ? WHERE id = ?', (b'\x00\x01\x00', poses[8][0]))
+    con.commit()
+    con.close()
+    return {'cut': images[3][1], 'zeroed': images[5][1], 'pose': poses[8][1]}
+
+
+def test_undecodable_messages_in_sqlite3_are_counted(ckpt, junk_ckpt, tmp_path, capsys):
+    bag = _write(tmp_path / 'jpeg_sqlite', compressed=True, storage='sqlite3')
+    times = _damage_sqlite(bag)
+    code = cli.main(['bag-eval', str(bag), '--model', str(junk_ckpt), '--image-topic',
+                     JPEG_TOPIC, '--gt-topic', GT_TOPIC, '--out', str(tmp_path / 'results')])
+    err = capsys.readouterr().err
+    assert code == 1 and str(bag) in err and 'bag is damaged' in err
+    assert f'undecodable message on {JPEG_TOPIC} image #3' in err and '--allow-damaged' in err
+
+    out = _eval(bag, ckpt, tmp_path / 'out', allow_damaged=True)
+    printed = capsys.readouterr().out
+    assert 'image #5' in printed and 'skipped (--allow-damaged)' in printed
+    info = json.loads((out / 'bag_eval.json').read_text())
+    found = {(u['topic'], u['index'], u['log_ns']) for u in
+             info['damage']['undecodable_messages']}
+    assert found == {(JPEG_TOPIC, 3, times['cut']), (JPEG_TOPIC, 5, times['zeroed']),
+                     (GT_TOPIC, None, times['pose'])}
+    assert info['damage']['skipped_messages'] == {JPEG_TOPIC: 2, GT_TOPIC: 1}
+    # image 8 lost its ground truth (neighbours 0.1 s away > 0.05 s): counted as outside
+    assert info['images'] == FRAMES and info['outside_tolerance'] == 1
+    names = load_per_frame(out / 'per_frame.txt')['names']
+    assert [int(n.split('_')[0]) for n in names] == [i for i in range(FRAMES)
+                                                     if i not in (3, 5, 8)]
+    assert info['scored'] == FRAMES - 3
