@@ -151,7 +151,7 @@ class BagDamage:
             msgs = ', '.join(f'{t} {n}' for t, n in sorted(c['messages'].items()))
             span = f'bytes {c["byte_offset"]}-{c["byte_offset"] + c["bytes"]}'
             if c['chunk'] is None:
-                out.append(f'{span} of {c["file"]}: {c["reason"]}')
+                out.append(f'{span} of {c["file"]}: {c["reason"]}; messages skipped: unknown')
                 continue
             out.append(f'chunk {c["chunk"]} of {c["file"]} ({span}, log time '
                        f'{_seconds(c["log_start_ns"])}-{_seconds(c["log_end_ns"])} s): '
@@ -537,6 +537,23 @@ def _mcap_summary(f, footer: tuple[int, int, int], damage: BagDamage | None, pat
     return topics, chunks
 
 
+def _mcap_resync(f, size: int, damage: BagDamage | None, path: Path
+                 ) -> tuple[dict[int, str], list[int]]:
+    """Channel topics and the offsets where a walk may resume after unreadable bytes.
+
+    The chunks listed by an intact summary, and the DataEnd record of a complete file.
+    """
+    footer = _mcap_footer(f, size)
+    if footer is None:
+        return {}, []
+    topics, offsets = _mcap_summary(f, footer, damage, path)
+    end = (footer[1] or footer[0]) - 13
+    f.seek(end)
+    if end > 8 and f.read(9) == b'\x0f' + struct.pack('<Q', 4):
+        offsets.append(end)
+    return topics, offsets
+
+
 def _mcap_verify(path: Path, damage: BagDamage) -> None:
     """Add the damaged chunks and CRC mismatches of one mcap file to ``damage``."""
     size = path.stat().st_size
@@ -544,8 +561,7 @@ def _mcap_verify(path: Path, damage: BagDamage) -> None:
         magic = f.read(8)
         if magic != MCAP_MAGIC:
             return     # reading reports a file that is no mcap
-        footer = _mcap_footer(f, size)
-        topics, resync = _mcap_summary(f, footer, damage, path) if footer else ({}, [])
+        topics, resync = _mcap_resync(f, size, damage, path)
         crc, gap, index, last_bad = zlib.crc32(magic), False, -1, None
         try:
             for offset, op, head, body in _mcap_walk(f, size, resync):
@@ -555,7 +571,8 @@ def _mcap_verify(path: Path, damage: BagDamage) -> None:
                         'file': path.name, 'chunk': None, 'byte_offset': offset,
                         'bytes': next(o for o in sorted(resync) if o > offset) - offset,
                         'log_start_ns': 0, 'log_end_ns': 0, 'messages': {},
-                        'reason': 'unreadable record structure (skipped to the next chunk)'})
+                        'reason': 'unreadable record structure (skipped to the next '
+                                  'readable record)'})
                     continue
                 if op == 0x0F:
                     (stored,) = struct.unpack_from('<I', body, 0) if len(body) >= 4 else (0,)
@@ -626,13 +643,12 @@ def _mcap_records(path: Path, skip_damaged: bool = False
             raise _Truncated('no mcap magic at the start of the file')
         resync: list[int] = []
         if skip_damaged:
+            _, resync = _mcap_resync(f, size, None, path)
             footer = _mcap_footer(f, size)
             if footer:
-                _, resync = _mcap_summary(f, footer, None, path)
                 # the summary repeats schemas and channels: known even if their chunk is lost
                 for op, body in _summary_records(f, footer):
-                    if op in (0x03, 0x04):
-                        yield from record(op, body)
+                    yield from record(op, body)
         for offset, op, _, body in _mcap_walk(f, size, resync):
             if op in (-1, 0x0F, 0x02):
                 continue
