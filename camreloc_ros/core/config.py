@@ -19,6 +19,7 @@ checks keys against the defaults.
 """
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -90,3 +91,84 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f'config file {path} must hold a mapping, got {type(data).__name__}')
     return data
+
+
+# ---------------------------------------------------------------------------- value checks
+
+class Spec:
+    """Allowed values of one config key; ``check`` returns why a value is wrong, or None."""
+
+    def __init__(self, kind: str, lo: float | None = None, hi: float | None = None,
+                 choices: Iterable | None = None, optional: bool = False,
+                 lo_open: bool = False, hi_open: bool = False, length: int | None = None,
+                 label: str | None = None):
+        self.kind, self.lo, self.hi, self.label = kind, lo, hi, label
+        self.choices = tuple(choices) if choices is not None else None
+        self.optional, self.lo_open, self.hi_open, self.length = \
+            optional, lo_open, hi_open, length
+
+    def describe(self) -> str:
+        """Human wording of what is allowed, e.g. ``an integer >= 1``."""
+        if self.choices is not None:
+            text = 'one of ' + ', '.join(map(str, self.choices))
+        else:
+            text = {'int': 'an integer', 'float': 'a finite number', 'bool': 'true or false',
+                    'str': 'a string'}[self.kind]
+            if self.length is not None:
+                text = f'a list of {self.length} {"integers" if self.kind == "int" else "numbers"}'
+            if self.lo is not None:
+                text += f' {">" if self.lo_open else ">="} {self.lo:g}'
+            if self.hi is not None:
+                text += f'{" and" if self.lo is not None else ""} ' \
+                        f'{"<" if self.hi_open else "<="} {self.hi:g}'
+        return text + (' (or null)' if self.optional else '')
+
+    def _scalar_ok(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        if self.kind == 'bool':
+            return isinstance(value, bool)
+        if self.kind == 'str':
+            return isinstance(value, str)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == 'int' and not isinstance(value, int):
+            return False
+        if not math.isfinite(float(value)):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    def check(self, value: Any) -> bool:
+        """Whether ``value`` is allowed."""
+        if value is None:
+            return self.optional
+        if self.length is not None:
+            return (isinstance(value, (list, tuple)) and len(value) == self.length
+                    and all(self._scalar_ok(v) for v in value))
+        return self._scalar_ok(value)
+
+
+def check_conf(conf: Mapping[str, Any], schema: Mapping[str, Any], where: str = '') -> None:
+    """Check every key of ``conf`` that ``schema`` describes; the error names the key.
+
+    ``schema`` mirrors the defaults: nested dicts, with a :class:`Spec` per leaf. Booleans
+    are never numbers, and floats are never integers.
+    """
+    for key, spec in schema.items():
+        name = f'{where}{key}'
+        if key not in conf:
+            continue
+        value = conf[key]
+        if isinstance(spec, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f'config key {name!r} must be a mapping, got {value!r}')
+            check_conf(value, spec, f'{name}.')
+        elif not spec.check(value):
+            if spec.label and spec.choices is not None:   # a name: say which ones exist
+                raise ConfigError(f'config key {name!r}: unknown {spec.label} {value!r}; '
+                                  f'valid: {", ".join(map(str, spec.choices))}')
+            raise ConfigError(f'config key {name!r} must be {spec.describe()}, got {value!r}')

@@ -30,17 +30,15 @@ pyplot, no global backend switch), so importing this module stays cheap and thre
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from pathlib import Path
-import tempfile
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from camreloc_ros.core.geometry import orientation_error_deg, position_error, quat_normalize
+from camreloc_ros.core.io import atomic_output, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 # (metres, degrees): a frame counts as within when both errors are at most these.
 THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.50, 5.0), (1.0, 10.0))
@@ -56,44 +54,6 @@ __all__ = [
     'topdown_axes', 'plot_trajectory', 'plot_error_cdf',
     'atomic_output', 'atomic_write_text', 'atomic_write_bytes',
 ]
-
-
-# ------------------------------------------------------------------------ atomic files
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
-
-    Readers (a running plot script, evo, a second evaluation) never see a half-written file,
-    and a crash leaves the previous version in place.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        with open(tmp, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write_bytes(path, text.encode('utf-8'))
 
 
 # ------------------------------------------------------------------------- statistics

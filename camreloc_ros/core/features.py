@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
+from camreloc_ros.core.io import clean_stale_temps, reserve, temp_prefix
 
 CACHE_VERSION = 1
 
@@ -81,10 +82,18 @@ def frozen_features(model, frames: Sequence, cache_dir: str | Path | None = None
     if path.is_file():
         return np.load(path, mmap_mode='r')
     shape = (len(frames),) + tuple(model.backbone.frozen_shape)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix='.npy', dir=cache_dir)
+    clean_stale_temps(cache_dir)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix='.npy', dir=cache_dir)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=shape)
+        # a memory map on a full disk dies of SIGBUS at the first page written: allocate
+        # the whole (sparse) file now, so a full disk is a clear error instead
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            reserve(fd, os.fstat(fd).st_size, path)
+        finally:
+            os.close(fd)
         frozen = model.backbone.frozen.eval()
         batch = np.empty((batch_size, 3, pre.size, pre.size), np.float32)
         with torch.inference_mode():

@@ -32,12 +32,10 @@ for their cost here.
 
 from contextlib import contextmanager
 import copy
-import hashlib
 import io
 import json
 import os
 from pathlib import Path
-import tempfile
 import warnings
 
 import numpy as np
@@ -45,6 +43,7 @@ import torch
 from torch import nn
 
 from camreloc_ros import __version__
+from camreloc_ros.core.io import atomic_write_bytes, file_sha256  # noqa: F401 - re-exported
 from camreloc_ros.core.models.backbones import SPECS
 from camreloc_ros.core.models.pose_model import (CHECKPOINT_VERSION, CheckpointError,
                                                  load_checkpoint_file, PoseModel)
@@ -377,22 +376,8 @@ def export_onnx(model: PoseModel, path: str | Path | None = None,
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     if path is not None:
-        _write_atomic(Path(path), data)
+        atomic_write_bytes(path, data)
     return data
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)   # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_metadata(proto, source: str = '<onnx>') -> dict:
@@ -439,15 +424,6 @@ def load_onnx(path: str | Path):
     except Exception as exc:
         raise OnnxModelError(f'ONNX model {path} could not be read: {exc}') from None
     return proto, read_metadata(proto, str(path))
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex digest of a file's bytes (cache keys)."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:

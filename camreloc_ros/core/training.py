@@ -30,11 +30,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.config import check_conf, merge_conf, Spec
+from camreloc_ros.core.data.datasets import FORMATS
 from camreloc_ros.core.data.split import causal_window_starts, frame_breaks, temporal_windows
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor, read_rgb
 from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
 from camreloc_ros.core.features import frozen_features
+from camreloc_ros.core.io import clean_stale_temps
 from camreloc_ros.core.geometry import matrix_to_quat, torch_quat_multiply, \
     torch_quat_conjugate, torch_quat_log
 from camreloc_ros.core.losses import build_loss, LOSS_DEFAULTS
@@ -68,9 +70,47 @@ default_conf = {
 }
 
 
+# Type and range of every training key (the model's are in pose_model.schema): a bad value
+# is refused with its key named, before any folder or file is written.
+schema = {
+    'loss': {
+        'name': Spec('str', choices=('posenet', 'beta', 'nh', 'qeh')),
+        'p': Spec('int', choices=(1, 2)),
+        's_pos_init': Spec('float'),
+        's_rot_init': Spec('float'),
+        'beta': Spec('float', lo=0.0, lo_open=True),
+    },
+    'train': {
+        'epochs': Spec('int', lo=1),
+        'batch_size': Spec('int', lo=1),
+        'lr': Spec('float', lo=0.0, lo_open=True),
+        'betas': Spec('float', lo=0.0, hi=1.0, hi_open=True, length=2),
+        'eps': Spec('float', lo=0.0, lo_open=True),
+        'weight_decay': Spec('float', lo=0.0),
+        'seed': Spec('int', lo=0),
+        'var_weight': Spec('float', lo=0.0),
+        'window_stride': Spec('int', lo=1, optional=True),
+        'cache': Spec('bool'),
+        'cache_dir': Spec('str', optional=True),
+        'limit': Spec('int', lo=1, optional=True),
+    },
+    'data': {
+        'format': Spec('str', choices=FORMATS, optional=True),
+        'block': Spec('int', lo=1),
+        'every': Spec('int', lo=2),
+        'augment': {
+            'brightness': Spec('float', lo=0.0, hi=1.0),
+            'contrast': Spec('float', lo=0.0, hi=1.0),
+            'crop_scale': Spec('float', lo=0.0, hi=1.0, hi_open=True),
+        },
+    },
+}
+
+
 def train_conf(overrides: dict | None = None) -> dict:
-    """Defaults merged with overrides (unknown keys raise); the model part fully resolved."""
+    """Defaults merged with overrides, type- and range-checked; the model part resolved."""
     conf = merge_conf(default_conf, overrides)
+    check_conf(conf, schema)
     conf['model'] = model_conf(conf['model'])
     return conf
 
@@ -162,6 +202,7 @@ class Trainer:
         self.train_frames, self.val_frames = list(train_frames), list(val_frames)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.out_dir, log)   # litter of a killed run, never a user's file
         self.log = log
         self.progress_bars = progress_bars
         torch.manual_seed(tconf['seed'])

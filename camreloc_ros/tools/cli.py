@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     sub_args = sub.parse_args(argv[1:])
     try:
         module.from_args(sub_args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f'camreloc {args.command}: error: {exc}', file=sys.stderr)
         return 1
     return 0

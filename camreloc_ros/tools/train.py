@@ -75,20 +75,52 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
     return block_split(train, conf['data']['block'], conf['data']['every'])
 
 
+RUN_FILES = ('last.pt', 'best.pt', 'history.json', 'train_conf.yaml')
+
+
+def existing_run(out: Path) -> list[str]:
+    """Names of training outputs already in ``out`` (empty when it holds no run)."""
+    if not out.is_dir():
+        return []
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    return found + sorted(p.name for p in out.glob('epoch_*.pt'))
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to mix two runs in one folder: training never overwrites another run's files."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--out {out} is a file; expected a run folder')
+    found = existing_run(out)
+    if not found:
+        return
+    shown = ', '.join(found[:4]) + (' ...' if len(found) > 4 else '')
+    if not resume:
+        raise ValueError(f'run folder {out} already holds a training run ({shown}); pass '
+                         '--resume to continue it, or choose a new --out')
+    if not (out / 'last.pt').is_file():
+        raise ValueError(f'--resume: run folder {out} holds {shown} but no last.pt to resume '
+                         'from; choose a new --out')
+
+
 def main(conf: dict, paths: dict, resume: bool = False, log=print,
          progress_bars: bool = True) -> Path:
-    """Train; ``paths``: ``data`` (dataset folder) and ``out`` (run folder). Returns ``out``."""
+    """Train; ``paths``: ``data`` (dataset folder) and ``out`` (run folder). Returns ``out``.
+
+    Everything is checked before anything is written: the config (types and ranges), the run
+    folder (an existing run is continued only with ``resume``) and, when resuming, that
+    ``last.pt`` was trained with the same model and loss. ``train_conf.yaml`` is written last.
+    """
     conf = train_conf(conf)
     out = Path(paths['out'])
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, resume)
     train, val = paths.get('frames') or load_frames(paths['data'], conf)
     log(f'training {conf["model"]["backbone"]["name"]} + {conf["model"]["head"]["name"]} '
         f'with {conf["loss"]["name"].upper()} on {len(train)} frames '
         f'(validation {len(val)}) -> {out}')
-    atomic_write_text(out / 'train_conf.yaml', yaml.safe_dump(conf, sort_keys=False))
     trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars)
     if resume:
         trainer.resume()
+    atomic_write_text(out / 'train_conf.yaml', yaml.safe_dump(conf, sort_keys=False))
     trainer.fit()
     log(f'done: {out / "last.pt"} (last), {out / "best.pt"} (best on validation)')
     return out
@@ -121,24 +153,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def conf_from_args(args: argparse.Namespace) -> dict:
     """Config file, then key=value overrides, then shortcuts."""
     conf = load_yaml(args.config) if args.config else {}
-    conf = train_conf(deep_update(conf, parse_overrides(args.overrides)))
-    conf['data']['format'] = args.format
-    if args.epochs:
-        conf['train']['epochs'] = args.epochs
-    return conf
+    shortcuts = {}
+    if args.format is not None:
+        shortcuts['data'] = {'format': args.format}
+    if args.epochs is not None:
+        shortcuts['train'] = {'epochs': args.epochs}
+    return train_conf(deep_update(deep_update(conf, parse_overrides(args.overrides)),
+                                  shortcuts))
 
 
 def from_args(args: argparse.Namespace) -> Path:
-    """Run from parsed command-line arguments."""
+    """Run from parsed command-line arguments (everything checked before any work)."""
+    conf = conf_from_args(args)
+    check_out_dir(Path(args.out), args.resume)
     if getattr(args, 'bag', None):
         if args.data:
             raise ValueError('give either --data or --bag, not both')
         if not args.image_topic or (args.gt_topic is None) == (args.gt_tf is None):
             raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
-        conf = conf_from_args(args)
         frames = load_bag_frames(args.bag, args.val_bag, conf, args.image_topic,
                                  args.gt_topic, args.gt_tf, args.gt_tolerance)
         return main(conf, {'frames': frames, 'out': args.out}, resume=args.resume)
-    if not args.data or not args.format:
-        raise ValueError('--data and --format are required (or train from --bag)')
-    return main(conf_from_args(args), {'data': args.data, 'out': args.out}, resume=args.resume)
+    if not args.data or (args.format is None and not args.config):
+        raise ValueError('--data and --format are required (or data.format in --config, or '
+                         'train from --bag)')
+    return main(conf, {'data': args.data, 'out': args.out}, resume=args.resume)

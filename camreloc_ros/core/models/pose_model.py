@@ -21,18 +21,21 @@ are in it.
 """
 
 import copy
+import hashlib
 import os
 from pathlib import Path
-import tempfile
+import pickle
+import warnings
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from camreloc_ros import __version__
-from camreloc_ros.core.config import ConfigError, merge_conf
+from camreloc_ros.core.config import check_conf, ConfigError, merge_conf, Spec
+from camreloc_ros.core.io import atomic_output
 from camreloc_ros.core.models.backbones import build_backbone, SPECS
-from camreloc_ros.core.models.heads import build_head
+from camreloc_ros.core.models.heads import build_head, HEADS
 
 CHECKPOINT_FORMAT = 'camreloc_ros.checkpoint'
 CHECKPOINT_VERSION = 1
@@ -54,6 +57,25 @@ default_conf = {
         'lstm_hidden': 256,
         'gru_hidden': 256,
         'window': 8,               # frames per temporal window (gru)
+    },
+}
+
+# Type and range of every key above: overrides are checked before anything is built.
+schema = {
+    'backbone': {
+        'name': Spec('str', choices=sorted(SPECS), label='backbone'),
+        'pretrained': Spec('bool'),
+        'weights': Spec('str', optional=True),
+        'trainable_stages': Spec('int', lo=0, optional=True),
+    },
+    'head': {
+        'name': Spec('str', choices=HEADS, label='head'),
+        'width': Spec('int', lo=1, optional=True),
+        'dropout': Spec('float', lo=0.0, hi=1.0, hi_open=True),
+        'lstm_grid': Spec('int', lo=1, length=2),
+        'lstm_hidden': Spec('int', lo=1),
+        'gru_hidden': Spec('int', lo=1),
+        'window': Spec('int', lo=1),
     },
 }
 
@@ -80,6 +102,7 @@ def model_conf(name_or_conf: str | dict | None = None, overrides: dict | None = 
     else:
         base = name_or_conf
     conf = merge_conf(merge_conf(default_conf, base), overrides)
+    check_conf(conf, schema, 'model.')
     if conf['head']['width'] is None:
         conf['head']['width'] = HEAD_WIDTH.get(conf['head']['name'], 1024)
     return conf
@@ -202,33 +225,109 @@ class PoseModel(nn.Module):
         return cls.create_from_state_dict(load_checkpoint_file(path), str(path))
 
 
+def tensor_digest(state: dict) -> str:
+    """SHA-256 over every tensor of a (nested) checkpoint part: names, dtypes, shapes, bytes.
+
+    Stored in each checkpoint and checked on load, so bytes damaged on disk are an error
+    naming the file instead of NaN poses later.
+    """
+    h = hashlib.sha256()
+
+    def walk(prefix: str, obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f'{prefix}|{t.dtype}|{tuple(t.shape)}|'.encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        elif isinstance(obj, dict):
+            for key in obj:
+                walk(f'{prefix}/{key}', obj[key])
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                walk(f'{prefix}/{i}', value)
+        else:
+            h.update(f'{prefix}={obj!r};'.encode())
+
+    walk('', state)
+    return h.hexdigest()
+
+
+def _digested(ckpt: dict) -> dict:
+    """The parts of a checkpoint its digest covers: weights and the resumable state."""
+    return {k: ckpt[k] for k in ('state_dict', 'resume') if k in ckpt}
+
+
 def load_checkpoint_file(path: str | Path) -> dict:
-    """Read a checkpoint dict with errors that name the file."""
+    """Read a checkpoint safely, with errors that name the file.
+
+    Unpickling runs with ``weights_only=True``: a file carrying code (a pickle ``__reduce__``
+    payload) is refused before anything in it runs. The stored weight digest and the
+    finiteness of every weight are checked, so a damaged file never yields NaN poses.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f'checkpoint {path} is a directory; expected a checkpoint file '
+                              '(.pt) written by camreloc train')
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
     try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f'checkpoint {path} could not be read: {exc}') from None
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(exc)
+        if 'GLOBAL' not in reason:   # not a forbidden object: bytes that are no pickle
+            raise CheckpointError(f'checkpoint {path} could not be read (damaged or not a '
+                                  f'checkpoint): {reason}') from None
+        raise CheckpointError(
+            f'checkpoint {path} was refused: it holds Python objects that are not plain '
+            'checkpoint data (tensors, numbers, strings, lists, dicts), and loading them could '
+            f'run code; nothing in it was run. Only load files from sources you trust. '
+            f'({reason})') from None
+    except Exception as exc:  # noqa: BLE001 - every reader error means "not readable"
+        raise CheckpointError(f'checkpoint {path} could not be read (damaged or not a '
+                              f'checkpoint): {_first_line(exc)}') from None
+    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f'{path} is not a camreloc_ros checkpoint (no format={CHECKPOINT_FORMAT!r})')
+    expected = ckpt.get('weights_sha256')
+    if expected is None:   # written before digests existed: damage cannot be detected
+        warnings.warn(f'checkpoint {path} has no weight digest (an older camreloc_ros wrote '
+                      'it), so damage on disk cannot be detected', stacklevel=2)
+    elif tensor_digest(_digested(ckpt)) != expected:
+        raise CheckpointError(f'checkpoint {path} is damaged: its weights do not match the '
+                              'digest stored when it was written')
+    state = ckpt.get('state_dict')
+    if not isinstance(state, dict):
+        raise CheckpointError(f'checkpoint {path} has no state_dict')
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor)
+           and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f'checkpoint {path} has non-finite weights (NaN or inf) in '
+                              f'{", ".join(bad[:3])}{" ..." if len(bad) > 3 else ""}')
+    return ckpt
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The line of torch's weights-only error that says what was found (not its advice)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines:
+        if 'GLOBAL' in line or line.startswith(('Unsupported', 'Trying')):
+            return line
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    """``torch.save`` into a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    """``torch.save`` with a weight digest, atomically; a full disk says so and names ``path``."""
+    obj = dict(obj, weights_sha256=tensor_digest(_digested(obj)))
+    with atomic_output(path) as tmp:
+        with open(tmp, 'wb') as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def build_model(conf: str | dict | None = None, **overrides) -> PoseModel:

@@ -1,0 +1,169 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Files written so that nothing is lost: atomic writes, clear disk errors, stale temp cleanup.
+
+Every output (checkpoints, results, caches, exports) is written into a temporary file beside
+its destination and renamed over it only when complete, so a reader never sees a half-written
+file and a crash (or a full disk) leaves the previous version in place. Temporary names carry
+the writer's process id (``.NAME.PID.tmpXXXX``), so a later run can remove the litter of a
+killed one without touching the temporaries of a process that is still writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from pathlib import Path
+import re
+import tempfile
+from typing import Callable, Iterator
+
+TEMP_MARK = '.tmp'
+_TEMP_RE = re.compile(r'^\..+\.(\d+)\.tmp[^/]*$')
+
+
+def temp_prefix(name: str) -> str:
+    """Prefix of this process' temporary files for an output called ``name``."""
+    return f'.{name}.{os.getpid()}{TEMP_MARK}'
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # somebody else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, log: Callable[[str], None] | None = None) -> list[Path]:
+    """Remove temporary files and folders of dead writers in ``folder`` (not recursive).
+
+    Only names made by :func:`temp_prefix` whose process no longer runs are removed, so a
+    user's own files and a concurrent writer's temporaries are never touched. Returns what
+    was removed.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _TEMP_RE.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                import shutil
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(entry)
+    if removed and log is not None:
+        log(f'removed {len(removed)} temporary file(s) left in {folder} by an interrupted run')
+    return removed
+
+
+def disk_error(exc: BaseException, path: str | Path) -> OSError | None:
+    """Turn a failed write of ``path`` into a clear ``OSError`` when the disk is the cause.
+
+    Writers bury the reason (torch says ``[enforce fail at inline_container.cc] ... file
+    write failed``): when the target's file system has (almost) no free space, or the error
+    is ENOSPC/EDQUOT, say which file and "no space left". Returns None for other errors.
+    """
+    path = Path(path)
+    code = getattr(exc, 'errno', None)
+    full = code in (errno.ENOSPC, errno.EDQUOT)
+    if not full:
+        try:
+            free = os.statvfs(path.parent)
+            full = free.f_bavail * free.f_frsize < 1 << 20
+        except OSError:
+            full = False
+    if not full:
+        return None
+    return OSError(errno.ENOSPC, f'no space left on device while writing {path}; the '
+                   'previous version of this file (if any) and earlier outputs are intact. '
+                   'Free some space and run again', str(path))
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, binary_mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
+
+    Readers (a running plot script, evo, a second evaluation) never see a half-written file,
+    and a crash leaves the previous version in place. A full disk raises an ``OSError`` that
+    names ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=path.suffix,
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, binary_mode)   # mkstemp's 0600 would hide a shared output from others
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        clear = disk_error(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
+        if clear is not None:
+            raise clear from exc
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def reserve(fd: int, size: int, path: str | Path) -> None:
+    """Allocate ``size`` bytes for an open file now, so a full disk fails here, clearly.
+
+    A memory-mapped file on a full disk is killed by SIGBUS at the first page written;
+    allocating first turns that into an ``OSError`` naming ``path``.
+    """
+    try:
+        os.posix_fallocate(fd, 0, max(int(size), 1))
+    except OSError as exc:
+        clear = disk_error(exc, path)
+        if clear is not None:
+            raise clear from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file's bytes (streamed)."""
+    with open(path, 'rb') as fh:
+        return hashlib.file_digest(fh, 'sha256').hexdigest()
