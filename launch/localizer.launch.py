@@ -16,9 +16,11 @@
 
     ros2 launch camreloc_ros localizer.launch.py model:=/path/model.pt image_topic:=/cam/image
 
-``model`` and ``use_sim_time`` are node parameters (the same names as in
-config/localizer.yaml); ``model`` overrides the file only when given, so a model set in a
-custom ``params_file`` is kept.
+``model``, ``autostart``, ``input`` and ``use_sim_time`` are node parameters (the same names as
+in config/localizer.yaml); ``model``, ``autostart`` and ``input`` override the file only when
+given, so the values of a custom ``params_file`` are kept. ``log_level`` is the node's
+``--ros-args --log-level`` (as in nav2's launch files). Bad values are refused before the node
+starts, with the argument named.
 """
 
 from pathlib import Path
@@ -30,7 +32,9 @@ from launch_ros.actions import Node
 
 PACKAGE = 'camreloc_ros'
 # launch arguments that are not node parameters (test/test_params_agree.py reads this file)
-NON_PARAMETER_ARGUMENTS = ('params_file', 'image_topic', 'namespace')
+NON_PARAMETER_ARGUMENTS = ('params_file', 'image_topic', 'namespace', 'log_level')
+LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
+BOOLEANS = {'true': True, 'false': False}
 
 
 def default_params_file() -> str:
@@ -42,28 +46,53 @@ def default_params_file() -> str:
         return str(Path(__file__).resolve().parent.parent / 'config' / 'localizer.yaml')
 
 
+def _choice(context, name: str, choices, allow_empty: bool = False) -> str:
+    """Return launch argument ``name`` lower-cased; refuse a value not in ``choices``."""
+    value = LaunchConfiguration(name).perform(context).strip()
+    if allow_empty and not value:
+        return value
+    if value.lower() not in choices:
+        raise ValueError(f'launch argument {name}:={value!r} is not valid: expected one of '
+                         f'{", ".join(choices)}' + (' (or empty: keep the params_file value)'
+                                                    if allow_empty else ''))
+    return value.lower()
+
+
 def launch_setup(context, *args, **kwargs) -> list:
-    """Build the node once the arguments are known (``model`` is only set when given)."""
-    model = LaunchConfiguration('model').perform(context)
-    image_topic = LaunchConfiguration('image_topic').perform(context).rstrip('/')
-    parameters = [LaunchConfiguration('params_file'),
-                  {'use_sim_time': LaunchConfiguration('use_sim_time')}]
+    """Build the node once the arguments are known (optional ones only set when given)."""
+    image_topic = LaunchConfiguration('image_topic').perform(context).strip().rstrip('/')
+    if not image_topic:
+        raise ValueError('launch argument image_topic is empty: give the camera image topic, '
+                         'e.g. image_topic:=/camera/image_raw (JPEG input: input:=compressed '
+                         'subscribes to <image_topic>/compressed)')
+    use_sim_time = _choice(context, 'use_sim_time', tuple(BOOLEANS))
+    autostart = _choice(context, 'autostart', tuple(BOOLEANS), allow_empty=True)
+    input_kind = _choice(context, 'input', ('raw', 'compressed'), allow_empty=True)
+    log_level = _choice(context, 'log_level', LOG_LEVELS)
+    model = LaunchConfiguration('model').perform(context).strip()
+
+    overrides = {'use_sim_time': BOOLEANS[use_sim_time]}
     if model:
-        parameters.append({'model': model})
+        overrides['model'] = model
+    if autostart:
+        overrides['autostart'] = BOOLEANS[autostart]
+    if input_kind:
+        overrides['input'] = input_kind
     return [Node(
         package=PACKAGE,
         executable='localizer',
         name='camreloc',
         namespace=LaunchConfiguration('namespace'),
-        parameters=parameters,
+        parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed')],
+        arguments=['--ros-args', '--log-level', log_level],
         output='screen',
         emulate_tty=True,
     )]
 
 
 def generate_launch_description() -> LaunchDescription:
-    """Arguments: params_file, model, image_topic, namespace, use_sim_time."""
+    """Declare the arguments (see ``ros2 launch camreloc_ros localizer.launch.py -s``)."""
     return LaunchDescription([
         DeclareLaunchArgument('params_file', default_value=default_params_file(),
                               description='YAML with the node parameters'),
@@ -71,9 +100,17 @@ def generate_launch_description() -> LaunchDescription:
                               description='checkpoint file; empty keeps the params_file value'),
         DeclareLaunchArgument('image_topic', default_value='image',
                               description='camera image topic (its /compressed for JPEG input)'),
+        DeclareLaunchArgument('input', default_value='',
+                              description='raw (Image) or compressed (CompressedImage on '
+                              '<image_topic>/compressed); empty keeps the params_file value'),
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace of the node and its topics'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
-                              description='use /clock (bag replay)'),
+                              description='use /clock (bag replay): true or false'),
+        DeclareLaunchArgument('autostart', default_value='',
+                              description='true: configure and activate on start; false: wait '
+                              'for a lifecycle manager; empty keeps the params_file value'),
+        DeclareLaunchArgument('log_level', default_value='info',
+                              description='node log level: ' + ', '.join(LOG_LEVELS)),
         OpaqueFunction(function=launch_setup),
     ])
