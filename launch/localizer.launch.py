@@ -42,7 +42,7 @@ def default_params_file() -> str:
     try:
         from ament_index_python.packages import get_package_share_directory
         return str(Path(get_package_share_directory(PACKAGE)) / 'config' / 'localizer.yaml')
-    except (ImportError, LookupError):
+    except (ImportError, LookupError, OSError):   # not installed, or AMENT_PREFIX_PATH unset
         return str(Path(__file__).resolve().parent.parent / 'config' / 'localizer.yaml')
 
 

@@ -14,12 +14,15 @@
 
 """One set of parameter names: the node's table == config/localizer.yaml == the launch file.
 
-The launch file is read statically (ast) because launch/launch_ros are not on PyPI; where
-they import (a robot), its LaunchDescription is also built and checked.
+The launch file is read statically (ast) and also imported with the real launch/launch_ros
+(vendored upstream source, installed by `make setup`; a robot's own distribution): its
+LaunchDescription declares the same arguments, and its node gets the parameters, remappings and
+log level the arguments ask for.
 """
 
 import ast
 from pathlib import Path
+import re
 
 import pytest
 from ros_env import ros_environment
@@ -80,7 +83,8 @@ def test_yaml_equals_table():
 def test_launch_arguments_map_to_parameters():
     """Launch arguments are parameters of the node (same names) or declared as not."""
     names, non_params = launch_arguments()
-    assert {'params_file', 'model', 'image_topic', 'namespace', 'use_sim_time'} == set(names)
+    assert {'params_file', 'model', 'image_topic', 'input', 'namespace', 'use_sim_time',
+            'autostart', 'log_level'} == set(names)
     table = {p.name for p in PARAMETERS}
     assert set(non_params) <= set(names)
     assert set(names) - set(non_params) <= table | AUTO_DECLARED
@@ -124,18 +128,89 @@ def test_node_declares_the_table_and_loads_the_yaml(isolated, tmp_path):
         context.try_shutdown()
 
 
-def test_launch_description_where_launch_ros_imports():
-    """On a robot: the LaunchDescription declares the same arguments as the static read."""
-    pytest.importorskip('launch_ros')
+def load_launch_module():
+    """Import launch/localizer.launch.py (needs launch and launch_ros)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location('localizer_launch', LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_launch_description_declares_the_static_arguments():
+    """The LaunchDescription declares the same arguments as the static read."""
+    module = load_launch_module()
     description = module.generate_launch_description()
     declared = [a.name for a in description.get_launch_arguments()]
     assert sorted(declared) == sorted(launch_arguments()[0])
     assert Path(module.default_params_file()).name == 'localizer.yaml'
+
+
+def _launched_node(module, **arguments):
+    """The Node that launch_setup builds from the defaults plus ``arguments``, and its cmd."""
+    from launch import LaunchContext
+    from launch.utilities import perform_substitutions
+
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    context.launch_configurations.update(
+        {a.name: perform_substitutions(context, a.default_value)
+         for a in description.get_launch_arguments()})
+    context.launch_configurations.update(arguments)
+    (node,) = module.launch_setup(context)
+    # what Node.execute does before starting the process, less the ament index look-up of the
+    # executable (cmd[0]): the package need not be installed for this test
+    node._perform_substitutions(context)
+    context.extend_locals({'ros_specific_arguments': {
+        'name': '__node:=camreloc', 'ns': f'__ns:={node.expanded_node_namespace}'}})
+    return node, [perform_substitutions(context, part) for part in node.cmd[1:]]
+
+
+def _parameter_files(cmd: list[str]) -> list[dict]:
+    """The ``--params-file`` arguments of a node command line, loaded."""
+    return [yaml.safe_load(Path(cmd[i + 1]).read_text())
+            for i, arg in enumerate(cmd) if arg == '--params-file']
+
+
+def test_launch_arguments_reach_the_node():
+    """Given arguments become parameters, remappings and --log-level; others keep the file."""
+    module = load_launch_module()
+    node, cmd = _launched_node(module, model='m.pt', autostart='False', input='compressed',
+                               image_topic='/cam/image_raw/', log_level='WARN',
+                               namespace='robot1', use_sim_time='true')
+    assert node.expanded_node_namespace == '/robot1'
+    assert node.expanded_remapping_rules == [('image', '/cam/image_raw'),
+                                             ('image/compressed', '/cam/image_raw/compressed')]
+    at = cmd.index('--log-level')
+    assert cmd[at + 1] == 'warn'
+    from_file, overrides = _parameter_files(cmd)
+    assert from_file == yaml.safe_load(YAML_FILE.read_text())
+    assert overrides == {'/robot1/camreloc': {'ros__parameters': {
+        'use_sim_time': True, 'model': 'm.pt', 'autostart': False, 'input': 'compressed'}}}
+
+    node, cmd = _launched_node(module)
+    assert node.expanded_remapping_rules == [('image', 'image'),
+                                             ('image/compressed', 'image/compressed')]
+    assert cmd[cmd.index('--log-level') + 1] == 'info'
+    overrides = _parameter_files(cmd)[1]
+    assert overrides == {'/camreloc': {'ros__parameters': {'use_sim_time': False}}}, \
+        'model, autostart and input must keep the params_file values when not given'
+
+
+@pytest.mark.parametrize('arguments, message', [
+    ({'image_topic': ''}, 'launch argument image_topic is empty'),
+    ({'image_topic': '/'}, 'launch argument image_topic is empty'),
+    ({'autostart': 'yes'}, "autostart:='yes' is not valid: expected one of true, false"),
+    ({'input': 'jpeg'}, "input:='jpeg' is not valid: expected one of raw, compressed"),
+    ({'log_level': 'trace'}, "log_level:='trace' is not valid: expected one of debug, info"),
+    ({'use_sim_time': '1'}, "use_sim_time:='1' is not valid"),
+])
+def test_launch_refuses_bad_arguments(arguments, message):
+    """A bad launch argument is refused with its name, before any node is made."""
+    module = load_launch_module()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _launched_node(module, **arguments)
 
 
 def test_docs_list_every_parameter():
