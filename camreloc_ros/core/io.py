@@ -90,8 +90,11 @@ def disk_error(exc: BaseException, path: str | Path) -> OSError | None:
     is ENOSPC/EDQUOT, say which file and "no space left". Returns None for other errors.
     """
     path = Path(path)
-    code = getattr(exc, 'errno', None)
-    full = code in (errno.ENOSPC, errno.EDQUOT)
+    full = False
+    cause: BaseException | None = exc
+    while cause is not None and not full:    # torch wraps the OSError in a RuntimeError
+        full = getattr(cause, 'errno', None) in (errno.ENOSPC, errno.EDQUOT)
+        cause = cause.__cause__ or cause.__context__
     if not full:
         try:
             free = os.statvfs(path.parent)
@@ -123,9 +126,10 @@ def atomic_output(path: str | Path, binary_mode: int = 0o644) -> Iterator[Path]:
         os.chmod(tmp, binary_mode)   # mkstemp's 0600 would hide a shared output from others
         os.replace(tmp, path)
     except BaseException as exc:
+        # judge the disk before the temporary file gives its space back
+        clear = disk_error(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         if os.path.exists(tmp):
             os.unlink(tmp)
-        clear = disk_error(exc, path) if isinstance(exc, (OSError, RuntimeError)) else None
         if clear is not None:
             raise clear from exc
         raise

@@ -442,7 +442,7 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> 
     """
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise CheckpointError(f'checkpoint {checkpoint} does not exist')
+        load_checkpoint_file(checkpoint)   # raises the reason: missing, or a directory
     digest = file_sha256(checkpoint)
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / 'onnx'
     target = folder / (f'{checkpoint.stem}-{digest[:16]}-{__version__}'
