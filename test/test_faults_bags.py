@@ -398,3 +398,28 @@ def test_undecodable_messages_in_sqlite3_are_counted(ckpt, junk_ckpt, tmp_path, 
     assert [int(n.split('_')[0]) for n in names] == [i for i in range(FRAMES)
                                                      if i not in (3, 5, 8)]
     assert info['scored'] == FRAMES - 3
+
+
+def test_a_damaged_chunk_header_is_stepped_over(raw_bag, tmp_path):
+    """Noise over a chunk's header (its length): reading goes on at the next indexed chunk."""
+    bag = tmp_path / 'rotten_header'
+    shutil.copytree(raw_bag, bag)
+    path = _mcap(bag)
+    chunks = [r for r in _records(path) if r[1] == 0x06]
+    pos = chunks[3][0]
+    buf = bytearray(path.read_bytes())
+    buf[pos:pos + 64] = np.random.default_rng(3).integers(0, 256, 64, np.uint8).tobytes()
+    buf[pos] = 0x00         # an opcode no record has
+    path.write_bytes(bytes(buf))
+    with bags.Bag(bag) as b:
+        with pytest.raises(bags.BagDamagedError, match='unreadable record structure'):
+            bags.scan_bag(b, RAW_TOPIC, gt_topic=GT_TOPIC)
+    with bags.Bag(bag) as b:
+        scan = bags.scan_bag(b, RAW_TOPIC, gt_topic=GT_TOPIC, allow_damaged=True)
+        [gap] = scan.damage.chunks
+        assert gap['byte_offset'] == pos and pos + gap['bytes'] == chunks[4][0]
+        assert 0 < len(scan) < FRAMES and scan.gt_ok.sum() >= len(scan) - 1
+        # every image left decodes, in the order the scan saw them
+        images = list(bags.iter_images(b, scan))
+        assert [i for i, _ in images] == list(range(len(scan)))
+        assert [bags.header_stamp_ns(m.data) for _, m in images] == scan.stamps_ns.tolist()

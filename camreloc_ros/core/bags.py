@@ -168,7 +168,7 @@ class BagDamage:
         return out
 
     def describe(self) -> str:
-        """The findings in one paragraph, for error messages."""
+        """Return the findings in one paragraph, for error messages."""
         return '; '.join(self.lines(3))
 
     def as_dict(self) -> dict:
@@ -447,7 +447,7 @@ def _chunk_data(body: bytes) -> tuple[int, int, int, bytes]:
 
 
 def _chunk_records(body: bytes) -> Iterator[tuple[int, bytes]]:
-    """Records of a chunk, its CRC checked (when stored) and every length in bounds."""
+    """Return the records of a chunk, its CRC checked (when stored) and lengths in bounds."""
     _, _, crc, data = _chunk_data(body)
     if crc and zlib.crc32(data) != crc:
         raise _BadChunk(f'CRC mismatch (stored {crc:08x}, computed {zlib.crc32(data):08x})')
@@ -666,7 +666,7 @@ def _mcap_records(path: Path, skip_damaged: bool = False
 
 
 def _summary_records(f, footer: tuple[int, int, int]) -> list[tuple[int, bytes]]:
-    """Schema and channel records of the summary section (empty if it does not parse)."""
+    """Return the schema and channel records of the summary section."""
     foot, start, _ = footer
     if not start or start > foot:
         return []
@@ -1045,7 +1045,7 @@ class BagScan:
     damage: BagDamage | None = None    # what was skipped (only with allow_damaged)
 
     def undecodable(self) -> set[int]:
-        """Positions of the images found undecodable (never given to a model)."""
+        """Return the positions of the images that did not decode; no model sees them."""
         if self.damage is None:
             return set()
         return {u['index'] for u in self.damage.undecodable

@@ -157,7 +157,8 @@ def predict_bag(engine: InferenceEngine, bag: Bag, scan: BagScan, indices: list[
                                   stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
     if not bad:
         return list(indices), preds
-    keep = [k for k, i in enumerate(indices) if i not in set(bad)]
+    dropped = set(bad)
+    keep = [k for k, i in enumerate(indices) if i not in dropped]
     indices = [indices[k] for k in keep]
     if not engine.temporal:
         return indices, [preds[k] for k in keep]
