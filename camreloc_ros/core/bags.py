@@ -182,8 +182,8 @@ class BagDamagedError(BagError):
     """Bit-rot or undecodable messages in a bag; ``damage`` (:class:`BagDamage`) says where."""
 
     def __init__(self, path: str | Path, damage: BagDamage):
-        super().__init__(f'bag is damaged: {damage.describe()}. Pass --allow-damaged to '
-                         'evaluate the intact part (what is skipped is reported)', path)
+        super().__init__(f'bag is damaged: {damage.describe()}. bag-eval --allow-damaged '
+                         'evaluates the intact part (and reports what it skips)', path)
         self.damage = damage
 
 
