@@ -12,108 +12,522 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``camreloc search``: random hyper-parameter search (Bergstra & Bengio), as the thesis did.
+"""``camreloc search``: hyper-parameter search on Optuna (TPE sampler, pruning, resumable).
 
-Each trial samples every entry of ``space`` (dotted training-config keys) independently,
-trains for ``epochs`` on the training split and is scored on the validation split by
-median position (m) + median orientation (deg) / 10. Trials share the frozen-feature cache
-when they share the frozen trunk, so only the trainable part is paid for per trial.
+The thesis ran a random search (Bergstra & Bengio); TPE starts the same way (random trials)
+and then samples where the good trials were. Every trial trains for ``epochs`` on the training
+split and reports its validation score, median position (m) + median orientation (deg) / 10,
+after each epoch, so the pruner (median by default) stops trials that fall behind.
+
+The study lives in an Optuna storage: ``sqlite:///<out>/search.db`` by default, or any RDB URL
+(``--storage postgresql://...``) so that workers on many machines share one study. The study
+holds ``trials`` finished (COMPLETE or PRUNED) trials in the end: a run killed at any point and
+started again continues up to that number; the killed run's trial is marked FAIL (at once on
+the same machine, after the heartbeat grace period from another one) and is not counted.
+Trials share the frozen-feature cache when they share the frozen trunk, so only the trainable
+part is paid for per trial.
 """
 
 import argparse
 import json
 import math
+import os
 from pathlib import Path
+import socket
+import time
+import warnings
 
-import numpy as np
-
-from camreloc_ros.core.config import deep_update, load_yaml, merge_conf, parse_overrides
+from camreloc_ros.core.config import ConfigError, deep_update, load_yaml, merge_conf, \
+    parse_overrides
 from camreloc_ros.core.data.datasets import FORMATS
-from camreloc_ros.core.evaluation import atomic_write_text
+from camreloc_ros.core.io import atomic_output, atomic_write_text
 from camreloc_ros.core.training import train_conf, Trainer
 from camreloc_ros.tools.train import load_frames
 
+DISTRIBUTIONS = ('choice', 'uniform', 'log_uniform')
+
 default_conf = {
-    'trials': 8,
-    'seed': 0,
-    'epochs': 20,
+    'trials': 20,        # finished (COMPLETE + PRUNED) trials the study holds in the end
+    'seed': 0,           # TPE seed; each trial's sampler seed also depends on the trial count
+    'epochs': 20,        # per trial; the validation score is reported after each epoch
+    'study_name': 'camreloc-search',
+    'storage': None,     # None = sqlite:///<out>/search.db; any SQLAlchemy URL otherwise
+    'heartbeat': 60,     # s between a running trial's heartbeats (RDB storages); None = off
+    'grace_period': 180,  # s without heartbeat after which another worker fails a trial
+    'tpe_startup_trials': 5,   # random trials before TPE models the good region
+    # Optuna pruner: name (median, percentile, threshold, hyperband, none) + its arguments
+    'pruner': {'name': 'median', 'n_startup_trials': 5, 'n_warmup_steps': 3},
+    # Dotted training-config keys -> one distribution each (choice / uniform / log_uniform),
+    # optionally with ``when: {earlier key: value or [values]}`` (searched only then).
+    # Ranges around what the thesis searched: Adam learning rate (found 2e-4), L2 and dropout
+    # (found 0), the loss norm (found L1), the loss and its weights (PoseNet's beta, the
+    # initial log-variances of the learned weighting), the head's width and how many of the
+    # last CNN stages are fine-tuned (the thesis trained the last 3 blocks).
     'space': {
-        'train.lr': {'log_uniform': [5e-5, 1e-3]},
-        'loss.name': {'choice': ['nh', 'qeh']},
-        'loss.s_rot_init': {'uniform': [-4.0, 0.0]},
-        'model.head.dropout': {'choice': [0.0, 0.1, 0.3]},
+        'train.lr': {'log_uniform': [1e-5, 1e-3]},
+        'train.weight_decay': {'choice': [0.0, 1e-5, 1e-4, 1e-3]},
+        'model.head.dropout': {'uniform': [0.0, 0.5]},
+        'loss.p': {'choice': [1, 2]},
+        'loss.name': {'choice': ['posenet', 'nh', 'qeh']},
+        'loss.beta': {'log_uniform': [50.0, 2000.0], 'when': {'loss.name': 'posenet'}},
+        'loss.s_rot_init': {'uniform': [-4.0, 0.0], 'when': {'loss.name': ['nh', 'qeh']}},
         'model.head.width': {'choice': [512, 1024, 2048]},
         'model.backbone.trainable_stages': {'choice': [1, 2, 3]},
     },
     'base': {},   # training-config overrides shared by every trial
 }
 
+PRUNERS = ('median', 'percentile', 'threshold', 'hyperband', 'none')
+# settings that must match to continue a stored study (another space is another study)
+STUDY_KEYS = ('space', 'base', 'epochs')
 
-def sample(space: dict, rng: np.random.Generator) -> dict:
-    """One value per dotted key from its distribution (choice, uniform, log_uniform)."""
-    out = {}
-    for key, dist in space.items():
-        if len(dist) != 1:
-            raise ValueError(f'search space entry {key!r} must have exactly one distribution')
-        (kind, arg), = dist.items()
-        if kind == 'choice':
-            value = arg[int(rng.integers(len(arg)))]
-        elif kind == 'uniform':
-            value = float(rng.uniform(arg[0], arg[1]))
-        elif kind == 'log_uniform':
-            value = float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
-        else:
-            raise ValueError(f'search space entry {key!r}: unknown distribution {kind!r}; '
-                             'valid: choice, uniform, log_uniform')
-        out[key] = value.item() if isinstance(value, np.generic) else value
-    return out
+
+def _optuna():
+    import optuna   # imported here: only this tool needs it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _parse_entry(key: str, dist) -> tuple[str, list, dict]:
+    """``(kind, argument, when)`` of one space entry, checked; errors name the entry."""
+    if not isinstance(dist, dict):
+        raise ValueError(f'search space entry {key!r} must be a mapping like '
+                         '{choice: [...]}, {uniform: [lo, hi]} or {log_uniform: [lo, hi]}')
+    when = dist.get('when') or {}
+    kinds = [k for k in dist if k != 'when']
+    if len(kinds) != 1:
+        raise ValueError(f'search space entry {key!r} must have exactly one distribution '
+                         f'({", ".join(DISTRIBUTIONS)}), got {kinds}')
+    kind, arg = kinds[0], dist[kinds[0]]
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f'search space entry {key!r}: unknown distribution {kind!r}; '
+                         f'valid: {", ".join(DISTRIBUTIONS)}')
+    if kind == 'choice':
+        if not isinstance(arg, list) or not arg:
+            raise ValueError(f'search space entry {key!r}: choice needs a non-empty list')
+    else:
+        ok = (isinstance(arg, list) and len(arg) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and math.isfinite(v) for v in arg) and arg[0] < arg[1])
+        if not ok:
+            raise ValueError(f'search space entry {key!r}: {kind} needs [low, high] with '
+                             f'low < high, got {arg!r}')
+        if kind == 'log_uniform' and arg[0] <= 0:
+            raise ValueError(f'search space entry {key!r}: log_uniform needs low > 0, '
+                             f'got {arg!r}')
+    if not isinstance(when, dict):
+        raise ValueError(f'search space entry {key!r}: when must map an earlier entry to a '
+                         'value or a list of values')
+    return kind, arg, when
 
 
 def _nested(flat: dict) -> dict:
-    return parse_overrides(f'{k}={json.dumps(v)}' for k, v in flat.items())
+    """``{'a.b': v}`` -> ``{'a': {'b': v}}``, values as they are (no YAML re-reading, which
+    would turn ``1e-05`` into a string)."""
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split('.')
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f'search space entries {key!r} and {part!r} overlap')
+        node[leaf] = value
+    return out
 
 
-def format_results(results: list[dict]) -> str:
-    """Markdown table of trials sorted by validation score (best first)."""
-    keys = sorted({k for r in results for k in r['params']})
-    head = '| rank | trial | median pos (m) | median rot (deg) | ' + ' | '.join(keys) + ' |'
-    rows = [head, '|' + '---|' * (head.count('|') - 1)]
-    for rank, r in enumerate(sorted(results, key=lambda r: r['score']), 1):
-        vals = [f'{v:.3g}' if isinstance(v, float) else str(v)
-                for v in (r['params'].get(k, '') for k in keys)]
-        rows.append(f'| {rank} | {r["trial"]} | {r["val_median_pos"]:.3f} | '
-                    f'{r["val_median_rot"]:.2f} | ' + ' | '.join(vals) + ' |')
-    return '\n'.join(rows)
+def check_space(space: dict, base: dict | None = None) -> None:
+    """Refuse a bad space before any trial runs: unknown distributions, bad ranges, bad keys.
+
+    Every choice and the ends and middle of every range go through the training config's own
+    checks, so a misspelt key or a value of the wrong type is named now, not in trial 7.
+    """
+    if not isinstance(space, dict) or not space:
+        raise ValueError('the search space must be a non-empty mapping of dotted training-'
+                         'config keys to distributions')
+    seen = []
+    for key, dist in space.items():
+        kind, arg, when = _parse_entry(key, dist)
+        for cond in when:
+            if cond not in seen:
+                raise ValueError(f'search space entry {key!r}: when names {cond!r}, which is '
+                                 'not an earlier entry of the space')
+        values = arg if kind == 'choice' else \
+            [float(arg[0]), float(sum(arg) / 2), float(arg[1])]
+        for value in values:   # a range gives floats: an integer key is refused here
+            try:
+                train_conf(deep_update(base or {}, _nested({key: value})))
+            except ValueError as exc:
+                raise ValueError(f'search space entry {key!r} ({kind} {arg!r}): {exc}') from None
+        seen.append(key)
+
+
+def _condition_holds(when: dict, params: dict) -> bool:
+    for cond, wanted in when.items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if cond not in params or params[cond] not in allowed:
+            return False
+    return True
+
+
+def suggest(trial, space: dict) -> dict:
+    """One value per dotted key from an Optuna trial (``choice`` -> categorical, ``uniform``
+    -> float, ``log_uniform`` -> float on a log scale); entries whose ``when`` fails are left
+    to the base config."""
+    params = {}
+    for key, dist in space.items():
+        kind, arg, when = _parse_entry(key, dist)
+        if not _condition_holds(when, params):
+            continue
+        if kind == 'choice':
+            params[key] = trial.suggest_categorical(key, arg)
+        else:
+            params[key] = trial.suggest_float(key, float(arg[0]), float(arg[1]),
+                                              log=kind == 'log_uniform')
+    return params
+
+
+def make_pruner(conf: dict):
+    """The configured Optuna pruner; a bad name or argument names the ``pruner`` key."""
+    optuna = _optuna()
+    conf = dict(conf or {'name': 'none'})
+    name = conf.pop('name', None)
+    classes = {'median': optuna.pruners.MedianPruner,
+               'percentile': optuna.pruners.PercentilePruner,
+               'threshold': optuna.pruners.ThresholdPruner,
+               'hyperband': optuna.pruners.HyperbandPruner,
+               'none': optuna.pruners.NopPruner}
+    if name not in classes:
+        raise ConfigError(f'pruner.name: expected one of {", ".join(PRUNERS)}, got {name!r}')
+    try:
+        return classes[name](**conf)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f'pruner ({name}): bad arguments {conf}: {exc}') from None
+
+
+def storage_url(conf: dict, out: Path) -> str:
+    """The study's storage: the configured URL, else a SQLite file in ``out``."""
+    return conf['storage'] or f'sqlite:///{(out / "search.db").resolve()}'
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for logs and result files."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:   # noqa: BLE001 - an unparsable URL is refused later, with its reason
+        return url.split('@')[-1]
+
+
+def open_storage(conf: dict, url: str):
+    """Optuna RDB storage with heartbeats (so dead workers' trials get failed)."""
+    optuna = _optuna()
+    kwargs = {}
+    if url.startswith('sqlite'):
+        # several workers on one machine: wait for the file lock instead of failing
+        kwargs['engine_kwargs'] = {'connect_args': {'timeout': 60}}
+    if conf['heartbeat']:
+        kwargs['heartbeat_interval'] = int(conf['heartbeat'])
+        kwargs['grace_period'] = int(conf['grace_period'])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:   # noqa: BLE001 - driver, network and URL errors alike
+        raise ValueError(f'--storage {shown_url(url)}: cannot open the study storage: '
+                         f'{type(exc).__name__}: {exc}') from None
+
+
+def _worker_id() -> str:
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # somebody else's live process
+        return True
+    return True
+
+
+def fail_dead_trials(study, storage, log=print) -> list[int]:
+    """Mark RUNNING trials of dead processes FAIL; returns their numbers.
+
+    A trial started on this machine by a process that no longer runs is failed at once;
+    other machines' trials are failed by Optuna's heartbeat check after the grace period.
+    """
+    optuna = _optuna()
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(trial.user_attrs.get('worker', ''))
+        whost, _, pid = worker.rpartition(':')
+        if whost != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), trial.number)
+        try:
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue   # finished meanwhile
+        failed.append(trial.number)
+        log(f'trial {trial.number} of dead worker {worker} marked FAIL (not counted)')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return failed
+
+
+def _counts(study) -> dict:
+    optuna = _optuna()
+    counts = {s.name: 0 for s in optuna.trial.TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] += 1
+    return counts
+
+
+def _load_conf(conf: dict) -> dict:
+    conf = dict(conf)
+    space = conf.pop('space', None)     # a given space replaces the default one entirely
+    pruner = conf.pop('pruner', None)   # so does a given pruner (other arguments)
+    conf = merge_conf(default_conf, conf)
+    conf['space'] = space or conf['space']
+    conf['pruner'] = pruner if pruner is not None else conf['pruner']
+    for key in ('trials', 'epochs'):
+        if isinstance(conf[key], bool) or not isinstance(conf[key], int) or conf[key] < 1:
+            raise ConfigError(f'{key}: expected an integer >= 1, got {conf[key]!r}')
+    return conf
+
+
+def _check_out(out: Path, study_name: str, url: str) -> None:
+    """Refuse to overwrite another study's results in ``out``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f'--out {out} is a file; expected a search folder')
+    results = out / 'results.json'
+    if not results.exists():
+        return
+    try:
+        old = json.loads(results.read_text())
+        same = old['study']['name'] == study_name and old['study']['storage'] == shown_url(url)
+    except (ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise ValueError(f'--out {out} holds the results of another search ({results}); '
+                         'use the same --study-name and --storage to continue it, or choose '
+                         'a new --out')
+
+
+def _study_settings(conf: dict, n_train: int, n_val: int) -> dict:
+    settings = {k: conf[k] for k in STUDY_KEYS}
+    settings['frames'] = [n_train, n_val]
+    return json.loads(json.dumps(settings))   # what the storage gives back (lists, not tuples)
 
 
 def main(conf: dict, paths: dict, log=print) -> Path:
-    """Run the search; ``paths``: ``data`` and ``out``; returns the results file."""
-    conf = dict(conf)
-    space = conf.pop('space', None)     # a given space replaces the default one entirely
-    conf = merge_conf(default_conf, conf)
-    conf['space'] = space or conf['space']
+    """Run (or continue) the study; ``paths``: ``data`` and ``out``; returns results.md."""
+    optuna = _optuna()
+    conf = _load_conf(conf)
     out = Path(paths['out'])
-    out.mkdir(parents=True, exist_ok=True)
+    url = storage_url(conf, out)
+    _check_out(out, conf['study_name'], url)
     base = train_conf(conf['base'])
+    check_space(conf['space'], conf['base'])
+    pruner = make_pruner(conf['pruner'])
     train, val = paths.get('frames') or load_frames(paths['data'], base)
     if not val:
         raise ValueError('the search needs validation frames to score trials')
-    rng = np.random.default_rng(conf['seed'])
-    results = []
-    for trial in range(conf['trials']):
-        params = sample(conf['space'], rng)
-        tconf = train_conf(deep_update(base, _nested(params)))
+    out.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(conf, url)
+    direction = 'minimize'
+    study = optuna.create_study(storage=storage, study_name=conf['study_name'],
+                                direction=direction, load_if_exists=True)
+    settings = _study_settings(conf, len(train), len(val))
+    stored = study.user_attrs.get('settings')
+    if stored is None:
+        study.set_user_attr('settings', settings)
+    elif stored != settings:
+        diff = [k for k in settings if settings[k] != stored.get(k)]
+        raise ValueError(f'study {conf["study_name"]!r} in {shown_url(url)} was made with '
+                         f'other settings ({", ".join(diff)} differ); continue it with the '
+                         'same config, or choose another --study-name')
+    log(f'study {conf["study_name"]!r} in {shown_url(url)}: target {conf["trials"]} finished '
+        f'trials; {len(train)} training and {len(val)} validation frames')
+
+    def objective(trial) -> float:
+        trial.set_user_attr('worker', _worker_id())
+        params = suggest(trial, conf['space'])
+        tconf = train_conf(deep_update(conf['base'], _nested(params)))
         tconf['train']['epochs'] = conf['epochs']
-        log(f'trial {trial + 1}/{conf["trials"]}: {params}')
-        trainer = Trainer(tconf, train, val, out / f'trial_{trial:03d}', log=log,
-                          progress_bars=False)
-        record = trainer.fit()
-        results.append({'trial': trial, 'params': params, 'score': record['val_score'],
-                        'val_median_pos': record['val_median_pos'],
-                        'val_median_rot': record['val_median_rot']})
-        atomic_write_text(out / 'results.json', json.dumps(results, indent=1))
-    table = format_results(results)
-    atomic_write_text(out / 'results.md', table + '\n')
+        log(f'trial {trial.number}: {params}')
+        trainer = Trainer(tconf, train, val, out / 'trials' / f'{trial.number:04d}',
+                          log=log, progress_bars=False)
+        history = []
+        for epoch in range(1, conf['epochs'] + 1):
+            record = trainer.train_epoch()
+            record.update(trainer.validate())
+            history.append(record)
+            atomic_write_text(trainer.out_dir / 'history.json', json.dumps(history, indent=1))
+            for key in ('val_median_pos', 'val_median_rot'):
+                trial.set_user_attr(key, record[key])
+            trial.set_user_attr('epochs', epoch)
+            score = record['val_score']
+            log(f'  trial {trial.number} epoch {epoch}: val median {record["val_median_pos"]:.3f}'
+                f' m {record["val_median_rot"]:.2f} deg, score {score:.4f}')
+            trial.report(score, epoch)
+            if trial.should_prune():
+                log(f'  trial {trial.number} pruned after epoch {epoch}')
+                raise optuna.TrialPruned()
+        return score
+
+    while True:
+        fail_dead_trials(study, storage, log)
+        counts = _counts(study)
+        finished = counts['COMPLETE'] + counts['PRUNED']
+        if finished + counts['RUNNING'] >= conf['trials']:
+            break
+        # a fresh seeded sampler per trial: resumed and parallel runs do not repeat the
+        # random draws of earlier trials, and one worker's sequence is reproducible
+        sampler = optuna.samplers.TPESampler(
+            seed=(conf['seed'] * 1000003 + sum(counts.values())) % 2 ** 32,
+            n_startup_trials=conf['tpe_startup_trials'])
+        study = optuna.load_study(study_name=conf['study_name'], storage=storage,
+                                  sampler=sampler, pruner=pruner)
+        study.optimize(objective, n_trials=1, catch=())
+    counts = _counts(study)
+    log(f'study holds {counts["COMPLETE"]} complete, {counts["PRUNED"]} pruned, '
+        f'{counts["FAIL"]} failed and {counts["RUNNING"]} running trials')
+    return write_results(study, out, url, log)
+
+
+def override_value(value) -> str:
+    """A value as a ``key=value`` override that YAML reads back as the same value.
+
+    YAML 1.1 reads ``1e-05`` as a string: floats get a decimal point in the mantissa.
+    """
+    text = json.dumps(value)
+    if isinstance(value, float) and 'e' in text:
+        mantissa, exponent = text.split('e')
+        if '.' not in mantissa:
+            mantissa += '.0'
+        text = f'{mantissa}e{"" if exponent[0] in "+-" else "+"}{exponent}'
+    return text
+
+
+def _row_order(trial) -> tuple:
+    # complete trials by value, then pruned ones (longest-lived first): a pruned value is an
+    # early-epoch score, not comparable to a finished one
+    done = trial.state.name == 'COMPLETE'
+    value = trial.value if trial.value is not None else math.inf
+    return (0 if done else 1, 0 if done else -int(trial.user_attrs.get('epochs', 0)), value)
+
+
+def trial_records(study) -> list[dict]:
+    """Every trial of the study as a plain record (results.json)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({
+            'trial': t.number, 'state': t.state.name, 'value': t.value,
+            'epochs': t.user_attrs.get('epochs'),
+            'val_median_pos': t.user_attrs.get('val_median_pos'),
+            'val_median_rot': t.user_attrs.get('val_median_rot'),
+            'params': dict(t.params), 'worker': t.user_attrs.get('worker'),
+            'start': t.datetime_start.isoformat() if t.datetime_start else None,
+            'seconds': (t.duration.total_seconds() if t.duration else None)})
+    return rows
+
+
+def format_results(study, plots: dict) -> str:
+    """Markdown: counts, best trial, table of COMPLETE/PRUNED trials sorted by value, plots."""
+    trials = [t for t in study.get_trials(deepcopy=False)
+              if t.state.name in ('COMPLETE', 'PRUNED')]
+    trials.sort(key=_row_order)
+    counts = _counts(study)
+    keys = sorted({k for t in trials for k in t.params})
+    lines = [f'# Search {study.study_name!r}', '',
+             f'{counts["COMPLETE"]} complete, {counts["PRUNED"]} pruned, {counts["FAIL"]} failed, '
+             f'{counts["RUNNING"]} running. Score: validation median position (m) + median '
+             'orientation (deg) / 10, lower is better; a pruned trial shows its score at the '
+             'epoch it was stopped.', '']
+    done = [t for t in trials if t.state.name == 'COMPLETE']
+    if done:
+        best = min(done, key=lambda t: t.value)
+        args = ' '.join(f'{k}={override_value(v)}' for k, v in sorted(best.params.items()))
+        lines += [f'Best: trial {best.number}, score {best.value:.4f}. Train it with:', '',
+                  f'    camreloc train ... {args}', '']
+    head = ('| rank | trial | state | epochs | score | median pos (m) | median rot (deg) | '
+            + ' | '.join(keys) + ' |')
+    lines += [head, '|' + '---|' * (head.count('|') - 1)]
+    for rank, t in enumerate(trials, 1):
+        vals = [f'{v:.3g}' if isinstance(v, float) else str(v)
+                for v in (t.params.get(k, '') for k in keys)]
+        a = t.user_attrs
+        score = f'{t.value:.4f}' if t.value is not None else ''
+        pos = f'{a["val_median_pos"]:.3f}' if 'val_median_pos' in a else ''
+        rot = f'{a["val_median_rot"]:.2f}' if 'val_median_rot' in a else ''
+        lines.append(f'| {rank} | {t.number} | {t.state.name} | {a.get("epochs", "")} | '
+                     f'{score} | {pos} | {rot} | ' + ' | '.join(vals) + ' |')
+    lines.append('')
+    for title, (name, note) in plots.items():
+        lines.append(f'![{title}]({name})' if name else f'{title}: {note}')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def _save_axes(ax, path: Path) -> None:
+    fig = ax.figure
+    fig.set_size_inches(8, 5)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight')
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def write_plots(study, out: Path) -> dict:
+    """Optuna's optimization history and parameter importances as PNG files (Agg backend).
+
+    Returns ``{title: (file name or None, note)}``; importances need two complete trials.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    optuna = _optuna()
+    from optuna.visualization import matplotlib as ovm
+    plots = {}
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE']
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        if done:
+            _save_axes(ovm.plot_optimization_history(study, target_name='validation score'),
+                       out / 'history.png')
+            plots['Optimization history'] = ('history.png', '')
+        else:
+            plots['Optimization history'] = (None, 'no complete trial yet')
+        if len(done) < 2:
+            plots['Parameter importances'] = (
+                None, f'skipped: needs at least 2 complete trials, the study has {len(done)}')
+        else:
+            try:
+                ax = ovm.plot_param_importances(study, target_name='validation score')
+            except Exception as exc:   # noqa: BLE001 - a plot never costs the results
+                plots['Parameter importances'] = (None, f'skipped: {exc}')
+            else:
+                _save_axes(ax, out / 'importances.png')
+                plots['Parameter importances'] = ('importances.png', '')
+    return plots
+
+
+def write_results(study, out: Path, url: str, log=print) -> Path:
+    """results.json, results.md and the plots of the whole study (all workers' trials)."""
+    plots = write_plots(study, out)
+    data = {'study': {'name': study.study_name, 'storage': shown_url(url),
+                      'written': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                      'counts': _counts(study)},
+            'trials': trial_records(study)}
+    atomic_write_text(out / 'results.json', json.dumps(data, indent=1))
+    table = format_results(study, plots)
+    atomic_write_text(out / 'results.md', table)
     log(table)
     return out / 'results.md'
 
@@ -122,9 +536,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``camreloc search``."""
     parser.add_argument('--data', required=True, help='dataset folder')
     parser.add_argument('--format', required=True, choices=FORMATS)
-    parser.add_argument('--config', help='YAML with search settings (trials, epochs, space, base)')
-    parser.add_argument('--trials', type=int)
-    parser.add_argument('--epochs', type=int)
+    parser.add_argument('--config', help='YAML with search settings (trials, epochs, space, '
+                        'base, pruner, ...)')
+    parser.add_argument('--trials', type=int,
+                        help='finished (complete + pruned) trials the study should hold')
+    parser.add_argument('--epochs', type=int, help='epochs per trial')
+    parser.add_argument('--storage', help='Optuna storage URL shared by all workers, e.g. '
+                        'postgresql://user:pass@host/db (default: sqlite:///OUT/search.db)')
+    parser.add_argument('--study-name', help='study to create or continue '
+                        f'(default {default_conf["study_name"]})')
     parser.add_argument('--out', default='runs/search')
     parser.add_argument('overrides', nargs='*', metavar='key=value',
                         help='search-config overrides, e.g. base.train.batch_size=16')
@@ -135,7 +555,7 @@ def from_args(args: argparse.Namespace) -> Path:
     conf = load_yaml(args.config) if args.config else {}
     conf = deep_update(conf, parse_overrides(args.overrides))
     conf = deep_update(conf, {'base': {'data': {'format': args.format}}})
-    for key in ('trials', 'epochs'):
-        if getattr(args, key):
+    for key in ('trials', 'epochs', 'storage', 'study_name'):
+        if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
     return main(conf, {'data': args.data, 'out': args.out})
