@@ -120,9 +120,11 @@ def imported_modules(*folders: str) -> dict[str, bool]:
 
 
 def is_ros_package(module: str) -> bool:
-    """A module of a ROS package in .venv's ament index (rclpy, messages, launch, ...)."""
-    index = Path(sys.prefix) / 'share' / 'ament_index' / 'resource_index' / 'packages'
-    return (index / module).is_file() or module in ('tf2_ros', 'tf2_msgs')
+    """A module of a ROS package in an ament index: .venv's here, /opt/ros/<distro> on a robot."""
+    prefixes = [sys.prefix, *filter(None, os.environ.get('AMENT_PREFIX_PATH', '').split(':'))]
+    return module in ('tf2_ros', 'tf2_msgs') or any(
+        (Path(p) / 'share' / 'ament_index' / 'resource_index' / 'packages' / module).is_file()
+        for p in prefixes)
 
 
 def robot_requirements() -> dict:
