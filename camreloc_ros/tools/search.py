@@ -37,6 +37,8 @@ import socket
 import time
 import warnings
 
+import numpy as np
+
 from camreloc_ros.core.config import ConfigError, deep_update, load_yaml, merge_conf, \
     parse_overrides
 from camreloc_ros.core.data.datasets import FORMATS
@@ -55,7 +57,8 @@ default_conf = {
     'heartbeat': 60,     # s between a running trial's heartbeats (RDB storages); None = off
     'grace_period': 180,  # s without heartbeat after which another worker fails a trial
     'tpe_startup_trials': 5,   # random trials before TPE models the good region
-    # Optuna pruner: name (median, percentile, threshold, hyperband, none) + its arguments
+    # Optuna pruner: name (median, percentile, threshold, hyperband, none) + the arguments
+    # of its Optuna class; another name replaces these arguments, the same name updates them
     'pruner': {'name': 'median', 'n_startup_trials': 5, 'n_warmup_steps': 3},
     # Dotted training-config keys -> one distribution each (choice / uniform / log_uniform),
     # optionally with ``when: {earlier key: value or [values]}`` (searched only then).
@@ -291,10 +294,13 @@ def _counts(study) -> dict:
 def _load_conf(conf: dict) -> dict:
     conf = dict(conf)
     space = conf.pop('space', None)     # a given space replaces the default one entirely
-    pruner = conf.pop('pruner', None)   # so does a given pruner (other arguments)
+    pruner = conf.pop('pruner', default_conf['pruner'])   # null: no pruning
     conf = merge_conf(default_conf, conf)
     conf['space'] = space or conf['space']
-    conf['pruner'] = pruner if pruner is not None else conf['pruner']
+    if isinstance(pruner, dict) and pruner.get('name', conf['pruner']['name']) == \
+            conf['pruner']['name']:
+        pruner = {**conf['pruner'], **pruner}   # e.g. only pruner.n_warmup_steps=5 given
+    conf['pruner'] = pruner if pruner is not None else {'name': 'none'}
     for key in ('trials', 'epochs'):
         if isinstance(conf[key], bool) or not isinstance(conf[key], int) or conf[key] < 1:
             raise ConfigError(f'{key}: expected an integer >= 1, got {conf[key]!r}')
@@ -338,8 +344,10 @@ def main(conf: dict, paths: dict, log=print) -> Path:
     train, val = paths.get('frames') or load_frames(paths['data'], base)
     if not val:
         raise ValueError('the search needs validation frames to score trials')
-    out.mkdir(parents=True, exist_ok=True)
+    if conf['storage'] is None:
+        out.mkdir(parents=True, exist_ok=True)   # the default SQLite file lives there
     storage = open_storage(conf, url)
+    out.mkdir(parents=True, exist_ok=True)
     direction = 'minimize'
     study = optuna.create_study(storage=storage, study_name=conf['study_name'],
                                 direction=direction, load_if_exists=True)
@@ -390,7 +398,8 @@ def main(conf: dict, paths: dict, log=print) -> Path:
         # a fresh seeded sampler per trial: resumed and parallel runs do not repeat the
         # random draws of earlier trials, and one worker's sequence is reproducible
         sampler = optuna.samplers.TPESampler(
-            seed=(conf['seed'] * 1000003 + sum(counts.values())) % 2 ** 32,
+            seed=int(np.random.SeedSequence([conf['seed'], sum(counts.values())])
+                     .generate_state(1)[0]),   # mixed: nearby seeds give nearby draws
             n_startup_trials=conf['tpe_startup_trials'])
         study = optuna.load_study(study_name=conf['study_name'], storage=storage,
                                   sampler=sampler, pruner=pruner)
