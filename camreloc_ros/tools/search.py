@@ -125,8 +125,10 @@ def _parse_entry(key: str, dist) -> tuple[str, list, dict]:
 
 
 def _nested(flat: dict) -> dict:
-    """``{'a.b': v}`` -> ``{'a': {'b': v}}``, values as they are (no YAML re-reading, which
-    would turn ``1e-05`` into a string)."""
+    """Nest ``{'a.b': v}`` as ``{'a': {'b': v}}``, values as they are.
+
+    No YAML re-reading: YAML 1.1 would turn ``1e-05`` into a string.
+    """
     out: dict = {}
     for key, value in flat.items():
         node = out
@@ -174,9 +176,11 @@ def _condition_holds(when: dict, params: dict) -> bool:
 
 
 def suggest(trial, space: dict) -> dict:
-    """One value per dotted key from an Optuna trial (``choice`` -> categorical, ``uniform``
-    -> float, ``log_uniform`` -> float on a log scale); entries whose ``when`` fails are left
-    to the base config."""
+    """Draw one value per dotted key from an Optuna trial.
+
+    ``choice`` -> categorical, ``uniform`` -> float, ``log_uniform`` -> float on a log scale;
+    entries whose ``when`` fails are left to the base config.
+    """
     params = {}
     for key, dist in space.items():
         kind, arg, when = _parse_entry(key, dist)
@@ -191,7 +195,7 @@ def suggest(trial, space: dict) -> dict:
 
 
 def make_pruner(conf: dict):
-    """The configured Optuna pruner; a bad name or argument names the ``pruner`` key."""
+    """Build the configured Optuna pruner; a bad name or argument names the ``pruner`` key."""
     optuna = _optuna()
     conf = dict(conf or {'name': 'none'})
     name = conf.pop('name', None)
@@ -209,12 +213,12 @@ def make_pruner(conf: dict):
 
 
 def storage_url(conf: dict, out: Path) -> str:
-    """The study's storage: the configured URL, else a SQLite file in ``out``."""
+    """Return the study's storage: the configured URL, else a SQLite file in ``out``."""
     return conf['storage'] or f'sqlite:///{(out / "search.db").resolve()}'
 
 
 def shown_url(url: str) -> str:
-    """The URL without its password, for logs and result files."""
+    """Return the URL without its password, for logs and result files."""
     try:
         from sqlalchemy.engine import make_url
         return make_url(url).render_as_string(hide_password=True)
@@ -411,7 +415,7 @@ def main(conf: dict, paths: dict, log=print) -> Path:
 
 
 def override_value(value) -> str:
-    """A value as a ``key=value`` override that YAML reads back as the same value.
+    """Format a value as a ``key=value`` override that YAML reads back as the same value.
 
     YAML 1.1 reads ``1e-05`` as a string: floats get a decimal point in the mantissa.
     """
