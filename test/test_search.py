@@ -187,3 +187,15 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
     # Results of another study in the same folder are never overwritten.
     with pytest.raises(ValueError, match='results of another search'):
         search.main(dict(conf, study_name='other'), paths, log=quiet)
+
+
+def test_cli_refuses_bad_pruner_and_storage_before_writing(tmp_path, capsys):
+    from camreloc_ros.tools import cli
+    out = tmp_path / 'out'
+    base = ['search', '--data', str(DATA), '--format', 'posed', '--out', str(out)]
+    assert cli.main(base + ['pruner.name=sometimes']) == 1
+    assert 'pruner.name' in capsys.readouterr().err
+    assert cli.main(base + ['--storage', 'postgresql+nodriver://u:secret@db.invalid/x']) == 1
+    err = capsys.readouterr().err
+    assert '--storage postgresql+nodriver://u:***@db.invalid/x' in err and 'secret' not in err
+    assert not out.exists()
