@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_model_like_tests(directory: Path) -> Path:
-    """A lite0 regressor with ImageNet weights and pose statistics (as the node tests)."""
+    """Save a lite0 regressor with ImageNet weights and pose statistics (as the node tests)."""
     from camreloc_ros.core.models.pose_model import build_model
 
     model = build_model('posenet')
@@ -164,7 +164,7 @@ class Driver:
         return future.result()
 
     def state(self) -> str:
-        """The node's lifecycle state label (``active``, ``unconfigured``...)."""
+        """Return the node's lifecycle state label (``active``, ``unconfigured``...)."""
         from lifecycle_msgs.srv import GetState
 
         return self.call(self.get_state, GetState.Request()).current_state.label
@@ -296,7 +296,7 @@ def summarise(blocks: list[dict], driver: Driver) -> None:
 
 
 def markdown(args: argparse.Namespace, blocks: list[dict], idle_rss: float, end: dict) -> str:
-    """The soak table: a column per block, then the run's verdict lines."""
+    """Format the soak table: a column per block, then the run's verdict lines."""
     heads = [f'{b["first"] + 1}-{b["first"] + len(b["good"]) + b["bad"]}' for b in blocks]
     rows = {
         'node RSS at the end of the block': [f'{b["rss_mib"]:.0f} MiB' for b in blocks],
@@ -322,14 +322,17 @@ def markdown(args: argparse.Namespace, blocks: list[dict], idle_rss: float, end:
              f'resets; runtime {args.runtime}; {machine()}', '',
              '| metric | ' + ' | '.join(heads) + ' |', '|---|' + '---|' * len(heads)]
     lines += [f'| {name} | ' + ' | '.join(cells) + ' |' for name, cells in rows.items()]
-    first, middle, last = blocks[0]['rss_mib'], blocks[len(blocks) // 2]['rss_mib'], \
-        blocks[-1]['rss_mib']
+    first, middle, last = (blocks[i]['rss_mib'] for i in (0, (len(blocks) - 1) // 2, -1))
     growth = 100.0 * max(abs(middle - first), abs(last - first)) / first
     good = sum(len(b['good']) for b in blocks)
     answered = sum(b['answered'] for b in blocks)
     inactive = sum(b['good_while_inactive'] for b in blocks)
     failures = (': ' + '; '.join(end['failures'][:3])) if end['failures'] else ''
+    counters = end['counters']
+    bad_active = sum(b['bad_while_active'] for b in blocks)
     cycle_s = end['cycle_s'] or [float('nan')]
+    final = ', '.join(f'{k} {counters.get(k, "?")}' for k in (
+        'received', 'processed', 'published', 'dropped_frames', 'bad_messages'))
     lines += [
         '',
         f'- RSS: {idle_rss:.0f} MiB configured and idle before the stream; {first:.0f} / '
@@ -339,11 +342,13 @@ def markdown(args: argparse.Namespace, blocks: list[dict], idle_rss: float, end:
         f'- answered: {answered} of {good} good frames ({100.0 * answered / good:.1f} %); '
         f'{inactive} were sent while a lifecycle cycle ran (the node is not active then); '
         f'answered share of the rest: {100.0 * answered / max(good - inactive, 1):.1f} %',
+        f'- node counters 2 s after the stream: {final} (bad messages sent while active: '
+        f'{bad_active})',
         f'- lifecycle cycle (deactivate, cleanup, configure, activate): median '
         f'{np.median(cycle_s):.2f} s, max {max(cycle_s):.2f} s',
         f'- crashes: node process {"alive" if end["alive"] else "DEAD"} at the end, final state '
-        f'{end["state"]!r}, worker errors {end["errors"]}, refused or failed calls '
-        f'{len(end["failures"])}{failures}; '
+        f'{end["state"]!r}, worker errors {counters.get("errors", "?")}, refused or failed '
+        f'calls {len(end["failures"])}{failures}; '
         f'on SIGINT it exited with {end["exit_code"]} and '
         f'{"a traceback" if end["traceback"] else "no traceback"}',
     ]
@@ -383,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
             summarise(blocks, driver)
             alive = node.poll() is None
             with driver.lock:
-                errors = driver.diagnostics.get('errors', '?')
-            end.update(alive=alive, state=driver.state() if alive else 'gone', errors=errors,
-                       failures=driver.failures, cycle_s=driver.cycle_s)
+                counters = dict(driver.diagnostics)
+            end.update(alive=alive, state=driver.state() if alive else 'gone',
+                       counters=counters, failures=driver.failures, cycle_s=driver.cycle_s)
         finally:
             driver.close()
             if node.poll() is None:
