@@ -39,8 +39,9 @@ PY="$VENV/bin/python"
 [ -x "$PY" ] || die "$PY not found or not executable"
 
 # Upstream RIHS01 type hashes checked after a build ('type hash' pairs, one per line).
+TFMESSAGE_HASH='RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087'
 case "$PKG" in
-  tf2_msgs) EXPECTED_HASHES='tf2_msgs/msg/TFMessage RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087' ;;
+  tf2_msgs) EXPECTED_HASHES="tf2_msgs/msg/TFMessage $TFMESSAGE_HASH" ;;
   *) EXPECTED_HASHES='' ;;
 esac
 
@@ -113,7 +114,8 @@ else
 fi
 
 # The interface types of the package, e.g. 'msg/TFMessage srv/LoadNode'.
-TYPES="$(cd "$SRC" && for f in msg/*.msg srv/*.srv; do [ -f "$f" ] && echo "${f%.*}"; done || true)"
+TYPES="$(cd "$SRC" && for f in msg/*.msg srv/*.srv; do
+  [ -f "$f" ] && echo "${f%.*}"; done || true)"
 [ -n "$TYPES" ] || die "no msg/*.msg or srv/*.srv in the package source"
 
 # Imports and constructs every type (a service: its Request and Response).

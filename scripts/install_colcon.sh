@@ -56,7 +56,9 @@ EOF
 chmod +x "$VENV/bin/colcon"
 
 # Verify: the wrapper runs colcon with this venv's Python and has the ament_python build.
-out="$(env -i HOME="${HOME:-/tmp}" PATH=/usr/bin:/bin "$VENV/bin/colcon" extensions 2>&1)" || \
+out="$(env -i HOME="${HOME:-/tmp}" PATH=/usr/bin:/bin "$VENV/bin/colcon" --log-base /dev/null \
+  extensions 2>&1)" || \
   die "'$VENV/bin/colcon extensions' fails: $out"
-grep -q "ros.ament_python: Build" <<< "$out" || die "colcon has no ament_python build (colcon-ros missing)"
+grep -q "ros.ament_python: Build" <<< "$out" || \
+  die "colcon has no ament_python build (colcon-ros missing)"
 say "$VENV/bin/colcon ready ($((SECONDS - START_S)) s)"
