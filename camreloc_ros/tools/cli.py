@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     'demo': ('camreloc_ros.tools.demo', 'the main job: train, evaluate and replay live'),
     'train': ('camreloc_ros.tools.train', 'train a pose model on a dataset or bags'),
     'evaluate': ('camreloc_ros.tools.evaluate', 'score a checkpoint on a dataset'),
+    'map': ('camreloc_ros.tools.map', 'build a localization map for pose refinement'),
     'search': ('camreloc_ros.tools.search', 'Optuna hyper-parameter search (resumable)'),
     'saliency': ('camreloc_ros.tools.saliency', 'saliency maps of a checkpoint'),
     'export': ('camreloc_ros.tools.export', 'export a checkpoint to ONNX (with its metadata)'),

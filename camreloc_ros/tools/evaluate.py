@@ -50,6 +50,7 @@ default_conf = {
     'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
     'limit': None,       # evaluate only the first N frames of the split (quick checks)
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
+    'refine': None,      # with paths['map']: Refiner settings (core.refine.default_conf)
 }
 
 
@@ -65,7 +66,8 @@ def main(conf: dict, paths: dict) -> Path:
     """Predict every frame of the split, write the result files, return the output folder.
 
     ``paths``: ``checkpoint``, ``data`` and optional ``out`` (default
-    ``<checkpoint dir>/eval_<split>``).
+    ``<checkpoint dir>/eval_<split>``) and ``map`` (a ``camreloc map`` file: adds the
+    retrieval, oracle and refined rows, :func:`camreloc_ros.tools.map.evaluate_map`).
     """
     conf = merge_conf(default_conf, conf)
     ckpt = require_file(paths['checkpoint'], 'checkpoint')
@@ -89,6 +91,11 @@ def main(conf: dict, paths: dict) -> Path:
     block, every = split_params(conf, extra)
     dataset = split_dataset(read_dataset(data, fmt), conf['split'], block=block, every=every)
     frames = dataset.frames
+    lmap = None
+    if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
+        from camreloc_ros.tools import map as map_tool
+        train = split_dataset(read_dataset(data, fmt), 'train', block=block, every=every)
+        lmap = map_tool.open_map(paths['map'], ckpt, train.frames, str(data))
     if conf['limit'] is not None:
         frames = frames[:int(conf['limit'])]
     if not frames:
@@ -119,6 +126,10 @@ def main(conf: dict, paths: dict) -> Path:
     print(format_table({title: summary}), end='')
     print(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
           f'frames/s); results in {out}: ' + ', '.join(p.name for p in files.values()))
+    if lmap is not None:
+        map_tool.evaluate_map(lmap, ckpt, frame_loaders(frames), [f.name for f in frames],
+                              frame_stamps(frames), preds, gt_pos, gt_quat, out, title,
+                              conf['refine'], info)
     return out
 
 
@@ -144,6 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--limit', type=int, default=None,
                         help='only the first N frames of the split (quick checks)')
     parser.add_argument('--title', default=None, help='name of the result row')
+    parser.add_argument('--map', type=Path, default=None,
+                        help='localization map (camreloc map): also score retrieval, the '
+                        'oracle and PnP-refined poses')
 
 
 def from_args(args: argparse.Namespace) -> Path:
@@ -151,4 +165,5 @@ def from_args(args: argparse.Namespace) -> Path:
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
             'runtime': args.runtime, 'limit': args.limit, 'title': args.title}
-    return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out})
+    return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out,
+                       'map': args.map})

@@ -1,0 +1,351 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Build a :class:`LocalizationMap` from posed training images.
+
+3D points come from depth where the dataset has it (7-Scenes ``frame-*.depth.png``: every
+keypoint with a consistent depth is lifted with the depth camera's intrinsics), else they
+are triangulated from SIFT matches between training images with their known poses, as hloc
+does with COLMAP's triangulator: image pairs chosen by pose proximity, matches verified
+against the epipolar geometry of the known poses, matches chained into tracks, each track
+triangulated over all its views (DLT) and kept only when every view reprojects within a few
+pixels and the views see it under a useful angle.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.mapping.features import (extract_sift, match_descriptors, root_sift,
+                                                SIFT_DEFAULTS)
+from camreloc_ros.core.mapping.map_file import LocalizationMap
+
+default_conf = {
+    'points': 'auto',            # auto (depth where every frame has it) | depth | triangulate
+    'sift': dict(SIFT_DEFAULTS),
+    'gem_p': 3.0,
+    'depth': {
+        # 7-Scenes' Kinect depth camera (not registered to colour; the usual approximation)
+        'fx': 585.0, 'fy': 585.0, 'cx': 320.0, 'cy': 240.0, 'width': 640, 'height': 480,
+        'scale': 0.001,          # png units -> metres
+        'min_m': 0.1, 'max_m': 10.0,
+        'max_spread': 0.05,      # 3x3 neighbourhood must agree within 5 % (no depth edges)
+    },
+    'triangulation': {
+        'pairs_per_image': 12,   # nearest training poses matched with each image
+        'max_distance_m': 4.0,
+        'max_view_angle_deg': 60.0,
+        'ratio': 0.8,
+        'epipolar_px': 3.0,      # Sampson distance to the known-pose epipolar line
+        'max_reproj_px': 4.0,
+        'min_angle_deg': 1.5,    # largest angle between a point's viewing rays
+        'min_track': 2,
+    },
+}
+
+
+def depth_path(image_path: Path) -> Path:
+    """7-Scenes depth file of a colour frame: ``frame-N.color.png`` -> ``frame-N.depth.png``."""
+    name = Path(image_path).name
+    if '.color.' not in name:
+        return Path(image_path).with_name(name + '.no-depth')
+    return Path(image_path).with_name(name[:name.index('.color.')] + '.depth.png')
+
+
+def lift_depth(xy: np.ndarray, depth: np.ndarray, image_size: tuple[int, int], pose_c2w,
+               conf: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints ``(n, 2)`` of the colour image -> (valid mask ``(n,)``, world points ``(n, 3)``).
+
+    The colour pixel is taken as the same pixel of the depth image (scaled to its size) and
+    back-projected with the depth intrinsics: the usual registration approximation for
+    7-Scenes.
+    """
+    h, w = depth.shape[:2]
+    sx, sy = w / image_size[0], h / image_size[1]
+    u = np.clip(np.round(xy[:, 0] * sx).astype(int), 0, w - 1)
+    v = np.clip(np.round(xy[:, 1] * sy).astype(int), 0, h - 1)
+    d = depth.astype(np.float64)
+    d[(depth == 0) | (depth == 65535)] = np.nan
+    d *= float(conf['scale'])
+    pad = np.pad(d, 1, constant_values=np.nan)
+    nb = np.stack([pad[v + 1 + dy, u + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+    z = d[v, u]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        spread = np.max(np.abs(nb - z), axis=0) / z     # NaN (a hole nearby) fails below
+    ok = (np.isfinite(z) & (z >= conf['min_m']) & (z <= conf['max_m'])
+          & np.all(np.isfinite(nb), axis=0) & (spread <= conf['max_spread']))
+    kx, ky = w / conf['width'], h / conf['height']
+    fx, fy, cx, cy = conf['fx'] * kx, conf['fy'] * ky, conf['cx'] * kx, conf['cy'] * ky
+    xc = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], axis=1)
+    T = np.asarray(pose_c2w, np.float64)
+    xw = xc @ T[:3, :3].T + T[:3, 3]
+    return ok, xw
+
+
+# ------------------------------------------------------------------------ triangulation
+
+def select_pairs(poses_c2w: np.ndarray, conf: dict) -> np.ndarray:
+    """Image pairs ``(E, 2)`` (i < j) of nearby poses looking the same way."""
+    pos = poses_c2w[:, :3, 3]
+    view = poses_c2w[:, :3, 2]
+    dist = np.linalg.norm(pos[:, None] - pos[None], axis=2)
+    cosang = np.clip(view @ view.T, -1.0, 1.0)
+    ang = np.degrees(np.arccos(cosang))
+    cost = dist + ang / 30.0
+    ok = (dist <= conf['max_distance_m']) & (ang <= conf['max_view_angle_deg'])
+    np.fill_diagonal(ok, False)
+    cost[~ok] = np.inf
+    pairs = set()
+    k = int(conf['pairs_per_image'])
+    for i in range(len(pos)):
+        for j in np.argsort(cost[i], kind='stable')[:k]:
+            if np.isfinite(cost[i, j]):
+                pairs.add((min(i, int(j)), max(i, int(j))))
+    return np.array(sorted(pairs), np.int64).reshape(-1, 2)
+
+
+def _w2c(poses_c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    R = np.transpose(poses_c2w[:, :3, :3], (0, 2, 1))
+    t = -np.einsum('nij,nj->ni', R, poses_c2w[:, :3, 3])
+    return R, t
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+
+
+def sampson_px(xy_a: np.ndarray, xy_b: np.ndarray, F: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of correspondences to the fundamental matrix ``F``."""
+    a = np.c_[xy_a, np.ones(len(xy_a))]
+    b = np.c_[xy_b, np.ones(len(xy_b))]
+    Fa = a @ F.T
+    Ftb = b @ F
+    num = np.sum(b * Fa, axis=1) ** 2
+    den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-12))
+
+
+def _find(parent: np.ndarray, x: int) -> int:
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+def _dlt(track: np.ndarray, img: np.ndarray, xn: np.ndarray, R: np.ndarray, t: np.ndarray,
+         n_tracks: int) -> np.ndarray:
+    """Multi-view DLT of every track at once (zero-padded rows do not change the solution)."""
+    order = np.argsort(track, kind='stable')
+    tr, im, x = track[order], img[order], xn[order]
+    counts = np.bincount(tr, minlength=n_tracks)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    slot = np.arange(len(tr)) - starts[tr]
+    P = np.concatenate([R[im], t[im][:, :, None]], axis=2)          # (E, 3, 4)
+    A = np.zeros((n_tracks, 2 * max(int(counts.max()), 1), 4))
+    A[tr, 2 * slot] = x[:, 0:1] * P[:, 2] - P[:, 0]
+    A[tr, 2 * slot + 1] = x[:, 1:2] * P[:, 2] - P[:, 1]
+    A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-12)
+    _, _, vh = np.linalg.svd(A)
+    X = vh[:, -1]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return X[:, :3] / X[:, 3:4]
+
+
+def triangulate(keypoints: Sequence[np.ndarray], descriptors: Sequence[np.ndarray],
+                poses_c2w: np.ndarray, K: np.ndarray, conf: dict,
+                log: Callable[[str], None] = print) -> tuple[list, np.ndarray, np.ndarray, dict]:
+    """Triangulate tracks of matched keypoints; returns per-image ``(kp_idx, point_idx)``,
+    points ``(P, 3)``, their mean reprojection errors ``(P,)`` and statistics."""
+    n = len(keypoints)
+    R, t = _w2c(poses_c2w)
+    offsets = np.r_[0, np.cumsum([len(k) for k in keypoints])].astype(np.int64)
+    roots = [root_sift(d) for d in descriptors]
+    pairs = select_pairs(poses_c2w, conf)
+    Kinv = np.linalg.inv(K)
+    edges = []
+    verified = 0
+    for i, j in pairs:
+        ia, ib = match_descriptors(roots[i], roots[j], conf['ratio'])
+        if len(ia) == 0:
+            continue
+        Rji = R[j] @ R[i].T
+        tji = t[j] - Rji @ t[i]
+        F = Kinv[j].T @ _skew(tji) @ Rji @ Kinv[i]
+        ok = sampson_px(keypoints[i][ia], keypoints[j][ib], F) <= conf['epipolar_px']
+        verified += int(ok.sum())
+        edges.append(np.stack([offsets[i] + ia[ok], offsets[j] + ib[ok]], axis=1))
+    edges = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
+    parent = np.arange(int(offsets[-1]))
+    for a, b in edges:
+        ra, rb = _find(parent, int(a)), _find(parent, int(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    nodes = np.unique(edges)
+    root = np.array([_find(parent, int(x)) for x in nodes], np.int64)
+    _, track = np.unique(root, return_inverse=True)
+    img = np.searchsorted(offsets, nodes, side='right') - 1
+    kp = nodes - offsets[img]
+    # one observation per image and track (the first keypoint)
+    _, first = np.unique(track * (n + 1) + img, return_index=True)
+    track, img, kp = track[first], img[first], kp[first]
+    stats = {'pairs': int(len(pairs)), 'verified_matches': verified,
+             'tracks': int(track.max() + 1) if len(track) else 0}
+    xy = np.concatenate([keypoints[i][k][None] for i, k in zip(img, kp)]) if len(kp) \
+        else np.zeros((0, 2))
+    xh = np.c_[xy, np.ones(len(xy))]
+    xn = np.einsum('nij,nj->ni', Kinv[img], xh)[:, :2]
+    keep = np.ones(len(track), bool)
+    for it in range(3):   # triangulate, drop views that reproject badly, triangulate again
+        uniq, tr = np.unique(track[keep], return_inverse=True)
+        X = _dlt(tr, img[keep], xn[keep], R, t, len(uniq)) if len(uniq) else np.zeros((0, 3))
+        err, depth = _reproject(X[tr], img[keep], xy[keep], R, t, K)
+        good_obs = np.isfinite(err) & (err <= conf['max_reproj_px']) & (depth > 0.05)
+        if good_obs.all() or it == 2:   # tracks still bad after that are dropped
+            break
+        keep[np.flatnonzero(keep)[~good_obs]] = False
+    counts = np.bincount(tr, minlength=len(uniq))
+    all_good = np.bincount(tr, weights=(~good_obs).astype(float), minlength=len(uniq)) == 0
+    # viewing angle: largest angle of a ray to the track's mean ray, times two
+    centres = poses_c2w[:, :3, 3]
+    rays = X[tr] - centres[img[keep]]
+    rays /= np.maximum(np.linalg.norm(rays, axis=1, keepdims=True), 1e-12)
+    mean = np.zeros((len(uniq), 3))
+    np.add.at(mean, tr, rays)
+    mean /= np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+    ang = np.degrees(np.arccos(np.clip(np.sum(rays * mean[tr], axis=1), -1, 1)))
+    max_ang = np.zeros(len(uniq))
+    np.maximum.at(max_ang, tr, ang)
+    good = (all_good & (counts >= conf['min_track']) & (2 * max_ang >= conf['min_angle_deg'])
+            & np.all(np.isfinite(X), axis=1))
+    new_id = -np.ones(len(uniq), np.int64)
+    new_id[good] = np.arange(int(good.sum()))
+    mean_err = np.bincount(tr, weights=np.nan_to_num(err), minlength=len(uniq)) \
+        / np.maximum(counts, 1)
+    obs = good[tr]
+    per_image = []
+    im_k, kp_k, pt_k = img[keep][obs], kp[keep][obs], new_id[tr[obs]]
+    for i in range(n):
+        sel = im_k == i
+        order = np.argsort(kp_k[sel])
+        per_image.append((kp_k[sel][order], pt_k[sel][order]))
+    stats.update(points=int(good.sum()),
+                 mean_track_length=float(counts[good].mean()) if good.any() else 0.0)
+    return per_image, X[good], mean_err[good].astype(np.float32), stats
+
+
+def _reproject(X: np.ndarray, img: np.ndarray, xy: np.ndarray, R: np.ndarray, t: np.ndarray,
+               K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reprojection error (px) and depth of each observation."""
+    xc = np.einsum('nij,nj->ni', R[img], X) + t[img]
+    z = xc[:, 2]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        uv = np.einsum('nij,nj->ni', K[img], xc / z[:, None])[:, :2]
+    return np.linalg.norm(uv - xy, axis=1), z
+
+
+# ------------------------------------------------------------------------------- build
+
+def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None,
+              meta: dict | None = None, log: Callable[[str], None] = print,
+              read_image: Callable | None = None) -> LocalizationMap:
+    """Features, 3D points and global descriptors of ``frames`` -> a :class:`LocalizationMap`.
+
+    ``intrinsics`` is the dataset's :class:`~camreloc_ros.core.data.datasets.Intrinsics`
+    (for the images as stored); ``descriptor`` a
+    :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`.
+    """
+    from camreloc_ros.core.data.transforms import read_rgb
+    conf = merge_conf(default_conf, conf)
+    read_image = read_image or read_rgb
+    if not frames:
+        raise ValueError('no training frames to build a map from')
+    if intrinsics is None:
+        raise ValueError('the dataset has no camera intrinsics (K.txt next to the data, or a '
+                         'format that defines them); a map needs them to place 3D points')
+    mode = conf['points']
+    if mode not in ('auto', 'depth', 'triangulate'):
+        raise ValueError(f'points must be auto, depth or triangulate, got {mode!r}')
+    has_depth = all(depth_path(f.image_path).is_file() for f in frames)
+    if mode == 'depth' and not has_depth:
+        missing = next(depth_path(f.image_path) for f in frames
+                       if not depth_path(f.image_path).is_file())
+        raise ValueError(f'points=depth but depth image {missing} does not exist')
+    use_depth = has_depth if mode == 'auto' else mode == 'depth'
+    t0 = time.perf_counter()
+    kps, descs, gdesc, Ks, sizes = [], [], [], [], []
+    for n, f in enumerate(frames):
+        image = read_image(f.image_path)
+        h, w = image.shape[:2]
+        k = intrinsics.scaled(w, h) if (w, h) != (intrinsics.width, intrinsics.height) \
+            else intrinsics
+        xy, d = extract_sift(image, conf['sift'])
+        kps.append(xy)
+        descs.append(d)
+        gdesc.append(descriptor(image))
+        Ks.append(k.matrix())
+        sizes.append((w, h))
+        if (n + 1) % 50 == 0:
+            log(f'  features: {n + 1}/{len(frames)} images ({time.perf_counter() - t0:.0f} s)')
+    t_feat = time.perf_counter() - t0
+    poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
+    K = np.stack(Ks)
+    stats: dict = {'images': len(frames), 'keypoints_extracted': int(sum(map(len, kps)))}
+    if use_depth:
+        per_image, pts, errs = [], [], []
+        count = 0
+        for f, xy, size in zip(frames, kps, sizes):
+            depth = cv2.imread(str(depth_path(f.image_path)), cv2.IMREAD_UNCHANGED)
+            if depth is None or depth.ndim != 2:
+                raise ValueError(f'depth image {depth_path(f.image_path)} is not a readable '
+                                 'single-channel png')
+            ok, xw = lift_depth(xy, depth, size, f.pose_c2w, conf['depth'])
+            idx = np.flatnonzero(ok)
+            per_image.append((idx, count + np.arange(len(idx))))
+            pts.append(xw[idx])
+            errs.append(np.zeros(len(idx), np.float32))
+            count += len(idx)
+        points = np.concatenate(pts) if pts else np.zeros((0, 3))
+        point_error = np.concatenate(errs) if errs else np.zeros(0, np.float32)
+        stats['points'] = int(len(points))
+    else:
+        per_image, points, point_error, tstats = triangulate(kps, descs, poses, K,
+                                                             conf['triangulation'], log)
+        stats.update(tstats)
+    t_points = time.perf_counter() - t0 - t_feat
+    kp_xy, kp_desc, kp_point, offsets = [], [], [], [0]
+    for (idx, pid), xy, d in zip(per_image, kps, descs):
+        kp_xy.append(xy[idx])
+        kp_desc.append(d[idx])
+        kp_point.append(pid)
+        offsets.append(offsets[-1] + len(idx))
+    stats.update(keypoints_with_3d=int(offsets[-1]), seconds_features=round(t_feat, 2),
+                 seconds_points=round(t_points, 2))
+    info = dict(meta or {}, points_from='depth' if use_depth else 'triangulation',
+                conf=conf, stats=stats, descriptor=descriptor.conf())
+    return LocalizationMap(
+        names=[f.name for f in frames], poses_c2w=poses, K=K,
+        image_size=np.array(sizes, np.int64).reshape(-1, 2),
+        global_desc=np.stack(gdesc).astype(np.float32),
+        kp_offsets=np.array(offsets, np.int64),
+        kp_xy=np.concatenate(kp_xy).astype(np.float32).reshape(-1, 2),
+        kp_desc=np.concatenate(kp_desc).astype(np.uint8).reshape(-1, 128),
+        kp_point=np.concatenate(kp_point).astype(np.int32),
+        points=np.asarray(points, np.float64).reshape(-1, 3),
+        point_error=np.asarray(point_error, np.float32), meta=info)

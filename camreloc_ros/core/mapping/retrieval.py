@@ -1,0 +1,74 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Global image descriptors from the pose model's own trunk, for image retrieval.
+
+The trunk that regresses the pose already describes the image: GeM pooling (p = 3,
+Radenović et al.) over its last feature map, L2-normalised, ranks the training images by
+visual similarity at the cost of one CNN pass. The whole frame is used (shorter side
+resized to the network input size, no centre crop), so nothing at the image borders is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from camreloc_ros.core.models.pose_model import PoseModel
+
+
+class GlobalDescriptor:
+    """RGB image -> unit-norm GeM descriptor ``(C,)`` of the pose model's trunk output."""
+
+    def __init__(self, model: PoseModel, p: float = 3.0, device: str = 'cpu'):
+        self.backbone = model.backbone.eval().to(device)
+        spec = model.spec
+        self.size = int(spec.input_size)
+        self.mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
+        self.p = float(p)
+        self.device = torch.device(device)
+        self.dim = int(model.backbone.out_channels)
+
+    def conf(self) -> dict:
+        """What identifies these descriptors (stored in the map)."""
+        return {'pooling': 'gem', 'p': self.p, 'input_shorter_side': self.size,
+                'backbone': self.backbone.name, 'dim': self.dim}
+
+    def _input(self, image: np.ndarray) -> np.ndarray:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        h, w = image.shape[:2]
+        s = self.size / min(h, w)
+        size = (max(int(round(w * s)), 32), max(int(round(h * s)), 32))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        x = cv2.resize(image, size, interpolation=interp).astype(np.float32) / 255.0
+        return (x.transpose(2, 0, 1) - self.mean) / self.std
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """One RGB uint8 image -> ``(C,)``; a list of images -> ``(N, C)`` float32."""
+        single = isinstance(images, np.ndarray)
+        batch = [images] if single else list(images)
+        out = []
+        for image in batch:   # images may differ in size: one at a time
+            x = torch.from_numpy(self._input(np.asarray(image)))[None].to(self.device)
+            fmap = self.backbone(x).float()
+            gem = fmap.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+            out.append(torch.nn.functional.normalize(gem, dim=1)[0].cpu().numpy())
+        arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        return arr[0] if single else arr

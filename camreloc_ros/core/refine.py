@@ -1,0 +1,305 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Centimetre poses: refine the pose network's answer by 2D-3D matching and PnP.
+
+A pose network is about as accurate as image retrieval (Sattler et al., CVPR 2019); geometry
+is what gives centimetres. For a query image the refiner takes the training images that
+retrieval ranks highest (global descriptors of the pose model's own trunk) and the ones
+posed nearest to the network's answer, matches the query's SIFT keypoints to their 3D
+keypoints (ratio test), and solves the absolute pose robustly (LO-RANSAC P3P + non-linear
+refinement). Its covariance comes from the inlier reprojection Jacobian. With too few
+inliers the network's pose is returned, marked as a fallback, never a guess.
+
+ROS-free and thread-safe per instance: the live node runs one in its own worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.geometry import matrix_to_quat, orientation_error_deg, quat_to_matrix
+from camreloc_ros.core.mapping.features import extract_sift, match_descriptors, root_sift
+from camreloc_ros.core.mapping.map_file import LocalizationMap
+
+SOLVERS = ('poselib', 'pycolmap', 'opencv')
+
+default_conf = {
+    'top_k_retrieval': 5,      # training images ranked highest by the global descriptor
+    'top_k_prior': 3,          # training images posed nearest to the network's pose
+    'ratio': 0.8,              # Lowe's ratio test
+    'solver': 'poselib',       # poselib | pycolmap | opencv (USAC MAGSAC + LM)
+    'ransac_px': 8.0,          # inlier threshold of the robust solver (pixels)
+    'min_inliers': 20,         # fewer -> fall back to the network's pose
+    'max_distance_m': 5.0,     # refined camera further than this from every image used: reject
+    'min_sigma_px': 0.5,       # floor of the reprojection noise in the covariance
+    'sift': None,              # None = the map's SIFT settings
+    'seed': 0,
+}
+
+
+@dataclass
+class Refinement:
+    """One refined (or fallen-back) pose: camera-to-world, quaternion x, y, z, w."""
+
+    position: np.ndarray                 # (3,) metres
+    quaternion: np.ndarray               # (4,) x, y, z, w
+    covariance: np.ndarray               # (6, 6): x y z, rotation about world x y z
+    refined: bool                        # False: the network's pose (fallback)
+    reason: str                          # 'refined' or why it fell back
+    inliers: int = 0
+    matches: int = 0
+    images: list = field(default_factory=list)      # map image indices matched against
+    retrieval: list = field(default_factory=list)   # map image indices, best first
+    times: dict = field(default_factory=dict)       # seconds: retrieval, features, ...
+
+    @property
+    def pose_c2w(self) -> np.ndarray:
+        """4x4 camera-to-world matrix."""
+        T = np.eye(4)
+        T[:3, :3] = quat_to_matrix(self.quaternion)
+        T[:3, 3] = self.position
+        return T
+
+
+def pose_neighbours(poses_c2w: np.ndarray, position: np.ndarray, quaternion: np.ndarray,
+                    k: int) -> np.ndarray:
+    """Indices of the ``k`` poses nearest to a pose (metres + degrees / 10, as the oracle)."""
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    quats = matrix_to_quat(poses_c2w[:, :3, :3])
+    cost = (np.linalg.norm(poses_c2w[:, :3, 3] - position, axis=1)
+            + orientation_error_deg(quats, np.broadcast_to(quaternion, quats.shape)) / 10.0)
+    return np.argsort(cost, kind='stable')[:k]
+
+
+def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
+    return cv2.Rodrigues(np.asarray(w, np.float64).reshape(3, 1))[0]
+
+
+def _project(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray) -> np.ndarray:
+    xc = (X - C) @ R_c2w
+    return (xc[:, :2] / xc[:, 2:3]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+
+
+def pose_covariance(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray,
+                    x: np.ndarray, min_sigma_px: float = 0.5) -> np.ndarray:
+    """6x6 covariance of (camera position, rotation about world axes) from inliers.
+
+    Gauss-Newton approximation ``sigma^2 (J^T J)^-1`` at the solution, with the Jacobian of
+    the pixel residuals taken numerically for ``C + dp`` and ``exp(dtheta) R`` (the
+    network's covariance convention) and ``sigma`` the residual RMS (at least
+    ``min_sigma_px``).
+    """
+    r0 = (_project(R_c2w, C, K, X) - x).ravel()
+    dof = max(r0.size - 6, 1)
+    sigma2 = max(float(r0 @ r0) / dof, min_sigma_px ** 2)
+    J = np.empty((r0.size, 6))
+    h = 1e-6
+    for k in range(6):
+        d = np.zeros(3)
+        d[k % 3] = h
+        if k < 3:
+            plus = _project(R_c2w, C + d, K, X)
+            minus = _project(R_c2w, C - d, K, X)
+        else:
+            plus = _project(_rotvec_matrix(d) @ R_c2w, C, K, X)
+            minus = _project(_rotvec_matrix(-d) @ R_c2w, C, K, X)
+        J[:, k] = (plus - minus).ravel() / (2 * h)
+    try:
+        cov = sigma2 * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return np.diag([1e6] * 3 + [1e3] * 3)
+    cov = 0.5 * (cov + cov.T)
+    return cov
+
+
+def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
+              solver: str = 'poselib', threshold_px: float = 8.0,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Robust absolute pose -> (R_c2w, camera centre, inlier mask), or None on failure."""
+    x = np.ascontiguousarray(x, np.float64)
+    X = np.ascontiguousarray(X, np.float64)
+    w, h = int(size[0]), int(size[1])
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if solver == 'poselib':
+        import poselib
+        cam = {'model': 'PINHOLE', 'width': w, 'height': h, 'params': [fx, fy, cx, cy]}
+        pose, info = poselib.estimate_absolute_pose(
+            x, X, cam, {'max_reproj_error': float(threshold_px), 'seed': int(seed)}, {})
+        mask = np.asarray(info['inliers'], bool)
+        R_w2c, t = np.asarray(pose.R), np.asarray(pose.t)
+    elif solver == 'pycolmap':
+        import pycolmap
+        cam = pycolmap.Camera(model='PINHOLE', width=w, height=h, params=[fx, fy, cx, cy])
+        opts = pycolmap.AbsolutePoseEstimationOptions()
+        opts.ransac.max_error = float(threshold_px)
+        opts.ransac.random_seed = int(seed)
+        res = pycolmap.estimate_and_refine_absolute_pose(x, X, cam, opts)
+        if res is None:
+            return None
+        R_w2c = np.asarray(res['cam_from_world'].rotation.matrix())
+        t = np.asarray(res['cam_from_world'].translation)
+        mask = np.asarray(res['inlier_mask'], bool)
+    elif solver == 'opencv':
+        params = cv2.UsacParams()
+        params.threshold = float(threshold_px)
+        params.confidence = 0.9999
+        params.maxIterations = 10000
+        params.sampler = cv2.SAMPLING_UNIFORM
+        params.score = cv2.SCORE_METHOD_MAGSAC
+        params.loMethod = cv2.LOCAL_OPTIM_SIGMA
+        params.randomGeneratorState = int(seed)
+        try:   # the USAC overload: (ok, K, rvec, tvec, inliers) in OpenCV 5, 4 values before
+            *head, rvec, tvec, inl = cv2.solvePnPRansac(X, x, K, None, params=params)
+        except cv2.error:
+            return None
+        ok = bool(head[0])
+        if not ok or inl is None:
+            return None
+        mask = np.zeros(len(x), bool)
+        mask[inl.ravel()] = True
+        rvec, tvec = cv2.solvePnPRefineLM(X[mask], x[mask], K, None, rvec, tvec)
+        R_w2c, t = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    else:
+        raise ValueError(f'unknown PnP solver {solver!r}; valid: {", ".join(SOLVERS)}')
+    if mask.shape != (len(x),) or not np.all(np.isfinite(R_w2c)) or not np.all(np.isfinite(t)):
+        return None
+    return R_w2c.T, -R_w2c.T @ t, mask
+
+
+class Refiner:
+    """Refine network poses against a :class:`LocalizationMap`.
+
+    ``descriptor`` (a :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor` of the
+    map's checkpoint) enables retrieval; without it only the network's pose picks images.
+    """
+
+    def __init__(self, lmap: LocalizationMap, descriptor: Callable | None = None,
+                 conf: dict | None = None):
+        self.conf = merge_conf(default_conf, conf)
+        if self.conf['solver'] not in SOLVERS:
+            raise ValueError(f'unknown PnP solver {self.conf["solver"]!r}; valid: '
+                             f'{", ".join(SOLVERS)}')
+        self.map = lmap
+        self.descriptor = descriptor
+        self.sift_conf = self.conf['sift'] or (lmap.meta.get('conf') or {}).get('sift')
+        self._roots: dict[int, np.ndarray] = {}
+
+    def _image_root(self, i: int) -> np.ndarray:
+        if i not in self._roots:
+            a, b = int(self.map.kp_offsets[i]), int(self.map.kp_offsets[i + 1])
+            self._roots[i] = root_sift(self.map.kp_desc[a:b])
+        return self._roots[i]
+
+    def retrieve(self, image: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Map image indices ranked by global-descriptor similarity, and the similarities."""
+        if self.descriptor is None:
+            raise ValueError("retrieval needs the global descriptor of the map's checkpoint")
+        sim = self.map.global_desc @ self.descriptor(image)
+        k = len(sim) if k is None else min(int(k), len(sim))
+        order = np.argsort(-sim, kind='stable')[:k]
+        return order, sim[order]
+
+    def intrinsics_for(self, width: int, height: int) -> np.ndarray:
+        """The map camera's K for a query of this size (the training camera, rescaled)."""
+        K = self.map.K[0].copy()
+        w0, h0 = self.map.image_size[0]
+        if (width, height) != (int(w0), int(h0)):
+            K[0] *= width / w0
+            K[1] *= height / h0
+        return K
+
+    def refine(self, image: np.ndarray, prior_position: np.ndarray | None = None,
+               prior_quaternion: np.ndarray | None = None,
+               prior_covariance: np.ndarray | None = None, K: np.ndarray | None = None,
+               retrieval: np.ndarray | None = None) -> Refinement:
+        """Refine one RGB uint8 query; the prior is the network's pose (and covariance).
+
+        ``retrieval`` (map indices, best first) skips the descriptor pass when the caller
+        has it. Without a prior, only retrieval picks images and a fallback has no pose:
+        then ``position`` is NaN.
+        """
+        conf = self.conf
+        times = {'retrieval': 0.0, 'features': 0.0, 'matching': 0.0, 'pnp': 0.0}
+        t0 = time.perf_counter()
+        h, w = image.shape[:2]
+        K = self.intrinsics_for(w, h) if K is None else np.asarray(K, np.float64)
+        if retrieval is None and self.descriptor is not None and conf['top_k_retrieval'] > 0:
+            retrieval, _ = self.retrieve(image, conf['top_k_retrieval'])
+        retrieval = [] if retrieval is None else [int(i) for i in retrieval]
+        chosen = list(retrieval[:conf['top_k_retrieval']])
+        if prior_position is not None and prior_quaternion is not None:
+            for i in pose_neighbours(self.map.poses_c2w, np.asarray(prior_position),
+                                     np.asarray(prior_quaternion), conf['top_k_prior']):
+                if int(i) not in chosen:
+                    chosen.append(int(i))
+        t1 = time.perf_counter()
+        times['retrieval'] = t1 - t0
+        xy, desc = extract_sift(image, self.sift_conf)
+        q_root = root_sift(desc)
+        t2 = time.perf_counter()
+        times['features'] = t2 - t1
+        qi, pid = [], []
+        for i in chosen:
+            ia, ib = match_descriptors(q_root, self._image_root(i), conf['ratio'])
+            a = int(self.map.kp_offsets[i])
+            qi.append(ia)
+            pid.append(self.map.kp_point[a + ib])
+        if qi:
+            pairs = np.unique(np.stack([np.concatenate(qi), np.concatenate(pid)], 1), axis=0)
+        else:
+            pairs = np.zeros((0, 2), np.int64)
+        t3 = time.perf_counter()
+        times['matching'] = t3 - t2
+
+        def done(result: Refinement) -> Refinement:
+            times['pnp'] = time.perf_counter() - t3
+            times['total'] = time.perf_counter() - t0
+            result.times, result.images, result.retrieval = times, chosen, retrieval
+            result.matches = int(len(pairs))
+            return result
+
+        def fallback(reason: str, inliers: int = 0) -> Refinement:
+            if prior_position is None or prior_quaternion is None:
+                pos, quat = np.full(3, np.nan), np.array([0.0, 0.0, 0.0, 1.0])
+            else:
+                pos = np.asarray(prior_position, np.float64)
+                quat = np.asarray(prior_quaternion, np.float64)
+            cov = (np.asarray(prior_covariance, np.float64) if prior_covariance is not None
+                   else np.diag([1e6] * 3 + [1e3] * 3))
+            return done(Refinement(pos, quat, cov, False, reason, inliers=inliers))
+
+        if len(pairs) < max(4, conf['min_inliers']):
+            return fallback(f'too few matches ({len(pairs)} < {max(4, conf["min_inliers"])})')
+        x2 = xy[pairs[:, 0]].astype(np.float64)
+        X3 = self.map.points[pairs[:, 1]]
+        sol = solve_pnp(x2, X3, K, (w, h), conf['solver'], conf['ransac_px'], conf['seed'])
+        if sol is None:
+            return fallback('PnP failed')
+        R, C, mask = sol
+        n_in = int(mask.sum())
+        if n_in < conf['min_inliers']:
+            return fallback(f'too few inliers ({n_in} < {conf["min_inliers"]})', n_in)
+        near = np.min(np.linalg.norm(self.map.poses_c2w[chosen, :3, 3] - C, axis=1))
+        if near > conf['max_distance_m']:
+            return fallback(f'solution {near:.1f} m from every matched image', n_in)
+        cov = pose_covariance(R, C, K, X3[mask], x2[mask], conf['min_sigma_px'])
+        return done(Refinement(C, matrix_to_quat(R), cov, True, 'refined', inliers=n_in))
