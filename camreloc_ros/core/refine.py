@@ -39,13 +39,14 @@ from camreloc_ros.core.geometry import matrix_to_quat, orientation_error_deg, qu
 from camreloc_ros.core.mapping.features import extract_sift, match_descriptors, root_sift
 from camreloc_ros.core.mapping.map_file import LocalizationMap
 
-SOLVERS = ('poselib', 'pycolmap', 'opencv')
+SOLVERS = ('auto', 'poselib', 'pycolmap', 'opencv')
 
 default_conf = {
     'top_k_retrieval': 5,      # training images ranked highest by the global descriptor
     'top_k_prior': 3,          # training images posed nearest to the network's pose
     'ratio': 0.8,              # Lowe's ratio test
-    'solver': 'poselib',       # poselib | pycolmap | opencv (USAC MAGSAC + LM)
+    'solver': 'auto',          # auto (poselib, else pycolmap, else opencv) | poselib |
+                               # pycolmap | opencv (USAC MAGSAC + Levenberg-Marquardt)
     'ransac_px': 8.0,          # inlier threshold of the robust solver (pixels)
     'min_inliers': 20,         # fewer -> fall back to the network's pose
     'max_distance_m': 5.0,     # refined camera further than this from every image used: reject
@@ -131,12 +132,28 @@ def pose_covariance(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarr
     return cov
 
 
+def available_solver(name: str = 'auto') -> str:
+    """Resolve ``auto``: poselib if installed, else pycolmap, else OpenCV (always there).
+
+    poselib and pycolmap have no wheels for every robot (no aarch64 CPython 3.12 wheels at
+    the pinned versions); OpenCV's USAC scored within a few millimetres of them here.
+    """
+    if name != 'auto':
+        return name
+    import importlib.util
+    for module in ('poselib', 'pycolmap'):
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return 'opencv'
+
+
 def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
               solver: str = 'poselib', threshold_px: float = 8.0,
               seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Robust absolute pose -> (R_c2w, camera centre, inlier mask), or None on failure."""
     x = np.ascontiguousarray(x, np.float64)
     X = np.ascontiguousarray(X, np.float64)
+    solver = available_solver(solver)
     w, h = int(size[0]), int(size[1])
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     if solver == 'poselib':
@@ -198,6 +215,7 @@ class Refiner:
         if self.conf['solver'] not in SOLVERS:
             raise ValueError(f'unknown PnP solver {self.conf["solver"]!r}; valid: '
                              f'{", ".join(SOLVERS)}')
+        self.solver = available_solver(self.conf['solver'])
         self.map = lmap
         self.descriptor = descriptor
         self.sift_conf = self.conf['sift'] or (lmap.meta.get('conf') or {}).get('sift')
@@ -291,7 +309,7 @@ class Refiner:
             return fallback(f'too few matches ({len(pairs)} < {max(4, conf["min_inliers"])})')
         x2 = xy[pairs[:, 0]].astype(np.float64)
         X3 = self.map.points[pairs[:, 1]]
-        sol = solve_pnp(x2, X3, K, (w, h), conf['solver'], conf['ransac_px'], conf['seed'])
+        sol = solve_pnp(x2, X3, K, (w, h), self.solver, conf['ransac_px'], conf['seed'])
         if sol is None:
             return fallback('PnP failed')
         R, C, mask = sol
