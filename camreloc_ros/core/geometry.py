@@ -50,13 +50,15 @@ __all__ = [
     'quat_multiply', 'quat_conjugate', 'quat_inverse', 'quat_normalize', 'quat_log',
     'quat_exp', 'quat_rotate', 'quat_to_matrix', 'matrix_to_quat', 'rotvec_from_quat',
     'quat_from_rotvec', 'pose_from_matrix', 'matrix_from_pose', 'pose_compose',
-    'pose_invert', 'check_rigid', 'position_error', 'orientation_error_deg',
-    'orientation_error_rad', 'slerp', 'interpolate_pose', 'torch_quat_multiply',
-    'torch_quat_conjugate', 'torch_quat_normalize', 'torch_quat_log',
+    'pose_invert', 'check_rigid', 'QUAT_NORM_TOL', 'unit_quat_problem', 'position_error',
+    'orientation_error_deg', 'orientation_error_rad', 'slerp', 'interpolate_pose',
+    'torch_quat_multiply', 'torch_quat_conjugate', 'torch_quat_normalize', 'torch_quat_log',
     'torch_quat_error_log',
 ]
 
 IDENTITY_QUAT = np.array([0.0, 0.0, 0.0, 1.0])
+# A stored quaternion further than this from unit length is a data error, not rounding.
+QUAT_NORM_TOL = 1e-2
 
 
 # --------------------------------------------------------------------------- helpers
@@ -302,6 +304,18 @@ def check_rigid(T: ArrayLike, atol: float = 1e-3) -> Optional[str]:  # noqa: N80
     if abs(det - 1.0) > atol:
         return f'rotation block has determinant {det:.6g}, expected +1 (reflection?)'
     return None
+
+
+def unit_quat_problem(q: ArrayLike) -> Optional[str]:
+    """Say why ``q`` is no unit quaternion within :data:`QUAT_NORM_TOL` (None when it is).
+
+    Ground truth read from files and bags is checked with this before it is normalised: a
+    norm far from 1 (or NaN) means broken data, not rounding.
+    """
+    norm = float(np.linalg.norm(np.asarray(q, dtype=np.float64)))
+    if abs(norm - 1.0) <= QUAT_NORM_TOL:
+        return None
+    return f'quaternion has norm {norm:.6g}; expected a unit quaternion'
 
 
 # ----------------------------------------------------------------------------- errors

@@ -14,11 +14,16 @@
 
 """Files written so that nothing is lost: atomic writes, clear disk errors, stale temp cleanup.
 
-Every output (checkpoints, results, caches, exports) is written into a temporary file beside
-its destination and renamed over it only when complete, so a reader never sees a half-written
-file and a crash (or a full disk) leaves the previous version in place. Temporary names carry
-the writer's process id (``.NAME.PID.tmpXXXX``), so a later run can remove the litter of a
-killed one without touching the temporaries of a process that is still writing.
+Every output (checkpoints, results, caches, exports, bags) is written into a temporary file
+(or folder) beside its destination and renamed over it only when complete, so a reader never
+sees a half-written file and a crash (or a full disk) leaves the previous version in place.
+Temporary names carry the writer's process id (``.NAME.PID.tmpXXXX``), so a later run can
+remove the litter of a killed one without touching the temporaries of a process that is still
+writing.
+
+Also here: the one file digest (:func:`file_sha256`) and the one cache root,
+``$CAMRELOC_CACHE_DIR`` (default ``$XDG_CACHE_HOME/camreloc_ros``, i.e.
+``~/.cache/camreloc_ros``), with one folder per cache below it (:data:`CACHES`).
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ import hashlib
 import os
 from pathlib import Path
 import re
+import shutil
 import tempfile
 from typing import Callable, Iterator
 
 TEMP_MARK = '.tmp'
+CACHE_ENV = 'CAMRELOC_CACHE_DIR'
+# The caches below the cache root: frozen-trunk features, ONNX exports, frames from bags.
+CACHES = ('features', 'onnx', 'bag_frames')
 _TEMP_RE = re.compile(r'^\..+\.(\d+)\.tmp[^/]*$')
 
 
@@ -70,7 +79,6 @@ def clean_stale_temps(folder: str | Path, log: Callable[[str], None] | None = No
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
-                import shutil
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
@@ -135,6 +143,34 @@ def atomic_output(path: str | Path, binary_mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a not yet existing path to build a folder at; move it to ``path`` on success.
+
+    The yielded path has ``path``'s name (tools such as rosbags name files after their
+    folder) inside a temporary folder beside ``path``, which is removed in any case. An
+    existing ``path`` is replaced only with ``overwrite`` (the caller checks that it may be);
+    else the rename fails with an ``OSError`` and the existing folder is kept.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path.name), dir=path.parent))
+    try:
+        yield tmp / path.name
+        old = None
+        if overwrite and (path.exists() or path.is_symlink()):
+            old = tmp / '.replaced'
+            os.replace(path, old)
+        try:
+            os.replace(tmp / path.name, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
     path = Path(path)
@@ -171,3 +207,18 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file's bytes (streamed)."""
     with open(path, 'rb') as fh:
         return hashlib.file_digest(fh, 'sha256').hexdigest()
+
+
+def cache_root() -> Path:
+    """``$CAMRELOC_CACHE_DIR``, else ``$XDG_CACHE_HOME/camreloc_ros`` (``~/.cache``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'camreloc_ros'
+
+
+def cache_folder(kind: str) -> Path:
+    """The folder of one cache (one of :data:`CACHES`) below :func:`cache_root`."""
+    if kind not in CACHES:
+        raise ValueError(f'cache must be one of {", ".join(CACHES)}, got {kind!r}')
+    return cache_root() / kind

@@ -23,48 +23,33 @@ give the same poses. A backend works on numpy arrays and has three calls:
 * ``features(images)`` -> ``(B, C)`` pooled features (what a temporal model buffers),
 * ``head(feat)``: ``(B, C)`` or ``(B, T, C)`` -> ``{'pos', 'quat', 'var'}``.
 
-ONNX files are self-describing like checkpoints: model config, pose statistics, format and
-package versions are one JSON string in ``metadata_props`` under the key ``camreloc_ros``.
+The ONNX file format, export and export cache are :mod:`camreloc_ros.core.onnx_format`.
 Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 3.7x faster than
 eager torch at its best thread count; TorchScript, torch.compile and OpenVINO did not pay
 for their cost here.
 """
 
 from contextlib import contextmanager
-import copy
-import io
-import json
 import os
 from pathlib import Path
-import warnings
 
 import numpy as np
 import torch
-from torch import nn
 
-from camreloc_ros import __version__
-from camreloc_ros.core.io import atomic_write_bytes, file_sha256  # noqa: F401 - re-exported
+from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
 from camreloc_ros.core.models.backbones import SPECS
-from camreloc_ros.core.models.pose_model import (CHECKPOINT_VERSION, CheckpointError,
-                                                 load_checkpoint_file, PoseModel)
+from camreloc_ros.core.models.pose_model import PoseModel
+from camreloc_ros.core.onnx_format import (  # noqa: F401 - the format's names, re-exported
+    cached_onnx, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES, is_onnx_file, load_onnx,
+    METADATA_KEY, model_metadata, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError,
+    OUTPUT_KEYS, read_metadata)
 
 RUNTIMES = ('auto', 'torch', 'onnx')
 PRECISIONS = ('fp32', 'fp16', 'bf16')
-OUTPUT_KEYS = ('pos', 'quat', 'var')
-ONNX_FORMAT = 'camreloc_ros.onnx'
-ONNX_FORMAT_VERSION = 1
-METADATA_KEY = 'camreloc_ros'
-ONNX_OPSET = 17
-IMAGES, FEATURES, FEAT = 'images', 'features', 'feat'
-HEAD_OUTPUTS = tuple(f'head_{k}' for k in OUTPUT_KEYS)
 # The heads (a few small GEMMs, a GRU over <= 8 steps) always run on one thread: their
 # parallel regions are shorter than waking a second thread, and on a busy CPU each one can
 # wait milliseconds for it (measured: GRU window 8 at 2 threads 18-110 ms, at 1 thread 1-2 ms).
 HEAD_THREADS = 1
-
-
-class OnnxModelError(CheckpointError):
-    """An ONNX file without camreloc_ros metadata, or with metadata this version cannot read."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -102,20 +87,6 @@ def check_runtime(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f'runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
     return runtime
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    """Whether ``path`` names an ONNX model (by suffix: checkpoints are ``.pt``)."""
-    return Path(path).suffix.lower() == '.onnx'
-
-
-def _jsonable(value):
-    """Checkpoint extras as plain JSON (numpy scalars and arrays become numbers and lists)."""
-    def default(obj):
-        if hasattr(obj, 'tolist'):
-            return obj.tolist()
-        return str(obj)
-    return json.loads(json.dumps(value, default=default))
 
 
 # ---------------------------------------------------------------------------- base class
@@ -292,166 +263,6 @@ class TorchRuntime(Runtime):
         if self.cuda:
             return f'torch eager {self.precision}'
         return f'torch eager, {self.threads or torch.get_num_threads()} threads'
-
-
-# ---------------------------------------------------------------------------- ONNX export
-
-class _ExportGraph(nn.Module):
-    """Two independent paths in one graph: ``images`` -> (feat[, pose]); ``features`` -> pose.
-
-    The first path is the per-frame call (fused image -> pose for single-frame heads); the
-    second lets temporal heads run over a window of buffered features. Loading splits them
-    into separate sessions, so neither input is ever fed a dummy.
-    """
-
-    def __init__(self, model: PoseModel):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor, features: torch.Tensor) -> tuple:
-        feat = self.model.features(images)
-        outs = [feat]
-        if not self.model.temporal:
-            fused = self.model.head_forward(feat)
-            outs += [fused[k] for k in OUTPUT_KEYS]
-        head = self.model.head_forward(features)
-        return tuple(outs + [head[k] for k in OUTPUT_KEYS])
-
-
-def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
-    """Describe an exported model as JSON: what a checkpoint carries, minus the weights."""
-    spec = model.spec
-    return {
-        'format': ONNX_FORMAT,
-        'format_version': ONNX_FORMAT_VERSION,
-        'package_version': __version__,
-        'checkpoint_format_version': CHECKPOINT_VERSION,
-        'model_conf': copy.deepcopy(model.conf),
-        'pose_stats': {'mean': model.pos_mean.tolist(), 'scale': float(model.pos_scale)},
-        'temporal': bool(model.temporal),
-        'window': int(model.window),
-        'feature_dim': int(model.backbone.out_channels),
-        'preprocessing': {'size': spec.input_size, 'mean': list(spec.mean),
-                          'std': list(spec.std)},
-        'inputs': {IMAGES: 'B,3,S,S float32, normalised',
-                   FEATURES: 'B,T,C float32' if model.temporal else 'B,C float32'},
-        'source': source or {},
-        'extra': _jsonable(getattr(model, 'checkpoint_extra', None) or {}),
-    }
-
-
-def export_onnx(model: PoseModel, path: str | Path | None = None,
-                source: dict | None = None, opset: int = ONNX_OPSET) -> bytes:
-    """Export ``model`` (float32, CPU) to ONNX with metadata; write ``path`` atomically.
-
-    Batch (and, for temporal heads, time) axes are dynamic, so the same file serves the live
-    node (batch 1) and batched offline evaluation.
-    """
-    import onnx
-
-    model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
-    size = model.spec.input_size
-    channels = int(model.backbone.out_channels)
-    images = torch.zeros(2, 3, size, size)
-    features = torch.zeros((2, 3, channels) if model.temporal else (2, channels))
-    outputs = [FEAT] + ([] if model.temporal else list(OUTPUT_KEYS)) + list(HEAD_OUTPUTS)
-    feat_axes = {0: 'batch', 1: 'time'} if model.temporal else {0: 'batch'}
-    axes = {IMAGES: {0: 'batch'}, FEATURES: feat_axes, FEAT: {0: 'batch'}}
-    axes.update({k: {0: 'batch'} for k in outputs[1:] if not k.startswith('head_')})
-    axes.update({k: feat_axes for k in HEAD_OUTPUTS})
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation/tracer notes
-        torch.onnx.export(_ExportGraph(model), (images, features), buf, dynamo=False,
-                          input_names=[IMAGES, FEATURES], output_names=outputs,
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
-    proto = onnx.load_model_from_string(buf.getvalue())
-    proto.producer_name = 'camreloc_ros'
-    proto.producer_version = __version__
-    proto.doc_string = ('camreloc_ros pose model; metadata_props["camreloc_ros"] holds the '
-                        'model config and pose statistics as JSON')
-    entry = proto.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = json.dumps(model_metadata(model, source))
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    if path is not None:
-        atomic_write_bytes(path, data)
-    return data
-
-
-def read_metadata(proto, source: str = '<onnx>') -> dict:
-    """Read and check the camreloc_ros metadata of a loaded ONNX model (clear errors)."""
-    props = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in props:
-        raise OnnxModelError(
-            f'{source} has no camreloc_ros metadata (metadata_props key {METADATA_KEY!r}): '
-            'it was not written by `camreloc export`; export the checkpoint with '
-            '`camreloc export CKPT --format onnx`')
-    try:
-        meta = json.loads(props[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise OnnxModelError(f'{source}: camreloc_ros metadata is not valid JSON: {exc}')
-    if not isinstance(meta, dict) or meta.get('format') != ONNX_FORMAT:
-        raise OnnxModelError(f'{source}: metadata is not camreloc_ros ONNX metadata '
-                             f'(no format={ONNX_FORMAT!r})')
-    if meta.get('format_version') != ONNX_FORMAT_VERSION:
-        raise OnnxModelError(
-            f'{source} has ONNX format version {meta.get("format_version")}; this camreloc_ros '
-            f'({__version__}) reads version {ONNX_FORMAT_VERSION}: export it again')
-    missing = [k for k in ('model_conf', 'pose_stats', 'temporal', 'window', 'feature_dim',
-                           'preprocessing') if k not in meta]
-    if missing:
-        raise OnnxModelError(f'{source}: camreloc_ros metadata lacks {", ".join(missing)}')
-    names = {i.name for i in proto.graph.input}
-    outputs = {o.name for o in proto.graph.output}
-    want = {FEAT, *HEAD_OUTPUTS} | (set() if meta['temporal'] else set(OUTPUT_KEYS))
-    if not {IMAGES, FEATURES} <= names or not want <= outputs:
-        raise OnnxModelError(f'{source}: graph inputs/outputs do not match a camreloc_ros '
-                             f'export (inputs {sorted(names)}, outputs {sorted(outputs)})')
-    return meta
-
-
-def load_onnx(path: str | Path):
-    """Read an ONNX file and its metadata: ``(ModelProto, metadata dict)``."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxModelError(f'ONNX model {path} does not exist')
-    try:
-        proto = onnx.load(str(path))
-    except Exception as exc:
-        raise OnnxModelError(f'ONNX model {path} could not be read: {exc}') from None
-    return proto, read_metadata(proto, str(path))
-
-
-def default_cache_dir() -> Path:
-    """``$CAMRELOC_CACHE_DIR``, else ``$XDG_CACHE_HOME/camreloc_ros`` (``~/.cache``)."""
-    if os.environ.get('CAMRELOC_CACHE_DIR'):
-        return Path(os.environ['CAMRELOC_CACHE_DIR'])
-    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
-    return Path(base) / 'camreloc_ros'
-
-
-def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> Path:
-    """Return the ONNX export of a checkpoint, exported once and kept under its content hash.
-
-    The key is the checkpoint's SHA-256 plus the package and ONNX format versions, so a
-    retrained checkpoint at the same path, or a new exporter, never reuses a stale file.
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        load_checkpoint_file(checkpoint)   # raises the reason: missing, or a directory
-    digest = file_sha256(checkpoint)
-    folder = Path(cache_dir) if cache_dir else default_cache_dir() / 'onnx'
-    target = folder / (f'{checkpoint.stem}-{digest[:16]}-{__version__}'
-                       f'-v{ONNX_FORMAT_VERSION}.onnx')
-    if target.is_file():
-        return target   # written atomically, so it is complete; the loader checks it
-    model = PoseModel.create_from_state_dict(load_checkpoint_file(checkpoint), str(checkpoint))
-    export_onnx(model, target, source={'checkpoint': checkpoint.name, 'sha256': digest})
-    return target
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime

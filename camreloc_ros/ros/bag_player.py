@@ -36,9 +36,8 @@ from rclpy.node import Node
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 
-from camreloc_ros.core.bags import Bag, BagMessage, header_stamp_ns, TopicInfo
-
-NS = 1_000_000_000
+from camreloc_ros.core.bags import Bag, BagMessage, TopicInfo
+from camreloc_ros.core.messages import header_stamp_ns, NS, stamp_ns, time_fields
 
 
 def message_class(msgtype: str) -> type:
@@ -174,7 +173,8 @@ class BagPlayer:
                 if self._clock is not None:
                     pub, clock_cls = self._clock
                     clock = clock_cls()
-                    clock.clock.sec, clock.clock.nanosec = divmod(msg.log_ns, NS)
+                    fields = time_fields(msg.log_ns)
+                    clock.clock.sec, clock.clock.nanosec = fields['sec'], fields['nanosec']
                     pub.publish(clock)
                 self.publishers[msg.topic].publish(msg.data)
                 stats.published[self.out_topics[msg.topic]] += 1
@@ -207,7 +207,7 @@ class PoseCollector:
         self.subscription = node.create_subscription(PoseStamped, topic, self._on_pose, qos)
 
     def _on_pose(self, msg: PoseStamped) -> None:
-        stamp = int(msg.header.stamp.sec) * NS + int(msg.header.stamp.nanosec)
+        stamp = stamp_ns(msg.header.stamp)
         p, q = msg.pose.position, msg.pose.orientation
         with self._cond:
             self.poses[stamp] = (np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))

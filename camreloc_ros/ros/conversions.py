@@ -18,14 +18,16 @@ cv_bridge is not needed (nor installable everywhere this runs): images are read 
 zero-copy ``np.frombuffer`` view and converted with OpenCV, and every problem raises an
 :class:`ImageConversionError` that names it, so the node can count it and keep running.
 Pose messages are built from the engine's numpy outputs in one place, so the pose, the
-covariance pose, the TF and the path always agree.
+covariance pose, the TF and the path always agree; their field values come from
+:mod:`camreloc_ros.core.messages`, as for the messages the bag tools write.
 """
 
 from typing import Sequence
 
 from builtin_interfaces.msg import Time
 import cv2
-from geometry_msgs.msg import (Pose, PoseStamped, PoseWithCovarianceStamped, TransformStamped)
+from geometry_msgs.msg import (Point, Pose, PoseStamped, PoseWithCovarianceStamped, Quaternion,
+                               Transform, TransformStamped, Vector3)
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -33,6 +35,9 @@ from std_msgs.msg import Header
 from camreloc_ros.core.data.images import (  # noqa: F401 - re-exported for the node
     check_compressed, check_image, COMPRESSED_SIGNATURES, compressed_format, compressed_to_rgb,
     ENCODINGS, image_to_rgb, ImageConversionError, UnsupportedEncodingError)
+from camreloc_ros.core.messages import (compressed_format_string, covariance_fields,
+                                        image_fields, quaternion_fields, seconds_to_ns,
+                                        stamp_ns, stamp_seconds, time_fields, vector_fields)
 
 
 # --------------------------------------------------------------------------- images out
@@ -49,13 +54,9 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = 'rgb8', header: Header | None 
         raise UnsupportedEncodingError(encoding, list(conversions))
     code = conversions[encoding]
     pixels = np.ascontiguousarray(rgb if code is None else cv2.cvtColor(rgb, code))
-    msg = Image()
+    msg = Image(**image_fields(pixels, encoding))
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    msg.step = int(pixels.strides[0])
     msg.data = pixels.tobytes()
     return msg
 
@@ -73,7 +74,7 @@ def rgb_to_compressed(rgb: np.ndarray, codec: str = 'jpeg', header: Header | Non
     msg = CompressedImage()
     if header is not None:
         msg.header = header
-    msg.format = f'rgb8; {codec} compressed bgr8'
+    msg.format = compressed_format_string(codec)
     msg.data = buf.tobytes()
     return msg
 
@@ -82,52 +83,41 @@ def rgb_to_compressed(rgb: np.ndarray, codec: str = 'jpeg', header: Header | Non
 
 def stamp_to_ns(stamp: Time) -> int:
     """``builtin_interfaces/Time`` -> integer nanoseconds (exact)."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return stamp_ns(stamp)
 
 
 def stamp_to_sec(stamp: Time) -> float:
     """``builtin_interfaces/Time`` -> float seconds (for the engine's time-gap rule)."""
-    return stamp.sec + stamp.nanosec * 1e-9
+    return stamp_seconds(stamp)
 
 
 def sec_to_stamp(seconds: float) -> Time:
     """Float seconds (>= 0) -> ``builtin_interfaces/Time``, rounded to the nanosecond."""
     if seconds < 0:
         raise ValueError(f'a ROS time stamp cannot be negative, got {seconds}')
-    total = int(round(seconds * 1e9))
-    return Time(sec=total // 1_000_000_000, nanosec=total % 1_000_000_000)
+    return ns_to_stamp(seconds_to_ns(seconds))
 
 
 def ns_to_stamp(nanoseconds: int) -> Time:
     """Integer nanoseconds (>= 0) -> ``builtin_interfaces/Time``."""
-    if nanoseconds < 0:
-        raise ValueError(f'a ROS time stamp cannot be negative, got {nanoseconds} ns')
-    return Time(sec=int(nanoseconds) // 1_000_000_000, nanosec=int(nanoseconds) % 1_000_000_000)
+    return Time(**time_fields(nanoseconds))
 
 
 # ---------------------------------------------------------------------------- poses out
 
 def pose_msg(position: Sequence[float], quaternion: Sequence[float]) -> Pose:
     """Position (m) and quaternion ``(x, y, z, w)`` -> ``geometry_msgs/Pose``."""
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
-    (pose.orientation.x, pose.orientation.y, pose.orientation.z,
-     pose.orientation.w) = (float(v) for v in quaternion)
-    return pose
+    return Pose(position=Point(**vector_fields(position)),
+                orientation=Quaternion(**quaternion_fields(quaternion)))
 
 
 def covariance_to_list(covariance: np.ndarray) -> list[float]:
     """6x6 covariance (x y z rotx roty rotz; m², rad²) -> 36 floats, row-major, as ROS wants.
 
-    Symmetrised so the message is exactly symmetric; non-finite values are an error because
-    a consumer such as robot_localization would silently diverge on them.
+    Symmetrised; non-finite values are an error (:func:`camreloc_ros.core.messages.
+    covariance_fields`, which the bag writer uses too).
     """
-    cov = np.asarray(covariance, np.float64)
-    if cov.shape != (6, 6):
-        raise ValueError(f'covariance must be 6x6, got shape {cov.shape}')
-    if not np.all(np.isfinite(cov)):
-        raise ValueError('covariance has non-finite entries')
-    return (0.5 * (cov + cov.T)).reshape(36).tolist()
+    return covariance_fields(covariance).tolist()
 
 
 def pose_stamped(header: Header, position: Sequence[float],
@@ -149,8 +139,6 @@ def pose_with_covariance_stamped(header: Header, position: Sequence[float],
 def transform_stamped(header: Header, child_frame_id: str, position: Sequence[float],
                       quaternion: Sequence[float]) -> TransformStamped:
     """``header.frame_id`` -> ``child_frame_id`` transform; the camera pose in the map."""
-    msg = TransformStamped(header=header, child_frame_id=child_frame_id)
-    t, r = msg.transform.translation, msg.transform.rotation
-    t.x, t.y, t.z = (float(v) for v in position)
-    r.x, r.y, r.z, r.w = (float(v) for v in quaternion)
-    return msg
+    return TransformStamped(header=header, child_frame_id=child_frame_id, transform=Transform(
+        translation=Vector3(**vector_fields(position)),
+        rotation=Quaternion(**quaternion_fields(quaternion))))

@@ -47,12 +47,11 @@ from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, DEFAULT
                                     sequential_loaders, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.engine import InferenceEngine, Prediction
-from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
-                                          summarize, write_results)
+from camreloc_ros.core.evaluation import format_table, pose_errors, summarize, write_results
+from camreloc_ros.core.io import atomic_write_text
+from camreloc_ros.core.messages import NS
 from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
     scoped_environ
-
-NS = 1_000_000_000
 
 default_conf = {
     'image_topic': None,

@@ -32,12 +32,13 @@ import time
 
 import cv2
 
-from camreloc_ros.core.bags import BagWriter, COMPRESSED, IMAGE, NS, SIGNATURES, STORAGES
+from camreloc_ros.core.bags import BagWriter, COMPRESSED, IMAGE, SIGNATURES, STORAGES
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
+from camreloc_ros.core.messages import NS, seconds_to_ns
 from camreloc_ros.tools.common import frame_stamps, require_exists
 
 IMAGE_TOPIC = '/camera/image_raw'
@@ -68,11 +69,11 @@ default_conf = {
 def _stamps_ns(frames: list, conf: dict) -> list[int]:
     """Frame timestamps when every frame has one, else start + index / rate (in ns)."""
     if all(f.timestamp is not None for f in frames):
-        return [int(round(float(f.timestamp) * NS)) for f in frames]
+        return [seconds_to_ns(f.timestamp) for f in frames]
     rel = frame_stamps([dataclasses.replace(f, timestamp=None) for f in frames],
                        fps=float(conf['rate']))
-    start = int(round(float(conf['start_time']) * NS))
-    return [start + int(round(r * NS)) for r in rel]
+    start = seconds_to_ns(conf['start_time'])
+    return [start + seconds_to_ns(r) for r in rel]
 
 
 def _jpeg_bytes(path: Path, quality: int) -> bytes:

@@ -27,8 +27,9 @@ import numpy as np
 from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
 from camreloc_ros.core.data.split import frame_breaks
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import (  # noqa: F401 - re-exported for the tools
-    atomic_output, atomic_write_bytes, atomic_write_text, FALLBACK_FPS)
+from camreloc_ros.core.evaluation import FALLBACK_FPS
+from camreloc_ros.core.io import (  # noqa: F401 - re-exported for the tools
+    atomic_output, atomic_write_bytes, atomic_write_text)
 
 
 def shared_data_dir() -> Path:

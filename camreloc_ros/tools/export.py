@@ -32,8 +32,9 @@ import torch
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.models.pose_model import PoseModel
-from camreloc_ros.core.runtimes import (export_onnx, file_sha256, ONNX_OPSET, OnnxRuntime,
-                                        OUTPUT_KEYS, TorchRuntime)
+from camreloc_ros.core.io import file_sha256
+from camreloc_ros.core.onnx_format import export_onnx, ONNX_OPSET, OUTPUT_KEYS
+from camreloc_ros.core.runtimes import OnnxRuntime, TorchRuntime
 from camreloc_ros.tools.common import require_file
 
 FORMATS = ('onnx',)

@@ -64,7 +64,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from camreloc_ros.core.geometry import check_rigid, quat_to_matrix
+from camreloc_ros.core.geometry import check_rigid, quat_to_matrix, unit_quat_problem
 
 FORMATS = ('7scenes', 'posed', 'cambridge', 'tum', 'csv')
 SPLITS = ('train', 'test')
@@ -73,8 +73,6 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 # 7-Scenes RGB camera (Kinect v1 colour stream, as used by the dataset's authors).
 SEVEN_SCENES_K = {'width': 640, 'height': 480, 'fx': 585.0, 'fy': 585.0, 'cx': 320.0,
                   'cy': 240.0}
-# A stored quaternion further than this from unit length is a data error, not rounding.
-QUAT_NORM_TOL = 1e-2
 
 
 class DatasetError(ValueError):
@@ -266,10 +264,9 @@ def _checked_pose(T: np.ndarray, path: Path, line: int | None) -> np.ndarray:
 
 def _quat_xyzw_to_matrix(q: np.ndarray, path: Path, line: int | None) -> np.ndarray:
     """3x3 rotation of a unit quaternion in x, y, z, w order (checked, then normalised)."""
-    norm = float(np.linalg.norm(q))
-    if not abs(norm - 1.0) <= QUAT_NORM_TOL:
-        raise DatasetError(f'quaternion has norm {norm:.6g}; expected a unit quaternion',
-                           path, line)
+    problem = unit_quat_problem(q)
+    if problem:
+        raise DatasetError(problem, path, line)
     return quat_to_matrix(q)
 
 
