@@ -32,15 +32,14 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
-from camreloc_ros.core.io import clean_stale_temps, reserve, temp_prefix
+from camreloc_ros.core.io import cache_folder, clean_stale_temps, reserve, temp_prefix
 
 CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$CAMRELOC_CACHE`` or ``~/.cache/camreloc_ros/features``."""
-    env = os.environ.get('CAMRELOC_CACHE')
-    return Path(env) if env else Path.home() / '.cache' / 'camreloc_ros' / 'features'
+    """``features`` below the cache root (:func:`camreloc_ros.core.io.cache_root`)."""
+    return cache_folder('features')
 
 
 def _frozen_digest(frozen: torch.nn.Module) -> str:
