@@ -35,7 +35,8 @@ PY="$VENV/bin/python"
 [ -x "$PY" ] || die "$PY not found or not executable"
 [ -f "$2/README.md" ] && [ -d "$2/launch/launch" ] || \
   die "'$2' is not the vendored ROS 2 launch source (expected README.md and launch/launch;" \
-    "it is ../shared/vendor/ros2-launch beside the repository; elsewhere: make setup ROS2_LAUNCH_SRC=DIR)"
+    "it is ../shared/vendor/ros2-launch beside the repository;" \
+    "elsewhere: make setup ROS2_LAUNCH_SRC=DIR)"
 VENDOR="$(cd "$2" && pwd -P)"
 unset _ROS_WHEELS_BOOTSTRAP_COMPLETE
 HERE="$(cd "$(dirname "$0")" && pwd -P)"
