@@ -33,16 +33,17 @@ from scipy.spatial.transform import Rotation, Slerp
 from camreloc_ros.core import bags
 from camreloc_ros.core import geometry as g
 from camreloc_ros.core.data.datasets import read_dataset
-from camreloc_ros.core.data.split import block_split, split_dataset
+from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation import load_per_frame, load_tum
+from camreloc_ros.core.messages import NS
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, train
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
 BLOCK, EVERY = 25, 4
-NS = 1_000_000_000
+VAL_BLOCK, VAL_EVERY = 25, 8     # training.default_conf['data']['val_block' / 'val_every']
 N_EVAL = 30             # test-split frames 75..99 and 175..179: two blocks, a time gap
 IMAGE_TOPIC = '/camera/image_raw'
 JPEG_TOPIC = '/camera/image_raw/compressed'
@@ -480,7 +481,8 @@ def test_train_from_bag_equals_train_from_folder(tmp_path):
 
     conf = train.conf_from_args(bag_args)
     tr, val = train.load_bag_frames([bag], None, conf, JPEG_TOPIC, GT_TOPIC)
-    ref_tr, ref_val = block_split(frames, BLOCK, EVERY)
+    # a training bag has no test split: its held-out blocks of the training side validate
+    ref_tr, ref_val = train_val_split(frames, VAL_BLOCK, VAL_EVERY)
     assert [f.index for f in tr] == [f.index for f in ref_tr]
     assert [f.index for f in val] == [f.index for f in ref_val]
     # poses.txt holds 6 digits: its rotations are orthonormal to ~1e-6 only
@@ -559,3 +561,74 @@ def test_bag_from_dataset_writes_camera_info_and_ground_truth(dataset, tmp_path)
                                                 for f in dataset.frames[:3]]
     with pytest.raises(bags.BagError, match='exists already'):
         bag_from_dataset.main({'format': 'posed', 'limit': 3}, {'data': DATA, 'out': jpeg})
+
+
+def test_two_matching_rules(tmp_path):
+    """TUM folders take the nearest sample within max_dt; bags interpolate within tolerance.
+
+    Both rules are documented side by side in ``camreloc_ros/core/bags/groundtruth.py``.
+    """
+    import cv2
+
+    gt = [(1.00, 0.0), (1.04, 0.4), (1.20, 2.0)]      # (time s, x m), identity rotation
+    images = [1.01, 1.03, 1.12]
+    (tmp_path / 'rgb').mkdir()
+    lines = []
+    for k, t in enumerate(images):
+        cv2.imwrite(str(tmp_path / 'rgb' / f'{k}.png'), np.zeros((4, 4, 3), np.uint8))
+        lines.append(f'{t:.6f} rgb/{k}.png')
+    (tmp_path / 'rgb.txt').write_text('\n'.join(lines) + '\n')
+    (tmp_path / 'groundtruth.txt').write_text(
+        ''.join(f'{t:.6f} {x} 0 0 0 0 0 1\n' for t, x in gt))
+    tum = read_dataset(tmp_path, 'tum', max_dt=0.02, drop_unmatched=True)
+    # nearest sample, as it is: 1.01 -> 1.00, 1.03 -> 1.04; 1.12 has none within 0.02 s
+    assert [f.pose_c2w[0, 3] for f in tum.frames] == [0.0, 0.4] and tum.dropped == 1
+    traj = bags.Trajectory([round(t * NS) for t, _ in gt], [[x, 0, 0] for _, x in gt],
+                           [[0, 0, 0, 1]] * len(gt))
+    pos, _, ok = traj.at([round(t * NS) for t in images], bags.DEFAULT_TOLERANCE)
+    # interpolated between the samples around each stamp; 1.12 is 0.08 s from both: none
+    np.testing.assert_allclose(pos[:2, 0], [0.1, 0.3], atol=1e-9)
+    assert ok.tolist() == [True, True, False]
+    pos, _, ok = traj.at([round(1.01 * NS)], 0.005)       # one side only within tolerance
+    assert ok.tolist() == [False]
+    pos, _, ok = traj.at([round(1.22 * NS)], 0.05)        # the last sample, as it is
+    assert ok.tolist() == [True] and pos[0, 0] == 2.0
+
+
+def test_bag_and_live_messages_share_their_field_mapping():
+    """The bag writer and the live node's rclpy builders give equal fields, refuse the same."""
+    from camreloc_ros.ros import conversions as conv
+
+    m = bags.Messages()
+    cov = np.diag([0.1, 0.2, 0.3, 0.01, 0.02, 0.03])
+    cov[0, 1] = 0.05                                        # not symmetric: both symmetrise
+    ns = 1_700_000_000_123_456_789
+    bag_msg = m.pose_with_covariance_stamped(ns, 'map', [1, 2, 3], [0, 0, 0.6, 0.8], cov)
+    header = conv.Header(stamp=conv.ns_to_stamp(ns), frame_id='map')
+    live = conv.pose_with_covariance_stamped(header, [1, 2, 3], [0, 0, 0.6, 0.8], cov)
+    assert list(bag_msg.pose.covariance) == list(live.pose.covariance)
+    assert (bag_msg.header.stamp.sec, bag_msg.header.stamp.nanosec) == \
+        (live.header.stamp.sec, live.header.stamp.nanosec)
+    p, q = bag_msg.pose.pose.position, bag_msg.pose.pose.orientation
+    lp, lq = live.pose.pose.position, live.pose.pose.orientation
+    assert (p.x, p.y, p.z, q.x, q.y, q.z, q.w) == (lp.x, lp.y, lp.z, lq.x, lq.y, lq.z, lq.w)
+    bad = cov.copy()
+    bad[2, 2] = np.inf
+
+    def bag_builder(c):
+        return m.pose_with_covariance_stamped(ns, 'map', [0, 0, 0], [0, 0, 0, 1], c)
+
+    for build in (bag_builder, conv.covariance_to_list):
+        with pytest.raises(ValueError, match='non-finite'):
+            build(bad)
+        with pytest.raises(ValueError, match='6x6'):
+            build(np.eye(3))
+    for stamp in (m.time, conv.ns_to_stamp):
+        with pytest.raises(ValueError, match='negative'):
+            stamp(-1)
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    bag_img, live_img = m.image(ns, 'cam', rgb), conv.rgb_to_image(rgb)
+    assert [(i.height, i.width, i.encoding, i.is_bigendian, i.step) for i in (bag_img, live_img)
+            ] == [(2, 3, 'rgb8', 0, 9)] * 2
+    assert m.compressed(ns, 'cam', b'').format == \
+        conv.rgb_to_compressed(rgb, 'jpeg').format == 'rgb8; jpeg compressed bgr8'

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from camreloc_ros.core.data.datasets import read_dataset
-from camreloc_ros.core.data.split import split_dataset
+from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.features import frozen_features
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
 from camreloc_ros.core.training import Trainer, train_conf
@@ -45,9 +45,9 @@ def _conf(tmp_path, **train):
 @pytest.fixture(scope='module')
 def frames():
     dataset = read_dataset(DATA, 'posed')
-    train = split_dataset(dataset, 'train').frames
-    test = split_dataset(dataset, 'test').frames
-    return train, test[:16]
+    # as `camreloc train` splits: test blocks set aside, validation from the training side
+    train, val = train_val_split(split_dataset(dataset, 'train').frames, 25, 8)
+    return train, val[:16]
 
 
 def test_two_epochs_lower_the_loss(tmp_path, frames):
@@ -74,8 +74,16 @@ def test_same_seed_same_run(tmp_path, frames):
     assert runs[0] == runs[1]
 
 
-def test_resume_after_kill_gives_the_same_next_epoch(tmp_path, frames):
-    conf = _conf(tmp_path, epochs=3)
+AUGMENT = {'brightness': 0.2, 'contrast': 0.2, 'crop_scale': 0.1}
+
+
+@pytest.mark.parametrize('augment', [False, True], ids=['cached', 'augmented'])
+def test_resume_after_kill_gives_the_same_next_epoch(tmp_path, frames, augment):
+    """Also with augmentation: its draws are seeded per (seed, epoch, frame), so the killed
+    run (2 data-loader workers) and the reference (no worker) see the same pixels."""
+    conf = _conf(tmp_path, epochs=3, workers=0)
+    if augment:
+        conf['data'] = {'augment': AUGMENT}
     reference = Trainer(conf, frames[0], frames[1], tmp_path / 'ref', log=lambda s: None,
                         progress_bars=False)
     reference.fit()
@@ -86,7 +94,9 @@ def test_resume_after_kill_gives_the_same_next_epoch(tmp_path, frames):
             'from camreloc_ros.tools import train\n'
             'conf = json.loads(sys.argv[1])\n'
             'train.main(conf, {"data": sys.argv[2], "out": sys.argv[3]}, progress_bars=False)\n')
-    long_conf = _conf(tmp_path, epochs=50)
+    long_conf = _conf(tmp_path, epochs=50, workers=2)
+    if augment:
+        long_conf['data'] = {'augment': AUGMENT}
     proc = subprocess.Popen([sys.executable, '-c', code, json.dumps(long_conf), str(DATA),
                              str(run)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -158,7 +168,7 @@ def test_unknown_training_keys_raise():
 def test_temporal_gru_trains_on_windows_inside_blocks(tmp_path, frames):
     conf = _conf(tmp_path, epochs=1, limit=None)
     conf['model']['head'] = {'name': 'gru', 'window': 4, 'width': 64, 'gru_hidden': 32}
-    train = frames[0][60:90]       # indices 60..74, then the held-out gap, then 100..114
+    train = frames[0][35:65]       # indices 60..74, then the held-out gap, then 100..114
     assert [train[14].index, train[15].index] == [74, 100]
     trainer = Trainer(conf, train, frames[1], tmp_path / 'gru', log=lambda s: None,
                       progress_bars=False)

@@ -31,7 +31,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
+from camreloc_ros.core.data.loading import EpochBatches, FrameImages, make_loader
+from camreloc_ros.core.data.transforms import Preprocessor
 from camreloc_ros.core.io import cache_folder, clean_stale_temps, reserve, temp_prefix
 
 CACHE_VERSION = 1
@@ -68,9 +69,11 @@ def cache_key(model, pre: Preprocessor, frames: Sequence) -> str:
 
 
 def frozen_features(model, frames: Sequence, cache_dir: str | Path | None = None,
-                    batch_size: int = 16, progress: Callable | None = None) -> np.ndarray:
+                    batch_size: int = 16, progress: Callable | None = None,
+                    workers: int = 0) -> np.ndarray:
     """Return ``(N, C, h, w)`` float32 frozen-trunk features, memory-mapped from the cache.
 
+    Images are decoded by a ``DataLoader`` with ``workers`` processes while the trunk runs;
     ``progress(done, total)`` is called after each batch when the cache is being filled.
     """
     spec = model.spec
@@ -94,16 +97,21 @@ def frozen_features(model, frames: Sequence, cache_dir: str | Path | None = None
         finally:
             os.close(fd)
         frozen = model.backbone.frozen.eval()
-        batch = np.empty((batch_size, 3, pre.size, pre.size), np.float32)
+        device = next(frozen.parameters(), torch.zeros(())).device
+        batches = [np.arange(s, min(s + batch_size, len(frames)))
+                   for s in range(0, len(frames), batch_size)]
+        sampler = EpochBatches()
+        sampler.set_epoch(0, batches)
+        loader = make_loader(FrameImages(frames, pre), sampler, workers,
+                             pin_memory=device.type == 'cuda')
+        done = 0
         with torch.inference_mode():
-            for start in range(0, len(frames), batch_size):
-                chunk = frames[start:start + batch_size]
-                for j, frame in enumerate(chunk):
-                    pre(read_rgb(frame.image_path), out=batch[j])
-                x = torch.from_numpy(batch[:len(chunk)])
-                out[start:start + len(chunk)] = frozen(x).numpy()
+            for x in loader:
+                x = x.to(device, non_blocking=True)
+                out[done:done + len(x)] = frozen(x).float().cpu().numpy()
+                done += len(x)
                 if progress:
-                    progress(start + len(chunk), len(frames))
+                    progress(done, len(frames))
         out.flush()
         del out
         os.replace(tmp, path)

@@ -15,9 +15,14 @@
 """Training of pose models as the thesis: Adam, L1 losses, frozen trunk features cached.
 
 Determinism and resuming: each epoch draws its batch order and dropout masks from generators
-seeded with ``(seed, epoch)``, and ``last.pt`` holds model, loss weights and optimizer state
-after each finished epoch. A run killed at any point and resumed therefore produces the same
-next epoch as an uninterrupted run.
+seeded with ``(seed, epoch)`` and each frame's augmentation from ``(seed, epoch, frame)``
+(:mod:`camreloc_ros.core.data.loading`), and ``last.pt`` holds model, loss weights and
+optimizer state after each finished epoch. A run killed at any point and resumed therefore
+produces the same next epoch as an uninterrupted run, augmented or not, with any number of
+data-loader workers. Scale-out is torchrun + DistributedDataParallel
+(:mod:`camreloc_ros.core.distributed`). This module is over 450 lines because the config
+schema, the trainer and its DDP step belong together; the data pipeline lives in
+``data/loading.py``.
 """
 
 import copy
@@ -29,11 +34,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
 from camreloc_ros.core.data.datasets import FORMATS
 from camreloc_ros.core.data.split import causal_window_starts, frame_breaks, temporal_windows
-from camreloc_ros.core.data.transforms import Augmenter, Preprocessor, read_rgb
+from camreloc_ros.core.data.loading import CachedFrozen, EpochBatches, FrameImages, make_loader, \
+    shard
+from camreloc_ros.core.data.transforms import Augmenter, Preprocessor
+from camreloc_ros.core.distributed import Dist, resolve_train_device
 from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
 from camreloc_ros.core.features import frozen_features
 from camreloc_ros.core.io import clean_stale_temps
@@ -60,11 +70,17 @@ default_conf = {
         'cache': True,           # frozen-trunk feature cache (impossible with augmentation)
         'cache_dir': None,
         'limit': None,           # use only the first N training frames (quick checks)
+        'workers': 1,            # DataLoader processes decoding images (0 = in the loop)
+        'keep_epochs': 3,        # epoch_NNN.pt files kept besides last.pt and best.pt
+        'device': 'auto',        # auto (CUDA when present), cpu, cuda, cuda:N
+        'precision': 'fp32',     # CUDA autocast of the CNN: fp32 (off), bf16, fp16
     },
     'data': {
         'format': 'posed',
-        'block': 25,             # block split for single-sequence data
-        'every': 4,
+        'block': 25,             # test split for data without an official one: never trained on,
+        'every': 4,              # never validated on
+        'val_block': 25,         # validation: held-out blocks of the TRAINING side
+        'val_every': 8,          # (0 = no validation: best.pt is the last epoch)
         'augment': {'brightness': 0.0, 'contrast': 0.0, 'crop_scale': 0.0},
     },
 }
@@ -93,11 +109,17 @@ schema = {
         'cache': Spec('bool'),
         'cache_dir': Spec('str', optional=True),
         'limit': Spec('int', lo=1, optional=True),
+        'workers': Spec('int', lo=0),
+        'keep_epochs': Spec('int', lo=0),
+        'device': Spec('str'),
+        'precision': Spec('str', choices=('fp32', 'bf16', 'fp16')),
     },
     'data': {
         'format': Spec('str', choices=FORMATS, optional=True),
         'block': Spec('int', lo=1),
         'every': Spec('int', lo=2),
+        'val_block': Spec('int', lo=1),
+        'val_every': Spec('int', lo=0),
         'augment': {
             'brightness': Spec('float', lo=0.0, hi=1.0),
             'contrast': Spec('float', lo=0.0, hi=1.0),
@@ -150,61 +172,66 @@ def variance_nll(out: dict, pos_gt_norm: torch.Tensor, quat_gt: torch.Tensor) ->
     return 0.5 * (err ** 2 * torch.exp(-logvar) + logvar).mean()
 
 
-class _Source:
-    """Training inputs for the trainable part: cached frozen features, or images."""
+class _Objective(nn.Module):
+    """Trainable part, head and losses as one module: what DDP wraps and synchronises.
 
-    def __init__(self, model: PoseModel, frames: Sequence, conf: dict, progress: Callable):
+    The learned loss weights (NH/QEH ``s_pos``, ``s_rot``) are parameters too, so every rank
+    keeps the same ones. ``forward`` returns the loss to minimise and the decoded outputs.
+    """
+
+    def __init__(self, model: PoseModel, loss: nn.Module, var_weight: float):
+        super().__init__()
         self.model = model
-        self.frames = list(frames)
-        aug = conf['data']['augment']
-        self.augmenter = Augmenter(aug['brightness'], aug['contrast'], aug['crop_scale'],
-                                   seed=conf['train']['seed'])
-        spec = model.spec
-        self.pre = Preprocessor(spec.input_size, spec.mean, spec.std)
-        self.cached = None
-        if conf['train']['cache'] and not self.augmenter.active:
-            self.cached = frozen_features(model, self.frames, conf['train']['cache_dir'],
-                                          progress=progress)
+        self.loss = loss
+        self.var_weight = float(var_weight)
 
-    def features(self, idx: np.ndarray, train: bool) -> torch.Tensor:
-        """Pooled per-frame features ``(len(idx), C)`` with gradients for the trainable part."""
-        if self.cached is not None:
-            frozen = torch.from_numpy(np.ascontiguousarray(self.cached[np.sort(idx)]))
-            order = np.argsort(np.argsort(idx))
-            return self.model.features_from_frozen(frozen[torch.from_numpy(order)])
-        size = self.pre.size
-        batch = np.empty((len(idx), 3, size, size), np.float32)
-        for j, i in enumerate(idx):
-            image = read_rgb(self.frames[i].image_path)
-            if train and self.augmenter.active:
-                image = self.augmenter.colour(image)
-                box = self.augmenter.box(image.shape[0], image.shape[1], size)
-                self.pre.normalize(self.pre.resized(image, box), out=batch[j])
-            else:
-                self.pre(image, out=batch[j])
-        with torch.no_grad():
-            frozen = self.model.backbone.forward_frozen(torch.from_numpy(batch))
-        return self.model.features_from_frozen(frozen)
+    def forward(self, x: torch.Tensor, cached: bool, shape_bt: tuple[int, int],
+                pos_gt_norm: torch.Tensor, quat_gt: torch.Tensor) -> tuple:
+        """``x``: frozen features ``(B*T, C, h, w)`` or images ``(B*T, 3, S, S)``."""
+        if not cached:
+            with torch.no_grad():
+                x = self.model.backbone.forward_frozen(x)
+        feat = self.model.features_from_frozen(x).float()
+        if self.model.temporal:
+            feat = feat.view(shape_bt[0], shape_bt[1], -1)
+        out = self.model.head_forward(feat)
+        loss, parts = self.loss(out['pos_norm'].reshape(-1, 3), out['quat_raw'].reshape(-1, 4),
+                                pos_gt_norm, quat_gt)
+        flat = {k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}
+        nll = variance_nll(flat, pos_gt_norm, quat_gt)
+        return loss + self.var_weight * nll, loss, nll, parts, out
 
 
 class Trainer:
-    """Fits a :class:`PoseModel` on training frames and validates on held-out frames."""
+    """Fits a :class:`PoseModel` on training frames and validates on held-out frames.
+
+    ``val_frames`` must come from the training side (held-out blocks of the training
+    sequences, or separate validation data), never from the test split: ``best.pt`` is
+    selected on them. In a torchrun job (``dist``), every rank trains on its shard of each
+    global batch under DistributedDataParallel; rank 0 alone writes the cache, checkpoints
+    and logs.
+    """
 
     def __init__(self, conf: dict, train_frames: Sequence, val_frames: Sequence,
                  out_dir: str | Path, log: Callable[[str], None] = print,
-                 progress_bars: bool = True):
+                 progress_bars: bool = True, dist: Dist | None = None,
+                 split_info: dict | None = None):
         self.conf = train_conf(conf)
         tconf = self.conf['train']
         if tconf['limit']:
             train_frames = list(train_frames)[:int(tconf['limit'])]
         if not train_frames:
             raise ValueError('no training frames')
+        self.dist = dist or Dist(device=resolve_train_device(tconf['device']))
         self.train_frames, self.val_frames = list(train_frames), list(val_frames)
+        self.split_info = dict(split_info or {})
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(self.out_dir, log)   # litter of a killed run, never a user's file
-        self.log = log
-        self.progress_bars = progress_bars
+        self.log = log if self.dist.main else (lambda s: None)
+        if self.dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            clean_stale_temps(self.out_dir, log)   # litter of a killed run, never a user's file
+        self.progress_bars = progress_bars and self.dist.main
+        self.device = self.dist.device
         torch.manual_seed(tconf['seed'])
         self.model = PoseModel(self.conf['model'])
         self.loss = _loss_from_conf(self.conf['loss'])
@@ -212,8 +239,21 @@ class Trainer:
         mean, scale = pose_stats(pos)
         self.model.set_pose_stats(mean, scale)
         self.train_pos = pos
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        params += list(self.loss.parameters())
+        cuda = self.device.type == 'cuda'
+        self.model.to(self.device)
+        self.loss.to(self.device)
+        if cuda:
+            self.model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True   # fixed input size: fastest kernels
+        self.amp = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(tconf['precision']) \
+            if cuda else None
+        self.scaler = torch.amp.GradScaler('cuda') if self.amp == torch.float16 else None
+        self.objective = _Objective(self.model, self.loss, tconf['var_weight'])
+        self.step_module: nn.Module = self.objective
+        if self.dist.world > 1:
+            self.step_module = DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if cuda else None)
+        params = [p for p in self.objective.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=tconf['lr'], betas=tuple(tconf['betas']),
                                           eps=tconf['eps'], weight_decay=tconf['weight_decay'],
                                           fused=True)
@@ -223,11 +263,30 @@ class Trainer:
         self._sources: dict = {}
 
     # ---- data ----------------------------------------------------------------------------
-    def _source(self, which: str) -> _Source:
+    def _source(self, which: str) -> tuple:
+        """``(loader, sampler, cached)`` for ``train`` or ``val``, built once."""
         if which not in self._sources:
             frames = self.train_frames if which == 'train' else self.val_frames
-            self._sources[which] = _Source(self.model, frames, self.conf,
-                                           self._cache_progress(which))
+            tconf, aug = self.conf['train'], self.conf['data']['augment']
+            augmenter = Augmenter(aug['brightness'], aug['contrast'], aug['crop_scale']) \
+                if which == 'train' else None
+            spec = self.model.spec
+            pre = Preprocessor(spec.input_size, spec.mean, spec.std)
+            cached = tconf['cache'] and not (augmenter is not None and augmenter.active)
+            workers = tconf['workers']
+            if cached:
+                if self.dist.main:    # rank 0 builds the cache; the others wait, then read it
+                    frozen_features(self.model, frames, tconf['cache_dir'],
+                                    progress=self._cache_progress(which), workers=workers)
+                if which == 'train':  # validation runs on rank 0 alone: no barrier there
+                    self.dist.barrier()
+                dataset = CachedFrozen(frozen_features(self.model, frames, tconf['cache_dir']))
+                workers = 0           # a memory-mapped slice needs no worker process
+            else:
+                dataset = FrameImages(frames, pre, augmenter, seed=tconf['seed'])
+            sampler = EpochBatches()
+            loader = make_loader(dataset, sampler, workers, self.device.type == 'cuda')
+            self._sources[which] = (loader, sampler, cached)
         return self._sources[which]
 
     def _cache_progress(self, which: str) -> Callable:
@@ -242,6 +301,10 @@ class Trainer:
         return report
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
+        """Draw the epoch's global batches (positions; ``(b, T)`` windows for temporal heads).
+
+        Drawn from one generator seeded by ``(seed, epoch)``: identical on every rank.
+        """
         tconf = self.conf['train']
         gen = np.random.default_rng([tconf['seed'], epoch])
         if self.model.temporal:
@@ -263,77 +326,94 @@ class Trainer:
                 for s in range(0, len(order), per_batch)]
 
     # ---- one epoch -----------------------------------------------------------------------
-    def _step(self, idx_bt: np.ndarray) -> dict:
-        src = self._source('train')
+    def _step(self, idx_bt: np.ndarray, x: torch.Tensor, cached: bool) -> dict:
         b, t = idx_bt.shape
-        feat = src.features(idx_bt.reshape(-1), train=True)
-        if self.model.temporal:
-            feat = feat.view(b, t, -1)
-        out = self.model.head_forward(feat)
         flat = idx_bt.reshape(-1)
-        pos_gt = self.model.normalize_pos(torch.from_numpy(self.train_pos[flat]).float())
-        quat_gt = torch.from_numpy(self.train_quat[flat]).float()
-        pos_pred = out['pos_norm'].reshape(-1, 3)
-        quat_pred = out['quat_raw'].reshape(-1, 4)
-        loss, parts = self.loss(pos_pred, quat_pred, pos_gt, quat_gt)
-        flat_out = {k: v.reshape(-1, v.shape[-1]) for k, v in out.items()}
-        nll = variance_nll(flat_out, pos_gt, quat_gt)
-        total = loss + self.conf['train']['var_weight'] * nll
+        x = x.to(self.device, non_blocking=True)
+        if not cached and self.device.type == 'cuda':
+            x = x.contiguous(memory_format=torch.channels_last)
+        pos_gt = self.model.normalize_pos(
+            torch.from_numpy(self.train_pos[flat]).float().to(self.device))
+        quat_gt = torch.from_numpy(self.train_quat[flat]).float().to(self.device)
+        with torch.autocast('cuda', dtype=self.amp or torch.float16, enabled=self.amp is not None):
+            total, loss, nll, parts, out = self.step_module(x, cached, (b, t), pos_gt, quat_gt)
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
         with torch.no_grad():
-            pos_err, rot_err = pose_errors(out['pos'].reshape(-1, 3).numpy(),
-                                           out['quat'].reshape(-1, 4).numpy(),
+            pos_err, rot_err = pose_errors(out['pos'].reshape(-1, 3).float().cpu().numpy(),
+                                           out['quat'].reshape(-1, 4).float().cpu().numpy(),
                                            self.train_pos[flat], self.train_quat[flat])
         return dict(parts, loss=loss.item(), nll=nll.item(), n=len(flat),
                     pos_err=float(np.sum(pos_err)), rot_err=float(np.sum(rot_err)))
 
     def train_epoch(self) -> dict:
-        """Run one epoch; deterministic given (seed, epoch) and the state before it."""
+        """Run one epoch; deterministic given (seed, epoch) and the state before it.
+
+        Under DDP each rank takes rows ``rank::world`` of every global batch; the reported
+        loss is the mean over ranks, i.e. the loss of the global batch.
+        """
         epoch = self.epoch + 1
+        dist = self.dist
         torch.manual_seed(self.conf['train']['seed'] * 100003 + epoch)
         self.model.train()
-        batches = self._batches(epoch)
+        loader, sampler, cached = self._source('train')
+        global_batches = [g for g in self._batches(epoch) if len(g) >= dist.world]
+        batches = [shard(g, dist.rank, dist.world) for g in global_batches]
+        sampler.set_epoch(epoch, batches)
         bar = _bar(len(batches), f'epoch {epoch}/{self.conf["train"]["epochs"]}',
                    self.progress_bars)
-        sums = {'loss': 0.0, 'pos_err': 0.0, 'rot_err': 0.0, 'n': 0, 'batches': 0}
+        sums = {'loss': 0.0, 'pos_err': 0.0, 'rot_err': 0.0, 'n': 0}
         t0 = time.monotonic()
-        for idx in batches:
-            r = self._step(idx)
+        for idx, x in zip(batches, loader):
+            r = self._step(idx, x, cached)
             sums['loss'] += r['loss']
-            sums['batches'] += 1
             for k in ('pos_err', 'rot_err', 'n'):
                 sums[k] += r[k]
             if bar is not None:
-                bar.set_postfix(loss=f'{sums["loss"] / sums["batches"]:.3f}',
-                                pos=f'{sums["pos_err"] / sums["n"]:.2f}m',
-                                rot=f'{sums["rot_err"] / sums["n"]:.1f}deg',
+                bar.set_postfix(loss=f'{r["loss"]:.3f}', pos=f'{r["pos_err"] / r["n"]:.2f}m',
                                 s=f'{r.get("s_pos", 0):.2f}/{r.get("s_rot", 0):.2f}')
                 bar.update(1)
         if bar is not None:
             bar.close()
+        loss, pos_err, rot_err, n = dist.all_sum(
+            [sums['loss'], sums['pos_err'], sums['rot_err'], sums['n']])
         self.epoch = epoch
-        return {'epoch': epoch, 'loss': sums['loss'] / sums['batches'],
-                'train_pos_err': sums['pos_err'] / sums['n'],
-                'train_rot_err': sums['rot_err'] / sums['n'],
+        return {'epoch': epoch, 'loss': loss / (dist.world * len(batches)),
+                'train_pos_err': pos_err / n, 'train_rot_err': rot_err / n,
                 'seconds': time.monotonic() - t0}
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Median/mean errors on the validation frames (causal windows for temporal heads)."""
-        if not self.val_frames:
+        """Median/mean errors on the validation frames (causal windows for temporal heads).
+
+        Rank 0 validates (it alone selects and writes ``best.pt``); other ranks return {}.
+        """
+        if not self.val_frames or not self.dist.main:
             return {}
         self.model.eval()
-        src = self._source('val')
+        loader, sampler, cached = self._source('val')
         idx = np.arange(len(self.val_frames))
-        feats = torch.cat([src.features(idx[s:s + 64], train=False)
-                           for s in range(0, len(idx), 64)])
+        sampler.set_epoch(0, [idx[s:s + 64] for s in range(0, len(idx), 64)])
+        feats = []
+        for x in loader:
+            x = x.to(self.device, non_blocking=True)
+            with torch.autocast('cuda', dtype=self.amp or torch.float16,
+                                enabled=self.amp is not None):
+                if not cached:
+                    x = self.model.backbone.forward_frozen(x)
+                feats.append(self.model.features_from_frozen(x).float())
+        feats = torch.cat(feats)
         if self.model.temporal:
             pos, quat = _causal_windows(self.model, feats, self.val_frames)
         else:
             out = self.model.head_forward(feats)
-            pos, quat = out['pos'].numpy(), out['quat'].numpy()
+            pos, quat = out['pos'].cpu().numpy(), out['quat'].cpu().numpy()
         gt_pos, gt_quat = pose_targets(self.val_frames)
         pos_err, rot_err = pose_errors(pos, quat, gt_pos, gt_quat)
         med_pos, med_rot = float(np.median(pos_err)), float(np.median(rot_err))
@@ -344,17 +424,33 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------
     def _extra(self) -> dict:
         return {'train_conf': copy.deepcopy(self.conf), 'data': dict(self.conf['data']),
-                'epoch': self.epoch, 'history': copy.deepcopy(self.history)}
+                'epoch': self.epoch, 'history': copy.deepcopy(self.history),
+                'split': copy.deepcopy(self.split_info)}
 
     def save(self) -> None:
-        """Per-epoch checkpoint, ``last.pt`` with optimizer state, ``best.pt`` by validation."""
+        """``last.pt`` with optimizer state, this epoch's file, and the newest ``keep_epochs``.
+
+        Only epoch files this run numbered are removed (``epoch_NNN.pt`` older than the
+        newest ``train.keep_epochs``); ``last.pt`` and ``best.pt`` always stay.
+        """
+        if not self.dist.main:
+            return
         extra = self._extra()
         state = self.model.checkpoint_dict(extra)
         state['resume'] = {'optimizer': self.optimizer.state_dict(),
                            'loss': self.loss.state_dict(), 'epoch': self.epoch,
                            'best_score': self.best_score}
+        if self.scaler is not None:
+            state['resume']['scaler'] = self.scaler.state_dict()
         save_atomic(state, self.out_dir / 'last.pt')   # first: resuming needs only this
-        self.model.save_checkpoint(self.out_dir / f'epoch_{self.epoch:03d}.pt', extra)
+        keep = int(self.conf['train']['keep_epochs'])
+        if keep > 0:
+            self.model.save_checkpoint(self.out_dir / f'epoch_{self.epoch:03d}.pt', extra)
+        for old in range(self.epoch - keep, 0, -1):
+            path = self.out_dir / f'epoch_{old:03d}.pt'
+            if not path.is_file():
+                break
+            path.unlink()
         atomic_write_text(self.out_dir / 'history.json', json.dumps(self.history, indent=1))
 
     def resume(self, path: str | Path | None = None) -> bool:
@@ -372,6 +468,8 @@ class Trainer:
         self.model.load_state_dict(ckpt['state_dict'])
         self.optimizer.load_state_dict(ckpt['resume']['optimizer'])
         self.loss.load_state_dict(ckpt['resume']['loss'])
+        if self.scaler is not None and 'scaler' in ckpt['resume']:
+            self.scaler.load_state_dict(ckpt['resume']['scaler'])
         self.epoch = int(ckpt['resume']['epoch'])
         self.best_score = float(ckpt['resume']['best_score'])
         self.history = list(ckpt['extra']['history'])
@@ -390,7 +488,7 @@ class Trainer:
             if best:
                 self.best_score = record.get('val_score', -record['epoch'])
             self.save()
-            if best:
+            if best and self.dist.main:
                 self.model.save_checkpoint(self.out_dir / 'best.pt', self._extra())
             msg = (f'epoch {record["epoch"]:3d}  loss {record["loss"]:.4f}  train '
                    f'{record["train_pos_err"]:.2f} m {record["train_rot_err"]:.1f} deg')
@@ -398,6 +496,7 @@ class Trainer:
                 msg += (f'  val median {record["val_median_pos"]:.2f} m '
                         f'{record["val_median_rot"]:.1f} deg{"  *best" if best else ""}')
             self.log(msg + f'  ({record["seconds"]:.1f} s)')
+        self.dist.barrier()   # no rank leaves while rank 0 still writes
         return self.history[-1] if self.history else {}
 
 
@@ -406,8 +505,8 @@ def _causal_windows(model: PoseModel, feats: torch.Tensor, frames: Sequence):
     pos, quat = [], []
     for i, lo in enumerate(causal_window_starts(frame_breaks(frames), model.window)):
         out = model.head_forward(feats[lo:i + 1][None])
-        pos.append(out['pos'][0, -1].numpy())
-        quat.append(out['quat'][0, -1].numpy())
+        pos.append(out['pos'][0, -1].cpu().numpy())
+        quat.append(out['quat'][0, -1].cpu().numpy())
     return np.stack(pos), np.stack(quat)
 
 

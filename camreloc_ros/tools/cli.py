@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                                   description=SUBCOMMANDS[args.command][1])
     module.add_arguments(sub)
     sub_args = sub.parse_args(argv[1:])
+    sub_args.argv = argv[1:]   # what the user typed, for tools that relaunch (torchrun)
     try:
         module.from_args(sub_args)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -62,6 +62,28 @@ def split_params(conf: dict, extra: dict) -> tuple[int, int]:
     return int(block), int(every)
 
 
+def selection_warnings(extra: dict, frames: list, ckpt: Path) -> list[str]:
+    """Say when the scored frames are ones the checkpoint was selected (or trained) on.
+
+    Validation frames chose ``best.pt`` and the hyper-parameters: scores on them are
+    optimistic. Checkpoints from before the train/val separation validated on the test split.
+    """
+    split = extra.get('split') or {}
+    names = {f.name for f in frames}
+    if 'val_names' not in split:
+        if extra.get('history') and any('val_score' in h for h in extra['history']):
+            return [f'{ckpt} predates the train/validation separation: its validation frames '
+                    'were the test split, so a best-on-validation checkpoint was selected on '
+                    'these very frames and its test numbers are optimistic']
+        return []
+    seen = names & set(split['val_names'])
+    if not seen:
+        return []
+    return [f'{len(seen)} of the {len(names)} scored frames are validation frames that '
+            f'{ckpt} was selected on ({split.get("val_source", "validation")}): these numbers '
+            'are optimistic; score the test split for an honest number']
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Predict every frame of the split, write the result files, return the output folder.
 
@@ -83,7 +105,7 @@ def main(conf: dict, paths: dict) -> Path:
 
     engine = InferenceEngine.from_checkpoint(ckpt, runtime=conf['runtime'],
                                              device=conf['device'])
-    extra = getattr(engine.model, 'checkpoint_extra', None) or {}
+    extra = engine.checkpoint_extra or {}   # torch or ONNX Runtime alike
     fmt = conf['format'] or ((extra.get('data') or {}).get('format'))
     if fmt is None:
         raise ValueError(f'dataset format not given and not stored in {ckpt}; '
@@ -101,6 +123,8 @@ def main(conf: dict, paths: dict) -> Path:
     if not frames:
         raise ValueError(f'no frames to evaluate in the {conf["split"]} split of {data}')
 
+    for line in selection_warnings(extra, frames, ckpt):
+        print(f'WARNING: {line}', flush=True)
     official = fmt in ('7scenes', 'cambridge')
     how = 'official split' if official else f'block={block}, every={every}'
     print(f'evaluating {ckpt} ({engine.describe()}) on {len(frames)} {conf["split"]} frames '

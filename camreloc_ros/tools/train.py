@@ -22,34 +22,78 @@ and interpolated ground truth of rosbags are extracted once into a cache
 """
 
 import argparse
+import json
+import os
 from pathlib import Path
+import sys
 
 import yaml
 
+from camreloc_ros.core import distributed
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
-from camreloc_ros.core.data.datasets import FORMATS, read_dataset
-from camreloc_ros.core.data.split import block_split, split_dataset
+from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
+from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation import atomic_write_text
 from camreloc_ros.core.training import train_conf, Trainer
 
 
-def load_frames(data: str | Path, conf: dict) -> tuple[list, list]:
-    """Training and validation frames of a dataset folder, split as the config says."""
+class FrameSplit(tuple):
+    """``(train, val)`` frames, with ``info``: the three counts and where validation is from."""
+
+    info: dict
+
+    def __new__(cls, train: list, val: list, info: dict) -> 'FrameSplit':
+        """Make the pair and attach ``info``."""
+        obj = super().__new__(cls, (train, val))
+        obj.info = info
+        return obj
+
+
+def split_info(train: list, val: list, test: int | None, val_source: str) -> dict:
+    """Describe a split as a run records it: counts and the validation frames' names."""
+    return {'train': len(train), 'val': len(val), 'test': test, 'val_source': val_source,
+            'val_names': [f.name for f in val]}
+
+
+def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None,
+                log=print) -> FrameSplit:
+    """Training and validation frames of a dataset folder; the test split is never used.
+
+    The test split (official files, or ``data.block``/``data.every`` blocks) is set aside
+    first; validation is ``val_data`` (a second folder of the same format, read whole) or
+    held-out blocks of the training side (``data.val_block``/``data.val_every``).
+    """
     dconf = conf['data']
     dataset = read_dataset(data, dconf['format'])
     train = split_dataset(dataset, 'train', dconf['block'], dconf['every']).frames
-    val = split_dataset(dataset, 'test', dconf['block'], dconf['every']).frames
-    return train, val
+    try:
+        test = len(split_dataset(dataset, 'test', dconf['block'], dconf['every']).frames)
+    except DatasetError:
+        test = 0
+    if val_data is not None:
+        val = read_dataset(val_data, dconf['format']).frames
+        source = f'--val-data {val_data}'
+    else:
+        train, val = train_val_split(train, dconf['val_block'], dconf['val_every'])
+        source = (f'held-out training blocks (val_block={dconf["val_block"]}, '
+                  f'val_every={dconf["val_every"]})')
+    info = split_info(train, val, test, source)
+    log(f'split: train {len(train)}, val {len(val)}, test {test} frames (test never used; '
+        f'validation: {source})')
+    if not val:
+        log('no validation frames: best.pt will be the last epoch')
+    return FrameSplit(train, val, info)
 
 
 def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: str,
                     gt_topic: str | None = None, gt_tf: str | None = None,
-                    tolerance: float | None = None, log=print) -> tuple[list, list]:
+                    tolerance: float | None = None, log=print) -> FrameSplit:
     """Training and validation frames from bags: ``val_bags``, else a block split.
 
-    Each bag is one sequence; without ``val_bags`` its held-out blocks (``data.block`` /
-    ``data.every``, by image position in the topic) validate, as for a single-sequence
-    dataset. Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
+    Each bag is one sequence; without ``val_bags`` its held-out blocks (``data.val_block`` /
+    ``data.val_every``, by image position in the topic) validate, as for the training side of
+    a dataset folder (a bag has no test split: test recordings are scored with bag-eval).
+    Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
     """
     from camreloc_ros.core import bags as bag_io
 
@@ -71,11 +115,18 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
 
     train = frames_of(list(bags))
     if val_bags:
-        return train, frames_of(list(val_bags))
-    return block_split(train, conf['data']['block'], conf['data']['every'])
+        val = frames_of(list(val_bags))
+        source = '--val-bag ' + ' '.join(map(str, val_bags))
+    else:
+        train, val = train_val_split(train, conf['data']['val_block'], conf['data']['val_every'])
+        source = (f'held-out blocks of the training bags (val_block={conf["data"]["val_block"]}'
+                  f', val_every={conf["data"]["val_every"]})')
+    log(f'split: train {len(train)}, val {len(val)} frames (validation: {source}; test bags '
+        'are scored with bag-eval)')
+    return FrameSplit(train, val, split_info(train, val, None, source))
 
 
-RUN_FILES = ('last.pt', 'best.pt', 'history.json', 'train_conf.yaml')
+RUN_FILES = ('last.pt', 'best.pt', 'history.json', 'train_conf.yaml', 'split.json')
 
 
 def existing_run(out: Path) -> list[str]:
@@ -112,18 +163,36 @@ def main(conf: dict, paths: dict, resume: bool = False, log=print,
     """
     conf = train_conf(conf)
     out = Path(paths['out'])
-    check_out_dir(out, resume)
-    train, val = paths.get('frames') or load_frames(paths['data'], conf)
-    log(f'training {conf["model"]["backbone"]["name"]} + {conf["model"]["head"]["name"]} '
-        f'with {conf["loss"]["name"].upper()} on {len(train)} frames '
-        f'(validation {len(val)}) -> {out}')
-    trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars)
-    if resume:
-        trainer.resume()
-    atomic_write_text(out / 'train_conf.yaml', yaml.safe_dump(conf, sort_keys=False))
-    trainer.fit()
+    check_out_dir(out, resume)   # every rank, before the rendezvous: nothing written yet
+    dist = distributed.init(conf['train']['device'])
+    try:
+        if not dist.main:
+            log = _quiet
+        split = paths.get('frames') or load_frames(paths['data'], conf, paths.get('val_data'),
+                                                   log=log)
+        train, val = split
+        info = getattr(split, 'info', None) or split_info(train, val, None,
+                                                          'given by the caller')
+        log(f'training {conf["model"]["backbone"]["name"]} + {conf["model"]["head"]["name"]} '
+            f'with {conf["loss"]["name"].upper()} on {len(train)} frames '
+            f'(validation {len(val)}) -> {out}'
+            + (f' on {dist.world} processes ({dist.device.type})' if dist.world > 1 else ''))
+        trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars,
+                          dist=dist, split_info=info)
+        if resume:
+            trainer.resume()
+        if dist.main:
+            atomic_write_text(out / 'train_conf.yaml', yaml.safe_dump(conf, sort_keys=False))
+            atomic_write_text(out / 'split.json', json.dumps(info, indent=1) + '\n')
+        trainer.fit()
+    finally:
+        distributed.shutdown(dist)
     log(f'done: {out / "last.pt"} (last), {out / "best.pt"} (best on validation)')
     return out
+
+
+def _quiet(_: str) -> None:
+    """Log of ranks other than 0."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +204,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--resume', action='store_true',
                         help='continue from OUT/last.pt (same config)')
     parser.add_argument('--epochs', type=int, help='shortcut for train.epochs=N')
+    parser.add_argument('--val-data', help='validation dataset folder (same format; default: '
+                        'held-out blocks of the training side, data.val_block/val_every)')
+    parser.add_argument('--nproc', type=int, default=None, metavar='N',
+                        help='train on N processes with torchrun + DDP (gloo on CPU, nccl with '
+                        'one GPU each); several machines: run torchrun yourself (docs)')
     parser.add_argument('overrides', nargs='*', metavar='key=value',
                         help='config overrides, e.g. loss.name=nh model.head.name=lstm')
     bag = parser.add_argument_group('training from rosbags (instead of --data)')
@@ -162,10 +236,45 @@ def conf_from_args(args: argparse.Namespace) -> dict:
                                   shortcuts))
 
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == '--nproc':
+            skip = True
+        elif not token.startswith('--nproc='):
+            out.append(token)
+    return out
+
+
+def launch_torchrun(nproc: int, argv: list[str]) -> None:
+    """``camreloc train --nproc N ...``: torchrun's own launcher on this machine.
+
+    Equivalent to ``torchrun --standalone --nproc_per_node=N -m camreloc_ros.tools.train
+    ...``; for several machines use torchrun's rendezvous flags directly (docs/training.md).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    args = [f'--nproc_per_node={nproc}', '--standalone', '-m', 'camreloc_ros.tools.train']
+    try:
+        torchrun(args + _without_nproc(argv))
+    except ChildFailedError as exc:
+        raise RuntimeError(f'training on {nproc} processes failed ({exc.name}); the errors of '
+                           'the ranks are printed above. Continue with --resume') from None
+
+
 def from_args(args: argparse.Namespace) -> Path:
     """Run from parsed command-line arguments (everything checked before any work)."""
     conf = conf_from_args(args)
     check_out_dir(Path(args.out), args.resume)
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ValueError(f'--nproc must be >= 1, got {args.nproc}')
+        if args.nproc > 1 and 'WORLD_SIZE' not in os.environ:
+            launch_torchrun(args.nproc, getattr(args, 'argv', None) or sys.argv[1:])
+            return Path(args.out)
     if getattr(args, 'bag', None):
         if args.data:
             raise ValueError('give either --data or --bag, not both')
@@ -177,4 +286,10 @@ def from_args(args: argparse.Namespace) -> Path:
     if not args.data or (args.format is None and not args.config):
         raise ValueError('--data and --format are required (or data.format in --config, or '
                          'train from --bag)')
-    return main(conf, {'data': args.data, 'out': args.out}, resume=args.resume)
+    return main(conf, {'data': args.data, 'out': args.out, 'val_data': args.val_data},
+                resume=args.resume)
+
+
+if __name__ == '__main__':   # torchrun -m camreloc_ros.tools.train ... (one process per rank)
+    from camreloc_ros.tools.cli import main as cli_main
+    sys.exit(cli_main(['train'] + sys.argv[1:]))

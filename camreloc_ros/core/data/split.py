@@ -73,6 +73,26 @@ def block_split(frames: Sequence[Frame], block: int = 25, every: int = 4,
     return train, test
 
 
+VAL_OFFSET = 1   # the 2nd block of every ``val_every``: never the test blocks' default slot
+
+
+def train_val_split(train_frames: Sequence[Frame], val_block: int = 25, val_every: int = 8
+                    ) -> tuple[list[Frame], list[Frame]]:
+    """Hold out validation blocks from the TRAINING side: ``(train, val)``.
+
+    ``best.pt`` and hyper-parameter searches are selected on the validation frames, so they
+    must never be test frames: pass only the training part of the data here (after the test
+    split). Blocks as :func:`block_split` (by frame index, whole blocks, never interleaved);
+    block ``b`` validates when ``b % val_every == 1``. ``val_every=0`` holds nothing out.
+    """
+    if val_every == 0:
+        return list(train_frames), []
+    if val_every == 1:
+        raise ValueError('val_every must be 0 (no validation) or >= 2, got 1 (every block '
+                         'would validate and none would train)')
+    return block_split(train_frames, val_block, val_every, offset=VAL_OFFSET)
+
+
 def frame_breaks(frames: Sequence[Frame]) -> list[bool]:
     """Whether each frame starts a new run: a new sequence, or a gap in the frame index.
 

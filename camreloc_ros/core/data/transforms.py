@@ -115,34 +115,46 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 class Augmenter:
-    """Training-time colour jitter and small random crops (off by default, as the thesis)."""
+    """Training-time colour jitter and small random crops (off by default, as the thesis).
+
+    Every draw comes from the generator passed in: the trainer gives each frame of each epoch
+    its own, seeded by ``(seed, epoch, frame)``, so an augmented epoch is the same whichever
+    data-loader worker decodes a frame, and after a resume.
+    """
 
     def __init__(self, brightness: float = 0.0, contrast: float = 0.0,
-                 crop_scale: float = 0.0, seed: int = 0):
+                 crop_scale: float = 0.0):
         self.brightness = float(brightness)
         self.contrast = float(contrast)
         self.crop_scale = float(crop_scale)
-        self.rng = np.random.default_rng(seed)
 
     @property
     def active(self) -> bool:
         """Whether any augmentation is on (then the frozen-feature cache cannot be used)."""
         return self.brightness > 0 or self.contrast > 0 or self.crop_scale > 0
 
-    def box(self, height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    def box(self, height: int, width: int, size: int,
+            rng: np.random.Generator) -> tuple[int, int, int, int]:
         """Return a centre box shrunk by up to ``crop_scale`` and shifted at random."""
         y0, x0, h, w = crop_box(height, width, size)
         if self.crop_scale <= 0:
             return y0, x0, h, w
-        side = int(round(h * (1.0 - self.rng.uniform(0, self.crop_scale))))
-        y0 = int(self.rng.integers(0, height - side + 1))
-        x0 = int(self.rng.integers(0, width - side + 1))
+        side = int(round(h * (1.0 - rng.uniform(0, self.crop_scale))))
+        y0 = int(rng.integers(0, height - side + 1))
+        x0 = int(rng.integers(0, width - side + 1))
         return y0, x0, side, side
 
-    def colour(self, image: np.ndarray) -> np.ndarray:
+    def colour(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Random brightness/contrast on a uint8 image."""
         if self.brightness <= 0 and self.contrast <= 0:
             return image
-        alpha = 1.0 + self.rng.uniform(-self.contrast, self.contrast)
-        beta = 255.0 * self.rng.uniform(-self.brightness, self.brightness)
+        alpha = 1.0 + rng.uniform(-self.contrast, self.contrast)
+        beta = 255.0 * rng.uniform(-self.brightness, self.brightness)
         return cv2.convertScaleAbs(image, alpha=alpha, beta=beta)
+
+    def __call__(self, image: np.ndarray, pre: 'Preprocessor', rng: np.random.Generator,
+                 out: np.ndarray | None = None) -> np.ndarray:
+        """Augment and preprocess one RGB frame into ``(3, S, S)`` float32."""
+        image = self.colour(image, rng)
+        box = self.box(image.shape[0], image.shape[1], pre.size, rng)
+        return pre.normalize(pre.resized(image, box), out)
