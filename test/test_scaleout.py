@@ -168,3 +168,25 @@ def _rank_pids(launcher: int) -> list[int]:
     return sorted(int(pid) for pid, ppid, args in rows
                   if int(ppid) in children | {launcher}
                   and 'camreloc_ros.tools.train' in args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='no CUDA on this machine or in CI: the bf16/fp16 autocast, '
+                    'channels-last and cudnn.benchmark path runs where a GPU is lent')
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_cuda_autocast_trains_and_resumes(tmp_path, precision):
+    conf = {'model': {'backbone': {'trainable_stages': 1}, 'head': {'width': 64}},
+            'train': {'epochs': 2, 'batch_size': 8, 'limit': 32, 'device': 'cuda',
+                      'precision': precision, 'cache_dir': str(tmp_path / 'cache')},
+            'data': {'augment': {'brightness': 0.1}}}       # images through the GPU trunk
+    frames = read_dataset(DATA, 'posed').frames
+    trainer = Trainer(conf, frames, frames[-8:], tmp_path / 'run', **QUIET)
+    record = trainer.fit()
+    assert torch.backends.cudnn.benchmark
+    assert np.isfinite(record['loss']) and np.isfinite(record['val_median_pos'])
+    again = Trainer(dict(conf, train=dict(conf['train'], epochs=3)), frames, frames[-8:],
+                    tmp_path / 'run', **QUIET)
+    assert again.resume() and again.epoch == 2
+    engine = InferenceEngine.from_checkpoint(tmp_path / 'run' / 'last.pt', runtime='torch',
+                                             device='cuda')
+    assert np.all(np.isfinite(engine.predict(np.zeros((360, 540, 3), np.uint8)).position))
