@@ -30,9 +30,12 @@ import torch
 from camreloc_ros import __version__
 from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core.runtimes import (auto_runtime, export_onnx, file_sha256, load_onnx,
-                                        METADATA_KEY, ONNX_FORMAT_VERSION, OnnxModelError,
-                                        TorchRuntime)
+from camreloc_ros.core import features
+from camreloc_ros.core.bags import default_extract_dir
+from camreloc_ros.core.io import cache_root, file_sha256
+from camreloc_ros.core.onnx_format import (cached_onnx, export_onnx, load_onnx, METADATA_KEY,
+                                           ONNX_FORMAT_VERSION, OnnxModelError)
+from camreloc_ros.core.runtimes import auto_runtime, TorchRuntime
 from camreloc_ros.tools import cli
 
 DOMAIN_ID = 163
@@ -167,6 +170,23 @@ def test_checkpoint_exported_once_into_the_cache(models, frames, tmp_path):
     second = InferenceEngine.from_checkpoint(models['reg'], runtime='onnx', cache_dir=cache)
     assert files[0].stat().st_mtime_ns == stat.st_mtime_ns
     assert_same(first.predict(frames[0]), second.predict(frames[0]))
+
+
+def test_one_cache_root_for_every_cache(models, tmp_path, monkeypatch):
+    """$CAMRELOC_CACHE_DIR (else $XDG_CACHE_HOME/camreloc_ros) holds features, onnx, bag_frames."""
+    monkeypatch.delenv('CAMRELOC_CACHE_DIR', raising=False)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+    assert cache_root() == tmp_path / 'xdg' / 'camreloc_ros'
+    monkeypatch.delenv('XDG_CACHE_HOME')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    assert cache_root() == tmp_path / 'home' / '.cache' / 'camreloc_ros'
+    root = tmp_path / 'root'
+    monkeypatch.setenv('CAMRELOC_CACHE_DIR', str(root))
+    assert features.default_cache_dir() == root / 'features'
+    assert default_extract_dir() == root / 'bag_frames'
+    exported = cached_onnx(models['reg'])
+    assert exported.parent == root / 'onnx' and exported.is_file()
+    assert sorted(p.name for p in root.iterdir()) == ['onnx']
 
 
 def test_node_with_runtime_onnx(models, frames, tmp_path):
