@@ -50,7 +50,8 @@ def temp_prefix(name: str) -> str:
     return f'.{name}.{os.getpid()}{TEMP_MARK}'
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (its owner may be somebody else)."""
     if pid == os.getpid():
         return True
     try:
@@ -75,7 +76,7 @@ def clean_stale_temps(folder: str | Path, log: Callable[[str], None] | None = No
         return removed
     for entry in folder.iterdir():
         m = _TEMP_RE.match(entry.name)
-        if m is None or _pid_alive(int(m.group(1))):
+        if m is None or pid_alive(int(m.group(1))):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -218,7 +219,7 @@ def cache_root() -> Path:
 
 
 def cache_folder(kind: str) -> Path:
-    """The folder of one cache (one of :data:`CACHES`) below :func:`cache_root`."""
+    """Return the folder of one cache (one of :data:`CACHES`) below :func:`cache_root`."""
     if kind not in CACHES:
         raise ValueError(f'cache must be one of {", ".join(CACHES)}, got {kind!r}')
     return cache_root() / kind
