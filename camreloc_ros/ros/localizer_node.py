@@ -164,7 +164,7 @@ def parameter_descriptor(param: Param) -> ParameterDescriptor:
 
 
 def expected_value(param: Param) -> str:
-    """What ``param`` accepts, in words (for start-failure messages)."""
+    """Describe in words what ``param`` accepts (for start-failure messages)."""
     default = param.default
     if isinstance(default, bool):
         return 'a boolean (true or false)'
