@@ -423,3 +423,47 @@ def test_a_damaged_chunk_header_is_stepped_over(raw_bag, tmp_path):
         images = list(bags.iter_images(b, scan))
         assert [i for i, _ in images] == list(range(len(scan)))
         assert [bags.header_stamp_ns(m.data) for _, m in images] == scan.stamps_ns.tolist()
+
+
+def test_zstd_chunks_are_salvaged_and_checked(tmp_path):
+    """zstd chunks (rosbags' decompressors) of a cut file are read; their CRCs are checked."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    m, ts = bags.Messages(), bags.typestore()
+    rng = np.random.default_rng(3)
+    path = tmp_path / 'zstd_bag'
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    writer.open()
+    conn = writer.add_connection(RAW_TOPIC, bags.IMAGE, typestore=ts)
+    stamps = [(1_700_000_000 + k) * bags.NS for k in range(6)]
+    for ns in stamps:     # 0.9 MB of noise each: two images per 1 MiB chunk
+        rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        writer.write(conn, ns, ts.serialize_cdr(m.image(ns, 'cam', rgb), bags.IMAGE))
+    writer.close()
+    mcap = _mcap(path)
+    chunks = [r for r in _records(mcap) if r[1] == 0x06]
+    assert len(chunks) == 3
+    assert bags.mcap._chunk_data(mcap.read_bytes()[chunks[0][0] + 9:])[2] == 0   # rosbags: no CRC
+    bags.mcap.write_crcs(mcap)
+    with bags.Bag(path) as bag:
+        assert not bag.verify()
+        assert [msg.log_ns for msg in bag.messages()] == stamps
+    # cut in the middle of the last chunk: the two complete ones are decompressed and read
+    cut = tmp_path / 'cut.mcap'
+    cut.write_bytes(mcap.read_bytes()[:chunks[2][0] + chunks[2][2] // 2])
+    got = []
+    with bags.Bag(cut) as bag, pytest.raises(bags.BagCorruptError) as info:
+        assert bag.damaged
+        for msg in bag.messages():
+            got.append(msg.log_ns)
+    assert got == stamps[:4] and info.value.messages_read == 4
+    # bit-rot in the compressed data of the middle chunk: found, and the others still read
+    buf = bytearray(mcap.read_bytes())
+    middle = chunks[1][0] + 9 + chunks[1][2] // 2
+    buf[middle:middle + 64] = bytes(b ^ 0x5A for b in buf[middle:middle + 64])
+    mcap.write_bytes(bytes(buf))
+    with bags.Bag(path) as bag:
+        damage = bag.verify()
+        assert [c['chunk'] for c in damage.chunks] == [1]
+        assert [msg.log_ns for msg in bag.messages()] == stamps[:2] + stamps[4:]
