@@ -40,7 +40,8 @@ Supported formats (``FORMATS``):
 ``tum``
     TUM RGB-D: ``rgb.txt`` (``timestamp filename``) + ``groundtruth.txt`` (``timestamp tx ty
     tz qx qy qz qw``, camera-to-world). Each image gets the ground-truth pose nearest in time
-    if it is within ``max_dt`` seconds (option, default 0.02). Images without one raise,
+    if it is within ``max_dt`` seconds (option, default 0.02), not interpolated as in bags
+    (both rules and why: :mod:`camreloc_ros.core.bags.groundtruth`). Images without one raise,
     unless ``drop_unmatched=True``: then they are dropped and counted in ``Dataset.dropped``,
     and ``Frame.index`` keeps the original position so the gap stays visible.
 ``csv``
