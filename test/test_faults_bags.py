@@ -467,3 +467,28 @@ def test_zstd_chunks_are_salvaged_and_checked(tmp_path):
         damage = bag.verify()
         assert [c['chunk'] for c in damage.chunks] == [1]
         assert [msg.log_ns for msg in bag.messages()] == stamps[:2] + stamps[4:]
+
+
+def test_atomic_folder_publishes_only_a_finished_folder(tmp_path):
+    """What BagWriter and frame extraction build appears whole, or not at all."""
+    from camreloc_ros.core.io import atomic_folder
+
+    def build(name: str, **kw) -> None:
+        with atomic_folder(tmp_path / 'out', **kw) as tmp:
+            tmp.mkdir()
+            (tmp / name).write_text(name)
+
+    with pytest.raises(RuntimeError, match='crash'):
+        with atomic_folder(tmp_path / 'out') as tmp:
+            tmp.mkdir()
+            (tmp / 'half').write_text('x')
+            raise RuntimeError('crash')
+    assert list(tmp_path.iterdir()) == []
+    build('a')
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a']
+    with pytest.raises(OSError):        # exists: kept unless the caller allows replacing it
+        build('b')
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a']
+    build('b', overwrite=True)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b']
+    assert [p.name for p in tmp_path.iterdir()] == ['out']      # no temporaries left
