@@ -32,7 +32,8 @@ from launch_ros.actions import Node
 
 PACKAGE = 'camreloc_ros'
 # launch arguments that are not node parameters (test/test_params_agree.py reads this file)
-NON_PARAMETER_ARGUMENTS = ('params_file', 'image_topic', 'namespace', 'log_level')
+NON_PARAMETER_ARGUMENTS = ('params_file', 'image_topic', 'camera_info_topic', 'namespace',
+                           'log_level')
 LOG_LEVELS = ('debug', 'info', 'warn', 'error', 'fatal')
 BOOLEANS = {'true': True, 'false': False}
 
@@ -65,6 +66,10 @@ def launch_setup(context, *args, **kwargs) -> list:
         raise ValueError('launch argument image_topic is empty: give the camera image topic, '
                          'e.g. image_topic:=/camera/image_raw (JPEG input: input:=compressed '
                          'subscribes to <image_topic>/compressed)')
+    # camera_info: as image_transport pairs them, the image topic's sibling unless given
+    parent, slash, _ = image_topic.rpartition('/')
+    camera_info = (LaunchConfiguration('camera_info_topic').perform(context).strip()
+                   or parent + slash + 'camera_info')
     use_sim_time = _choice(context, 'use_sim_time', tuple(BOOLEANS))
     autostart = _choice(context, 'autostart', tuple(BOOLEANS), allow_empty=True)
     input_kind = _choice(context, 'input', ('raw', 'compressed'), allow_empty=True)
@@ -84,7 +89,8 @@ def launch_setup(context, *args, **kwargs) -> list:
         name='camreloc',
         namespace=LaunchConfiguration('namespace'),
         parameters=[LaunchConfiguration('params_file'), overrides],
-        remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed')],
+        remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed'),
+                    ('camera_info', camera_info)],
         arguments=['--ros-args', '--log-level', log_level],
         output='screen',
         emulate_tty=True,
@@ -100,6 +106,9 @@ def generate_launch_description() -> LaunchDescription:
                               description='checkpoint file; empty keeps the params_file value'),
         DeclareLaunchArgument('image_topic', default_value='image',
                               description='camera image topic (its /compressed for JPEG input)'),
+        DeclareLaunchArgument('camera_info_topic', default_value='',
+                              description='sensor_msgs/CameraInfo of the camera (training '
+                              'camera check); empty: camera_info next to image_topic'),
         DeclareLaunchArgument('input', default_value='',
                               description='raw (Image) or compressed (CompressedImage on '
                               '<image_topic>/compressed); empty keeps the params_file value'),

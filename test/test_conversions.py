@@ -99,7 +99,7 @@ def test_bayer_patterns_debayer_to_the_right_colour(encoding):
     np.testing.assert_array_equal(out[4:12, 4:12], np.broadcast_to(colour, (8, 8, 3)))
 
 
-@pytest.mark.parametrize('encoding', ['32FC1', 'yuv422', '16UC1', 'rgb16'])
+@pytest.mark.parametrize('encoding', ['32FC1', 'nv21', '16UC1', 'rgb16'])
 def test_unknown_encoding_is_named(encoding):
     """An unsupported encoding raises a ValueError subclass that names it."""
     msg = Image(height=2, width=2, encoding=encoding, step=8, data=bytes(16))
@@ -195,3 +195,83 @@ def test_covariance_validation():
     skew[0, 1] = 1e-9
     out = np.asarray(covariance_to_list(skew)).reshape(6, 6)
     np.testing.assert_array_equal(out, out.T)
+
+
+# ---------------------------------------------------------------------------- YUV 4:2:2
+
+def pack_yuv422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """A real RGB image in a camera driver's 4:2:2 layout ``(H, W, 2)``, written here.
+
+    BT.601 video-range YUV (Y 16..235, as UVC cameras send), chroma averaged over each pixel
+    pair, bytes in ``order`` ('UYVY' or 'YUYV'): independent of the code under test.
+    """
+    bt601 = np.array([[0.257, 0.504, 0.098], [-0.148, -0.291, 0.439], [0.439, -0.368, -0.071]])
+    yuv = rgb.astype(np.float64) @ bt601.T + [16.0, 128.0, 128.0]
+    h, w = rgb.shape[:2]
+    y = yuv[..., 0]
+    u = (yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) / 2
+    v = (yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) / 2
+    names = {'Y0': y[:, 0::2], 'Y1': y[:, 1::2], 'U': u, 'V': v}
+    quads = [names[n] for n in ({'UYVY': ('U', 'Y0', 'V', 'Y1'),
+                                 'YUYV': ('Y0', 'U', 'Y1', 'V')}[order])]
+    packed = np.stack(quads, axis=-1)                    # (H, W/2, 4)
+    return np.clip(np.rint(packed), 0, 255).astype(np.uint8).reshape(h, w, 2)
+
+
+YUV_LAYOUTS = {'yuv422': ('UYVY', cv2.COLOR_YUV2RGB_UYVY),
+               'uyvy': ('UYVY', cv2.COLOR_YUV2RGB_UYVY),
+               'yuv422_yuy2': ('YUYV', cv2.COLOR_YUV2RGB_YUY2),
+               'yuyv': ('YUYV', cv2.COLOR_YUV2RGB_YUY2)}
+
+
+@pytest.fixture(scope='module')
+def real_rgb() -> np.ndarray:
+    """A real hololens-office frame (even width, as camera drivers deliver)."""
+    from ros_env import load_frames
+
+    frame = load_frames(1)[0]
+    assert frame.shape[1] % 2 == 0
+    return frame
+
+
+def yuv_message(packed: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    """An Image of ``packed`` ``(H, W, 2)`` bytes, rows padded by ``pad`` bytes."""
+    h, w = packed.shape[:2]
+    rows = np.zeros((h, 2 * w + pad), np.uint8)
+    rows[:, :2 * w] = packed.reshape(h, 2 * w)
+    msg = Image(height=h, width=w, encoding=encoding, step=2 * w + pad)
+    msg.data = rows.tobytes()
+    return msg
+
+
+@pytest.mark.parametrize('encoding', sorted(YUV_LAYOUTS))
+@pytest.mark.parametrize('pad', [0, 6])
+def test_yuv422_encodings_match_opencv(real_rgb, encoding, pad):
+    """yuv422 (UYVY), uyvy, yuv422_yuy2 (YUYV), yuyv: pixels equal OpenCV's conversion.
+
+    ROS names `yuv422` the UYVY order and `yuv422_yuy2` the YUYV order; the wrong order
+    gives a different image, and the result is the original frame up to chroma subsampling.
+    """
+    order, code = YUV_LAYOUTS[encoding]
+    packed = pack_yuv422(real_rgb, order)
+    out = image_to_rgb(yuv_message(packed, encoding, pad))
+    assert out.shape == real_rgb.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, cv2.cvtColor(packed, code))
+    error = np.abs(out.astype(np.int16) - real_rgb.astype(np.int16)).mean()
+    assert error < 4.0, f'{encoding}: mean error {error:.1f} against the original frame'
+    other = cv2.COLOR_YUV2RGB_YUY2 if order == 'UYVY' else cv2.COLOR_YUV2RGB_UYVY
+    wrong = np.abs(cv2.cvtColor(packed, other).astype(np.int16) - real_rgb).mean()
+    assert wrong > 4 * error + 10, 'the two byte orders must be told apart by this image'
+
+
+def test_yuv422_odd_width_and_short_step_are_refused(real_rgb):
+    """A 4:2:2 image of odd width, or with step < 2 * width, is a clear error, not a crash."""
+    packed = pack_yuv422(real_rgb, 'UYVY')
+    msg = yuv_message(packed[:, :-1].copy(), 'yuv422')
+    with pytest.raises(ImageConversionError, match='odd width') as info:
+        check_image(msg)
+    assert info.value.reason == 'odd_width'
+    msg = yuv_message(packed, 'yuv422_yuy2')
+    msg.step = packed.shape[1]   # one byte per pixel: too small for two
+    with pytest.raises(ImageConversionError, match='step'):
+        image_to_rgb(msg)

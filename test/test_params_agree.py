@@ -84,7 +84,7 @@ def test_launch_arguments_map_to_parameters():
     """Launch arguments are parameters of the node (same names) or declared as not."""
     names, non_params = launch_arguments()
     assert {'params_file', 'model', 'image_topic', 'input', 'namespace', 'use_sim_time',
-            'autostart', 'log_level'} == set(names)
+            'autostart', 'log_level', 'camera_info_topic'} == set(names)
     table = {p.name for p in PARAMETERS}
     assert set(non_params) <= set(names)
     assert set(names) - set(non_params) <= table | AUTO_DECLARED
@@ -181,7 +181,8 @@ def test_launch_arguments_reach_the_node():
                                namespace='robot1', use_sim_time='true')
     assert node.expanded_node_namespace == '/robot1'
     assert node.expanded_remapping_rules == [('image', '/cam/image_raw'),
-                                             ('image/compressed', '/cam/image_raw/compressed')]
+                                             ('image/compressed', '/cam/image_raw/compressed'),
+                                             ('camera_info', '/cam/camera_info')]
     at = cmd.index('--log-level')
     assert cmd[at + 1] == 'warn'
     from_file, overrides = _parameter_files(cmd)
@@ -191,7 +192,11 @@ def test_launch_arguments_reach_the_node():
 
     node, cmd = _launched_node(module)
     assert node.expanded_remapping_rules == [('image', 'image'),
-                                             ('image/compressed', 'image/compressed')]
+                                             ('image/compressed', 'image/compressed'),
+                                             ('camera_info', 'camera_info')]
+    node, _ = _launched_node(module, image_topic='/cam/image_raw',
+                             camera_info_topic='/calib/info')
+    assert node.expanded_remapping_rules[-1] == ('camera_info', '/calib/info')
     assert cmd[cmd.index('--log-level') + 1] == 'info'
     overrides = _parameter_files(cmd)[1]
     assert overrides == {'/camreloc': {'ros__parameters': {'use_sim_time': False}}}, \

@@ -20,19 +20,27 @@ or ONNX Runtime, :mod:`camreloc_ros.core.runtimes`). Single-frame heads run imag
 one backend call. For temporal (GRU) models the CNN runs once per frame and its pooled
 features go into a ring buffer; the head runs over the last N features and the newest frame's
 pose is returned (causal windows, the same rule offline and live).
+torch is imported by the torch backend only, so an ONNX Runtime engine runs without it.
 """
+
+from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from camreloc_ros.core.data.split import causal_window_starts
 from camreloc_ros.core.data.transforms import Preprocessor
-from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
                                         TorchRuntime)
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import torch
+
+    from camreloc_ros.core.models.pose_model import PoseModel
 
 __all__ = ['InferenceEngine', 'Prediction', 'covariance_from_var', 'resolve_device',
            'RUNTIMES']
@@ -79,7 +87,7 @@ class InferenceEngine:
         self.model: PoseModel | None = backend.model if isinstance(backend, TorchRuntime) \
             else None
         self.device = backend.device
-        self.fp16 = getattr(backend, 'dtype', None) == torch.float16
+        self.fp16 = isinstance(backend, TorchRuntime) and backend.precision == 'fp16'
         pre = backend.preprocessing
         self.pre = Preprocessor(pre['size'], pre['mean'], pre['std'])
         self.window = backend.window
@@ -138,7 +146,8 @@ class InferenceEngine:
 
     def head(self, feat: np.ndarray | torch.Tensor) -> dict:
         """Pooled features ``(B, C)`` or ``(B, T, C)`` -> decoded ``pos``, ``quat``, ``var``."""
-        if isinstance(feat, torch.Tensor):
+        torch = sys.modules.get('torch')   # a torch tensor implies torch is loaded
+        if torch is not None and isinstance(feat, torch.Tensor):
             feat = feat.detach().float().cpu().numpy()
         return self.runtime.head(feat)
 

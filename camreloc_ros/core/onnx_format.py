@@ -20,22 +20,25 @@ One graph holds two independent paths, ``images`` -> features (and, for single-f
 the pose) and ``features`` -> pose, so the runtime (:class:`~.runtimes.OnnxRuntime`) can run
 image to pose in one call or a temporal head over buffered features. Checkpoints run with ONNX
 Runtime are exported once into the ``onnx`` cache (:func:`camreloc_ros.core.io.cache_root`),
-keyed by the checkpoint's content.
+keyed by the checkpoint's content. Reading a file needs no torch (only exporting does), so
+a robot runs an exported model without it.
 """
+
+from __future__ import annotations
 
 import copy
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 import warnings
-
-import torch
-from torch import nn
 
 from camreloc_ros import __version__
 from camreloc_ros.core.io import atomic_write_bytes, cache_folder, file_sha256
-from camreloc_ros.core.models.pose_model import (CHECKPOINT_VERSION, CheckpointError,
-                                                 load_checkpoint_file, PoseModel)
+from camreloc_ros.core.models.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from camreloc_ros.core.models.pose_model import PoseModel
 
 OUTPUT_KEYS = ('pos', 'quat', 'var')
 ONNX_FORMAT = 'camreloc_ros.onnx'
@@ -64,30 +67,37 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=default))
 
 
-class _ExportGraph(nn.Module):
+def _export_graph(model: PoseModel):
     """Two independent paths in one graph: ``images`` -> (feat[, pose]); ``features`` -> pose.
 
     The first path is the per-frame call (fused image -> pose for single-frame heads); the
     second lets temporal heads run over a window of buffered features. Loading splits them
-    into separate sessions, so neither input is ever fed a dummy.
+    into separate sessions, so neither input is ever fed a dummy. (A class made here, so
+    that importing this module needs no torch.)
     """
+    from torch import nn
 
-    def __init__(self, model: PoseModel):
-        super().__init__()
-        self.model = model
+    class ExportGraph(nn.Module):
+        def __init__(self, model: PoseModel):
+            super().__init__()
+            self.model = model
 
-    def forward(self, images: torch.Tensor, features: torch.Tensor) -> tuple:
-        feat = self.model.features(images)
-        outs = [feat]
-        if not self.model.temporal:
-            fused = self.model.head_forward(feat)
-            outs += [fused[k] for k in OUTPUT_KEYS]
-        head = self.model.head_forward(features)
-        return tuple(outs + [head[k] for k in OUTPUT_KEYS])
+        def forward(self, images, features) -> tuple:
+            feat = self.model.features(images)
+            outs = [feat]
+            if not self.model.temporal:
+                fused = self.model.head_forward(feat)
+                outs += [fused[k] for k in OUTPUT_KEYS]
+            head = self.model.head_forward(features)
+            return tuple(outs + [head[k] for k in OUTPUT_KEYS])
+
+    return ExportGraph(model)
 
 
 def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
     """Describe an exported model as JSON: what a checkpoint carries, minus the weights."""
+    from camreloc_ros.core.models.pose_model import CHECKPOINT_VERSION
+
     spec = model.spec
     return {
         'format': ONNX_FORMAT,
@@ -116,6 +126,7 @@ def export_onnx(model: PoseModel, path: str | Path | None = None,
     node (batch 1) and batched offline evaluation.
     """
     import onnx
+    import torch
 
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     size = model.spec.input_size
@@ -130,7 +141,7 @@ def export_onnx(model: PoseModel, path: str | Path | None = None,
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation/tracer notes
-        torch.onnx.export(_ExportGraph(model), (images, features), buf, dynamo=False,
+        torch.onnx.export(_export_graph(model), (images, features), buf, dynamo=False,
                           input_names=[IMAGES, FEATURES], output_names=outputs,
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
     proto = onnx.load_model_from_string(buf.getvalue())
@@ -200,6 +211,8 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> 
     The key is the checkpoint's SHA-256 plus the package and ONNX format versions, so a
     retrained checkpoint at the same path, or a new exporter, never reuses a stale file.
     """
+    from camreloc_ros.core.models.pose_model import load_checkpoint_file, PoseModel
+
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         load_checkpoint_file(checkpoint)   # raises the reason: missing, or a directory

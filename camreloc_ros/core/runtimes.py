@@ -27,22 +27,30 @@ The ONNX file format, export and export cache are :mod:`camreloc_ros.core.onnx_f
 Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 3.7x faster than
 eager torch at its best thread count; TorchScript, torch.compile and OpenVINO did not pay
 for their cost here.
+
+torch is imported only by the torch backend (and :func:`resolve_device`): a robot running an
+exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory).
 """
+
+from __future__ import annotations
 
 from contextlib import contextmanager
 import os
 from pathlib import Path
+from typing import NamedTuple, TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
-from camreloc_ros.core.models.backbones import SPECS
-from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.onnx_format import (  # noqa: F401 - the format's names, re-exported
     cached_onnx, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES, is_onnx_file, load_onnx,
     METADATA_KEY, model_metadata, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError,
     OUTPUT_KEYS, read_metadata)
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    import torch
+
+    from camreloc_ros.core.models.pose_model import PoseModel
 
 RUNTIMES = ('auto', 'torch', 'onnx')
 PRECISIONS = ('fp32', 'fp16', 'bf16')
@@ -54,6 +62,8 @@ HEAD_THREADS = 1
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    import torch
+
     if device == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device.startswith('cuda') and not torch.cuda.is_available():
@@ -61,6 +71,21 @@ def resolve_device(device: str) -> torch.device:
     if device != 'cpu' and not device.startswith('cuda'):
         raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
     return torch.device(device)
+
+
+class OnnxDevice(NamedTuple):
+    """Where ONNX Runtime runs, with ``torch.device``'s ``type`` and ``index`` (no torch)."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f'{self.type}:{self.index}'
+
+
+def is_model_path(model: object) -> bool:
+    """Whether ``model`` is a file path (not a :class:`PoseModel` object)."""
+    return isinstance(model, (str, os.PathLike))
 
 
 def cpu_cores() -> int:
@@ -113,6 +138,8 @@ class Runtime:
     @property
     def preprocessing(self) -> dict:
         """Input size and normalisation the network was trained with."""
+        from camreloc_ros.core.models.backbones import SPECS
+
         spec = SPECS[self.conf['backbone']['name']]
         return {'size': spec.input_size, 'mean': list(spec.mean), 'std': list(spec.std)}
 
@@ -163,6 +190,8 @@ class TorchRuntime(Runtime):
 
     def __init__(self, model: PoseModel, device: str = 'cpu', precision: str = 'fp32',
                  threads: int | None = None):
+        import torch
+
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, '
@@ -189,6 +218,8 @@ class TorchRuntime(Runtime):
         self._dev: dict[int, torch.Tensor] = {}      # their device copies (CUDA)
 
     def _new_input(self, batch: int) -> np.ndarray:
+        import torch
+
         size = self.input_size
         host = torch.empty((batch, 3, size, size), dtype=torch.float32,
                            memory_format=torch.channels_last, pin_memory=self.cuda)
@@ -198,6 +229,8 @@ class TorchRuntime(Runtime):
         return host.numpy()   # (B, 3, S, S) view with channels-last strides
 
     def _upload(self, images_b3hw: np.ndarray) -> torch.Tensor:
+        import torch
+
         batch = images_b3hw.shape[0]
         host = self._host.get(batch)
         if host is not None and images_b3hw.ctypes.data == host.data_ptr():
@@ -212,6 +245,8 @@ class TorchRuntime(Runtime):
             memory_format=torch.channels_last)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         with torch.autocast('cuda', dtype=self.dtype or torch.float16,
                             enabled=self.dtype is not None):
             return self.model.features(x).float()
@@ -219,6 +254,8 @@ class TorchRuntime(Runtime):
     def _to_numpy(self, out: dict) -> dict:
         if not self.cuda:
             return {k: out[k].numpy() for k in OUTPUT_KEYS}
+        import torch
+
         sizes = [out[k].shape[-1] for k in OUTPUT_KEYS]
         flat = torch.cat([out[k].float() for k in OUTPUT_KEYS], dim=-1).cpu().numpy()
         parts = np.split(flat, np.cumsum(sizes)[:-1], axis=-1)   # one device-to-host copy
@@ -227,6 +264,8 @@ class TorchRuntime(Runtime):
     @contextmanager
     def _threads(self, threads: int | None):
         """Run the block with ``threads`` torch threads (CPU; None keeps the current count)."""
+        import torch
+
         current = torch.get_num_threads()
         if self.cuda or threads is None or threads == current:
             yield
@@ -237,31 +276,38 @@ class TorchRuntime(Runtime):
         finally:
             torch.set_num_threads(current)
 
-    @torch.inference_mode()
     def pose(self, images_b3hw: np.ndarray) -> dict:
         """Images -> pose in one pass (CNN, head, decode) with one upload and one download."""
-        with self._threads(self.threads):
-            feat = self._features(self._upload(images_b3hw))
-        with self._threads(HEAD_THREADS):
-            return self._to_numpy(self.model.head_forward(feat))
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            with self._threads(self.threads):
+                feat = self._features(self._upload(images_b3hw))
+            with self._threads(HEAD_THREADS):
+                return self._to_numpy(self.model.head_forward(feat))
+
     def features(self, images_b3hw: np.ndarray) -> np.ndarray:
         """Images -> pooled features ``(B, C)`` on the host."""
-        with self._threads(self.threads):
+        import torch
+
+        with torch.inference_mode(), self._threads(self.threads):
             return self._features(self._upload(images_b3hw)).cpu().numpy()
 
-    @torch.inference_mode()
     def head(self, feat: np.ndarray) -> dict:
         """Features ``(B, C)`` or ``(B, T, C)`` -> decoded outputs (float32 head)."""
-        x = torch.from_numpy(np.ascontiguousarray(feat, np.float32)).to(self.device)
-        with self._threads(HEAD_THREADS):
-            return self._to_numpy(self.model.head_forward(x))
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(feat, np.float32)).to(self.device)
+            with self._threads(HEAD_THREADS):
+                return self._to_numpy(self.model.head_forward(x))
 
     def describe(self) -> str:
         """E.g. ``torch eager, 2 threads`` or ``torch eager fp16``."""
         if self.cuda:
             return f'torch eager {self.precision}'
+        import torch
+
         return f'torch eager, {self.threads or torch.get_num_threads()} threads'
 
 
@@ -308,7 +354,7 @@ class OnnxRuntime(Runtime):
         return self.meta['preprocessing']
 
     @staticmethod
-    def _providers(device: str) -> tuple[list[str], torch.device]:
+    def _providers(device: str) -> tuple[list[str], OnnxDevice]:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -322,10 +368,10 @@ class OnnxRuntime(Runtime):
                     f'(CUDAExecutionProvider); this onnxruntime has {", ".join(available)}')
             index = int(device.split(':')[1]) if ':' in device else 0
             return ([('CUDAExecutionProvider', {'device_id': index}), 'CPUExecutionProvider'],
-                    torch.device('cuda', index))
+                    OnnxDevice('cuda', index))
         if device != 'cpu':
             raise ValueError(f'device must be auto, cpu or cuda[:N], got {device!r}')
-        return ['CPUExecutionProvider'], torch.device('cpu')
+        return ['CPUExecutionProvider'], OnnxDevice('cpu')
 
     def _session(self, part: str):
         session = self._sessions.get(part)
@@ -384,7 +430,7 @@ def auto_runtime(model: PoseModel | str | Path, device: str) -> str:
     ONNX Runtime is about 3x faster than eager torch on a small CPU
     (docs/performance.md); on a GPU the torch path has fp16 and pinned buffers.
     """
-    if not isinstance(model, PoseModel) and is_onnx_file(model):
+    if is_model_path(model) and is_onnx_file(model):
         return 'onnx'
     return 'onnx' if resolve_device(device).type == 'cpu' else 'torch'
 
@@ -401,12 +447,14 @@ def make_runtime(model: PoseModel | str | Path, runtime: str = 'torch', device: 
     if check_runtime(runtime) == 'auto':
         runtime = auto_runtime(model, device)
     if runtime == 'torch':
-        if not isinstance(model, PoseModel):
+        if is_model_path(model):
             if is_onnx_file(model):
                 raise ValueError(f'{model} is an ONNX model: load it with runtime onnx')
+            from camreloc_ros.core.models.pose_model import PoseModel
+
             model = PoseModel.from_checkpoint(model)
         return TorchRuntime(model, device, precision, threads)
-    if isinstance(model, PoseModel):
+    if not is_model_path(model):
         return OnnxRuntime(export_onnx(model), device, threads)
     path = Path(model)
     if is_onnx_file(path):

@@ -44,17 +44,19 @@ from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
 from camreloc_ros.core.geometry import orientation_error_rad
-from camreloc_ros.core.runtimes import live_threads
+from camreloc_ros.core.runtimes import is_onnx_file, live_threads
+from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_to_rgb, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec,
                                           transform_stamped)
+from camreloc_ros.ros.diagnostics import Health
 
 try:  # a robot has tf2_ros; a PyPI-only venv does not
     from tf2_ros import TransformBroadcaster
@@ -135,6 +137,14 @@ PARAMETERS: list[Param] = [
           'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
     Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
           limits=(0.1, 60.0)),
+    Param('camera_check.fov_tolerance_deg', 5.0, 'Degrees the horizontal or vertical field '
+          'of view of the live camera (camera_info) may differ from the training camera.',
+          limits=(0.0, 180.0)),
+    Param('camera_check.aspect_tolerance', 0.02, 'Relative difference of the image aspect '
+          'ratio (width/height) allowed between the live and the training camera.',
+          limits=(0.0, 10.0)),
+    Param('camera_check.refuse', False, 'Refuse (do not localize, count) images while the '
+          'live camera differs from the training camera; false only warns.'),
 ]
 PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
 
@@ -297,6 +307,10 @@ class LocalizerNode(LifecycleNode):
         self._path_poses: deque = deque(maxlen=1)
         self._bad_logged: dict[str, float] = {}
         self._diag_last = (time.monotonic(), 0)
+        self._camera_check: CameraCheck | None = None
+        # plain publisher and timer: diagnostics in every lifecycle state
+        self.health = Health(self, self.param('diagnostics_period'),
+                             self._publish_diagnostics, OUTPUT_QOS)
         self._apply_live_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(lambda _: self._apply_live_parameters())
@@ -383,12 +397,16 @@ class LocalizerNode(LifecycleNode):
             detail = '' if isinstance(exc, (ValueError, RuntimeError, OSError)) else \
                 '\n' + traceback.format_exc()
             self.get_logger().error(f'configure failed: {exc}{detail}')
+            self.health.error = f'configure failed: {exc}'
             self._release()
             return TransitionCallbackReturn.FAILURE
+        self.health.error = None
         return TransitionCallbackReturn.SUCCESS
 
     def _configure(self, conf: dict) -> None:
-        resolve_device(conf['device'])   # a clear error before the model is read
+        if conf['runtime'] == 'torch' or (conf['runtime'] == 'auto'
+                                          and not is_onnx_file(conf['model'])):
+            resolve_device(conf['device'])   # a clear error before the model is read (torch)
         engine = InferenceEngine.from_checkpoint(
             conf['model'], runtime=conf['runtime'], device=conf['device'], fp16=conf['fp16'],
             threads=conf['threads'] or live_threads(), max_gap=conf['max_gap'])
@@ -407,8 +425,6 @@ class LocalizerNode(LifecycleNode):
         ents['pose_cov'] = self.create_lifecycle_publisher(
             PoseWithCovarianceStamped, 'pose_with_covariance', OUTPUT_QOS)
         ents['path'] = self.create_lifecycle_publisher(Path, 'path', OUTPUT_QOS)
-        ents['diag'] = self.create_lifecycle_publisher(DiagnosticArray, '/diagnostics',
-                                                       OUTPUT_QOS)
         self._setup_tf(conf['publish_tf'])
         qos = QoSProfile(depth=conf['qos.depth'], history=QoSHistoryPolicy.KEEP_LAST,
                          reliability=RELIABILITY[conf['qos.reliability']],
@@ -422,8 +438,14 @@ class LocalizerNode(LifecycleNode):
             msg_type = Image
         ents['sub'] = self.create_subscription(msg_type, INPUT_TOPICS[conf['input']],
                                                self._on_image, qos)
+        self._camera_check = CameraCheck(
+            engine.checkpoint_extra, conf['camera_check.fov_tolerance_deg'],
+            conf['camera_check.aspect_tolerance'], conf['camera_check.refuse'],
+            self.get_logger().warning)
+        ents['camera_info'] = self.create_subscription(
+            CameraInfo, 'camera_info', self._camera_check.on_camera_info, qos)
         ents['reset'] = self.create_service(Trigger, '~/reset', self._on_reset)
-        ents['timer'] = self.create_timer(conf['diagnostics_period'], self._publish_diagnostics)
+        self.health.set_period(conf['diagnostics_period'])
         self.get_logger().info(
             f'configured: {conf["model"]} ({engine.describe()}, window {engine.window}); '
             f'input {conf["input"]} on {ents["sub"].topic_name} '
@@ -496,7 +518,7 @@ class LocalizerNode(LifecycleNode):
     def _release(self) -> None:
         self._stop_worker()
         for name, entity in list(self._entities.items()):
-            if name == 'sub':
+            if name in ('sub', 'camera_info'):
                 self.destroy_subscription(entity)
             elif name == 'reset':
                 self.destroy_service(entity)
@@ -515,6 +537,7 @@ class LocalizerNode(LifecycleNode):
 
     # ---- callbacks (executor thread): cheap -------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        self.health.image(msg.header.stamp)
         if not self._active:
             return
         received = time.monotonic()
@@ -523,6 +546,10 @@ class LocalizerNode(LifecycleNode):
             self._check(msg)
         except ImageConversionError as exc:
             self._count_bad(exc)
+            return
+        check = self._camera_check
+        if check is not None and check.refusing:   # camera_check.refuse: counted, no pose
+            check.count_refused()
             return
         with self._cond:
             if self._pending is not None:
@@ -633,8 +660,15 @@ class LocalizerNode(LifecycleNode):
         engine = self.engine
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name().lstrip("/")}: localizer',
                                   hardware_id=engine.describe() if engine else 'none')
-        if not self._active:
-            status.level, status.message = DiagnosticStatus.WARN, 'inactive'
+        check = self._camera_check if engine is not None else None
+        if self.health.error:
+            status.level, status.message = DiagnosticStatus.ERROR, self.health.error
+        elif not self._active:
+            status.level = DiagnosticStatus.WARN
+            status.message = 'inactive' if engine is not None else 'unconfigured'
+        elif check is not None and check.problems:
+            status.level = DiagnosticStatus.WARN
+            status.message = f'camera differs from training ({check.status()})'
         elif rate == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no frames localized'
         else:
@@ -654,10 +688,13 @@ class LocalizerNode(LifecycleNode):
             'device': engine.describe() if engine else 'none',
             'window': engine.window if engine else 0,
         }
+        values.update(self.health.values())   # last_image_age_s, configure_error
+        if check is not None:
+            values.update(check.values())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._entities['diag'].publish(msg)
+        self.health.publisher.publish(msg)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -40,7 +40,16 @@ ENCODINGS: dict[str, tuple[int, int | None]] = {
     'bayer_bggr8': (1, cv2.COLOR_BayerRG2RGB),
     'bayer_gbrg8': (1, cv2.COLOR_BayerGR2RGB),
     'bayer_grbg8': (1, cv2.COLOR_BayerGB2RGB),
+    # YUV 4:2:2, two bytes per pixel, what USB (UVC) and V4L2 camera drivers publish. ROS names
+    # (sensor_msgs/image_encodings.hpp): `yuv422` is U0 Y0 V0 Y1 (UYVY, as `uyvy`) and
+    # `yuv422_yuy2` is Y0 U0 Y1 V0 (YUYV, as `yuyv`); cv_bridge converts them the same way.
+    'yuv422': (2, cv2.COLOR_YUV2RGB_UYVY),
+    'uyvy': (2, cv2.COLOR_YUV2RGB_UYVY),
+    'yuv422_yuy2': (2, cv2.COLOR_YUV2RGB_YUY2),
+    'yuyv': (2, cv2.COLOR_YUV2RGB_YUY2),
 }
+# encodings whose pixels come in pairs (one U and one V per two pixels): the width is even
+PAIRED_ENCODINGS = frozenset({'yuv422', 'uyvy', 'yuv422_yuy2', 'yuyv'})
 
 # compressed format keyword -> the file signature its data must start with
 COMPRESSED_SIGNATURES: dict[str, bytes] = {
@@ -82,6 +91,10 @@ def check_image(msg: Any) -> int:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ImageConversionError(f'empty image ({width}x{height})', 'zero_size')
+    if encoding in PAIRED_ENCODINGS and width % 2:
+        raise ImageConversionError(
+            f'{encoding} image of odd width {width}: YUV 4:2:2 stores pixels in pairs, so the '
+            'width must be even', 'odd_width')
     if step < width * channels:
         raise ImageConversionError(
             f'step {step} is smaller than width*channels = {width}*{channels} '

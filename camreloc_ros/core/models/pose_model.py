@@ -35,6 +35,7 @@ from camreloc_ros import __version__
 from camreloc_ros.core.config import check_conf, ConfigError, merge_conf, Spec
 from camreloc_ros.core.io import atomic_output
 from camreloc_ros.core.models.backbones import build_backbone, SPECS
+from camreloc_ros.core.models.errors import CheckpointError  # noqa: F401 - defined without torch
 from camreloc_ros.core.models.heads import build_head, HEADS
 
 CHECKPOINT_FORMAT = 'camreloc_ros.checkpoint'
@@ -84,10 +85,6 @@ NAMED_CONFIGS = {
     'lstm': {'head': {'name': 'lstm'}},
     'gru': {'head': {'name': 'gru'}},
 }
-
-
-class CheckpointError(RuntimeError):
-    """A file that is not a camreloc_ros checkpoint, or one this version cannot read."""
 
 
 def model_conf(name_or_conf: str | dict | None = None, overrides: dict | None = None) -> dict:

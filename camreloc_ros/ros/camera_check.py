@@ -1,0 +1,109 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The live camera against the training camera: ``camera_info`` in, a warning or a refusal out.
+
+The node subscribes to ``camera_info`` (a relative name, next to ``image``; remap it like
+the image topic) and compares each new calibration with the camera recorded in the model
+(:mod:`camreloc_ros.core.camera`). A difference beyond the tolerances is logged once per
+kind of difference and counted in diagnostics; with ``camera_check.refuse`` the images are
+not localized while it lasts (each refused image is counted).
+"""
+
+import threading
+from typing import Any, Callable
+
+from camreloc_ros.core.camera import camera_mismatch, describe_camera, training_camera
+
+
+class CameraCheck:
+    """Compare CameraInfo messages with the model's training camera; thread-safe counters."""
+
+    def __init__(self, extra: dict | None, fov_tolerance_deg: float, aspect_tolerance: float,
+                 refuse: bool, warn: Callable[[str], Any]):
+        self.training = training_camera(extra)
+        self.fov_tolerance_deg = float(fov_tolerance_deg)
+        self.aspect_tolerance = float(aspect_tolerance)
+        self.refuse = bool(refuse)
+        self._warn = warn
+        self._lock = threading.Lock()
+        self._last_key: tuple | None = None
+        self._warned: set[str] = set()
+        self.live: dict | None = None
+        self.problems: list[str] = []
+        self.infos = 0         # CameraInfo messages received
+        self.mismatches = 0    # of them, those differing beyond the tolerances
+        self.refused = 0       # images not localized because of a mismatch (refuse: true)
+
+    @property
+    def refusing(self) -> bool:
+        """Whether images must be refused now (a mismatch and ``refuse``)."""
+        return self.refuse and bool(self.problems)
+
+    def on_camera_info(self, msg: Any) -> None:
+        """Check one ``sensor_msgs/CameraInfo`` (recomputed only when the calibration changes)."""
+        width, height = int(msg.width), int(msg.height)
+        fx, fy = float(msg.k[0]), float(msg.k[4])
+        key = (width, height, fx, fy)
+        with self._lock:
+            self.infos += 1
+            if key != self._last_key:
+                self._last_key = key
+                if width <= 0 or height <= 0:
+                    self.live, self.problems = None, []
+                else:
+                    self.live = {'width': width, 'height': height}
+                    if fx > 0 and fy > 0:
+                        self.live.update(fx=fx, fy=fy)
+                    self.problems = [] if self.training is None else camera_mismatch(
+                        self.training, self.live, self.fov_tolerance_deg,
+                        self.aspect_tolerance)
+            problems = list(self.problems)
+            if problems:
+                self.mismatches += 1
+            text = '; '.join(problems)
+            first = bool(problems) and text not in self._warned
+            if first:
+                self._warned.add(text)
+        if first:
+            self._warn(
+                f'the camera differs from the one the model was trained with: {text}. '
+                f'Live {describe_camera(self.live)}, training {describe_camera(self.training)}. '
+                + ('Images are refused (camera_check.refuse).' if self.refuse else
+                   'Poses may be wrong; set camera_check.refuse to refuse such images.'))
+
+    def count_refused(self) -> None:
+        """Count one image refused because of the mismatch."""
+        with self._lock:
+            self.refused += 1
+
+    def status(self) -> str:
+        """One word or phrase for diagnostics."""
+        if self.training is None:
+            return 'off: the model records no training camera'
+        if self.live is None:
+            return 'waiting for camera_info'
+        if self.problems:
+            return ('refusing: ' if self.refuse else 'mismatch: ') + '; '.join(self.problems)
+        return 'ok'
+
+    def values(self) -> dict:
+        """Diagnostics key/values."""
+        with self._lock:
+            return {'camera_check': self.status(),
+                    'training_camera': describe_camera(self.training) if self.training
+                    else 'unknown',
+                    'camera_info_received': self.infos,
+                    'camera_mismatches': self.mismatches,
+                    'camera_refused_images': self.refused}
