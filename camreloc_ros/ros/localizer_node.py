@@ -54,25 +54,12 @@ from camreloc_ros.core.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_to_rgb, ImageConversionError, pose_stamped,
-                                          pose_with_covariance_stamped, stamp_to_sec,
-                                          transform_stamped)
+                                          pose_with_covariance_stamped, stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
-
-try:  # a robot has tf2_ros; a PyPI-only venv does not
-    from tf2_ros import TransformBroadcaster
-except ImportError:  # pragma: no cover - depends on the install
-    TransformBroadcaster = None
-try:
-    from tf2_msgs.msg import TFMessage
-except ImportError:  # pragma: no cover - depends on the install
-    TFMessage = None
+from camreloc_ros.ros.tf_io import FrameIO, TF_QOS  # noqa: F401 - TF_QOS re-exported
 
 NODE_NAME = 'camreloc'
 
-# tf2's own /tf publisher QoS (tf2_ros::DynamicBroadcasterQoS): reliable, keep last 100
-TF_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
-                    reliability=QoSReliabilityPolicy.RELIABLE,
-                    durability=QoSDurabilityPolicy.VOLATILE)
 OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 RELIABILITY = {'best_effort': QoSReliabilityPolicy.BEST_EFFORT,
                'reliable': QoSReliabilityPolicy.RELIABLE}
@@ -123,8 +110,25 @@ PARAMETERS: list[Param] = [
     Param('map_frame', 'map', 'Frame of the published poses and parent frame of the TF.'),
     Param('camera_pose_frame', 'camreloc_camera', 'Child frame of the TF: the estimated '
           'camera pose.'),
-    Param('publish_tf', True, 'Broadcast map_frame -> camera_pose_frame; set false when '
-          'another node (e.g. robot_localization) owns that part of the TF tree.'),
+    Param('publish_tf', True, 'Deprecated, use tf_mode: false turns TF off whatever tf_mode '
+          'says (as tf_mode none).'),
+    Param('tf_mode', 'camera', 'TF output. none; camera: map_frame -> camera_pose_frame (a '
+          'leaf frame, the camera pose); map_to_odom: map_frame -> odom_frame as nav2_amcl '
+          'publishes it (odom -> base from TF at the image stamp, future-dated by '
+          'transform_tolerance).', choices=('none', 'camera', 'map_to_odom')),
+    Param('base_frame', 'base_link', 'Robot frame the pose topics describe; the camera '
+          'extrinsics come from TF (base_frame -> image header.frame_id) at the image stamp. '
+          'An empty image frame_id or one equal to base_frame means identity extrinsics.'),
+    Param('odom_frame', 'odom', 'Odometry frame: the child of the map_frame -> odom_frame '
+          'transform of tf_mode map_to_odom.'),
+    Param('transform_tolerance', 1.0, 'Seconds the map -> odom transform is post-dated by, '
+          'i.e. how long it stays valid (nav2_amcl transform_tolerance).',
+          limits=(0.0, 60.0)),
+    Param('transform_timeout', 0.1, 'Seconds to wait for a TF lookup at an image stamp '
+          '(extrinsics, odometry) and, on configure, for the published child frame to show '
+          'up in TF (robot_localization transform_timeout).', limits=(0.0, 10.0)),
+    Param('latched_pose', False, 'pose and pose_with_covariance transient-local, keep last 1 '
+          '(amcl_pose QoS): a late subscriber gets the last pose.'),
     Param('path_length', 1000, 'Poses kept in `path`; 0 turns the path off.', 'live',
           limits=(0, 100000)),
     Param('max_gap', 1.0, 'Seconds between image stamps that restart the temporal window '
@@ -223,6 +227,11 @@ class PoseGate:
         """Forget the reference pose (``~/reset``, cleanup)."""
         self._last: tuple[float, np.ndarray, np.ndarray] | None = None
 
+    def seed(self, stamp: float, position: np.ndarray, quaternion: np.ndarray) -> None:
+        """Make a pose the reference (an ``initialpose``): later jumps are measured from it."""
+        self._last = (float(stamp), np.asarray(position, np.float64).copy(),
+                      np.asarray(quaternion, np.float64).copy())
+
     def check(self, stamp: float, pred: Prediction) -> str | None:
         """None to publish ``pred`` (it becomes the reference), else the reason it is gated."""
         if self.max_position_std > 0:
@@ -288,6 +297,7 @@ class LocalizerNode(LifecycleNode):
         self._stopping = False
         self._worker: threading.Thread | None = None
         self._active = False
+        self._frames: FrameIO | None = None   # TF lookups/output, Nav2 bootstrap (tf_io)
         super().__init__(node_name, **kwargs)
         try:
             self._declare_parameters()
@@ -301,8 +311,6 @@ class LocalizerNode(LifecycleNode):
         self._min_side = MIN_IMAGE_SIDE     # set from the model in on_configure
         self._to_rgb: Callable = image_to_rgb
         self._check: Callable = check_image
-        self._send_tf: Callable | None = None
-        self._tf_broadcaster = None
         self._entities: dict[str, Any] = {}
         self._path_poses: deque = deque(maxlen=1)
         self._bad_logged: dict[str, float] = {}
@@ -407,6 +415,8 @@ class LocalizerNode(LifecycleNode):
         if conf['runtime'] == 'torch' or (conf['runtime'] == 'auto'
                                           and not is_onnx_file(conf['model'])):
             resolve_device(conf['device'])   # a clear error before the model is read (torch)
+        # TF listener first: it hears the tree while the model loads (second-parent check)
+        self._frames = FrameIO(self, conf, self._seed_gate)
         engine = InferenceEngine.from_checkpoint(
             conf['model'], runtime=conf['runtime'], device=conf['device'], fp16=conf['fp16'],
             threads=conf['threads'] or live_threads(), max_gap=conf['max_gap'])
@@ -421,11 +431,14 @@ class LocalizerNode(LifecycleNode):
         self._map_frame = conf['map_frame']
         self._camera_frame = conf['camera_pose_frame']
         ents = self._entities
-        ents['pose'] = self.create_lifecycle_publisher(PoseStamped, 'pose', OUTPUT_QOS)
+        pose_qos = self._frames.pose_qos   # latched_pose: amcl_pose's transient local
+        ents['pose'] = self.create_lifecycle_publisher(PoseStamped, 'pose', pose_qos)
         ents['pose_cov'] = self.create_lifecycle_publisher(
-            PoseWithCovarianceStamped, 'pose_with_covariance', OUTPUT_QOS)
+            PoseWithCovarianceStamped, 'pose_with_covariance', pose_qos)
         ents['path'] = self.create_lifecycle_publisher(Path, 'path', OUTPUT_QOS)
-        self._setup_tf(conf['publish_tf'])
+        refused = self._frames.check_parents(wait_s=conf['transform_timeout'])
+        if refused is not None:
+            raise ConfigurationError(refused)
         qos = QoSProfile(depth=conf['qos.depth'], history=QoSHistoryPolicy.KEEP_LAST,
                          reliability=RELIABILITY[conf['qos.reliability']],
                          durability=QoSDurabilityPolicy.VOLATILE)
@@ -450,21 +463,6 @@ class LocalizerNode(LifecycleNode):
             f'configured: {conf["model"]} ({engine.describe()}, window {engine.window}); '
             f'input {conf["input"]} on {ents["sub"].topic_name} '
             f'({conf["qos.reliability"]}, depth {conf["qos.depth"]})')
-
-    def _setup_tf(self, enabled: bool) -> None:
-        self._send_tf = None
-        if not enabled:
-            return
-        if TransformBroadcaster is not None:
-            self._tf_broadcaster = TransformBroadcaster(self, qos=TF_QOS)
-            self._send_tf = self._tf_broadcaster.sendTransform
-        elif TFMessage is not None:
-            pub = self.create_lifecycle_publisher(TFMessage, '/tf', TF_QOS)
-            self._entities['tf'] = pub
-            self._send_tf = lambda t: pub.publish(TFMessage(transforms=[t]))
-        else:
-            self.get_logger().warning('neither tf2_ros nor tf2_msgs imports: no TF is '
-                                      'published (poses still are)')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable the publishers and start the inference worker."""
@@ -503,6 +501,9 @@ class LocalizerNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Join the worker before the node's handles go away."""
         self._stop_worker()
+        if self._frames is not None:   # the TF listener's node and thread
+            self._frames.close()
+            self._frames = None
         super().destroy_node()
 
     def _stop_worker(self) -> None:
@@ -527,10 +528,9 @@ class LocalizerNode(LifecycleNode):
             else:
                 self.destroy_lifecycle_publisher(entity)
         self._entities.clear()
-        if self._tf_broadcaster is not None:
-            self.destroy_publisher(self._tf_broadcaster.pub_tf)
-            self._tf_broadcaster = None
-        self._send_tf = None
+        if self._frames is not None:
+            self._frames.close()
+            self._frames = None
         with self._engine_lock:
             self.engine = None
             self.gate.reset()
@@ -571,6 +571,11 @@ class LocalizerNode(LifecycleNode):
             raise ImageConversionError(
                 f'image {width}x{height} is too small: its shorter side must be at least '
                 f'{self._min_side} px for this model', 'too_small')
+
+    def _seed_gate(self, stamp: float, position: np.ndarray, quaternion: np.ndarray) -> None:
+        with self._engine_lock:
+            self.gate.seed(stamp, position, quaternion)
+        self.get_logger().info(f'initialpose: gate reference set to {np.round(position, 3)}')
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response
                   ) -> Trigger.Response:
@@ -620,27 +625,34 @@ class LocalizerNode(LifecycleNode):
             if self.engine is None:
                 return
             pred = self.engine.predict(rgb, stamp)
-            gated = self.gate.check(stamp, pred)
+        frames = self._frames
+        base = frames.to_base(msg.header, pred) if frames is not None else None
+        if base is None:   # camera extrinsics missing at this stamp: counted as tf_missing
+            self.stats.add(processed=1)
+            return
+        with self._engine_lock:
+            gated = self.gate.check(stamp, base)
         if gated is not None:
             self.stats.add(processed=1, gated=1)
             self.get_logger().warning(f'gated a pose: {gated}',
                                       throttle_duration_sec=BAD_LOG_PERIOD_S)
+            frames.republish(msg.header)   # map_to_odom: keep map -> odom from expiring
             return
-        self._publish(Header(stamp=msg.header.stamp, frame_id=self._map_frame), pred)
+        self._publish(Header(stamp=msg.header.stamp, frame_id=self._map_frame), base, pred)
         latency = time.monotonic() - received
         with self.stats.lock:
             self.stats.processed += 1
             self.stats.published += 1
             self.stats.latencies_s.append(latency)
 
-    def _publish(self, header: Header, pred: Prediction) -> None:
+    def _publish(self, header: Header, pred: Prediction, camera: Prediction) -> None:
+        """Publish base_frame's pose ``pred``; ``camera`` is the camera's (tf_mode camera)."""
         ents = self._entities
         pose = pose_stamped(header, pred.position, pred.quaternion)
         ents['pose_cov'].publish(pose_with_covariance_stamped(
             header, pred.position, pred.quaternion, pred.covariance))
-        if self._send_tf is not None:
-            self._send_tf(transform_stamped(header, self._camera_frame, pred.position,
-                                            pred.quaternion))
+        self._frames.send_tf(header, camera, pred)
+        self._frames.after_publish(header, pred)   # ~/localize: this pose on initialpose
         if self._path_length > 0:
             with self._engine_lock:
                 self._path_poses.append(pose)
@@ -688,6 +700,8 @@ class LocalizerNode(LifecycleNode):
             'device': engine.describe() if engine else 'none',
             'window': engine.window if engine else 0,
         }
+        if self._frames is not None:
+            values.update(self._frames.diagnostics())   # tf_mode, tf_missing, tf_refused ...
         values.update(self.health.values())   # last_image_age_s, configure_error
         if check is not None:
             values.update(check.values())

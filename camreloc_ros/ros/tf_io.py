@@ -1,0 +1,551 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The localizer in the robot's TF tree (REP 105), as nav2_amcl is: lookups, TF out, Nav2.
+
+* :class:`Tf2Lookup` reads TF through tf2_ros (``Buffer`` + ``TransformListener``) where it
+  imports (every ROS install); :class:`TopicTfLookup` subscribes to ``/tf`` and
+  ``/tf_static`` itself and answers from :class:`~camreloc_ros.core.frames.TransformTree`
+  with the same semantics (a PyPI-only venv has no tf2_ros). Both raise the core's
+  :class:`~camreloc_ros.core.frames.TransformError` family.
+* :class:`FrameIO` is what the node calls: the camera pose -> base_frame pose (extrinsics from
+  TF at the image stamp, covariance propagated), TF out (``tf_mode``: ``camera`` leaf frame, or
+  AMCL's future-dated ``map -> odom``), the refusal to give a frame a second parent, and the
+  Nav2 bootstrap (``~/localize`` -> the next pose on ``initialpose``; ``initialpose`` in ->
+  the jump gate's reference). Nothing here raises in a callback or the worker: a missing
+  transform is counted (``tf_missing``) and logged at most every 5 s.
+"""
+
+import dataclasses
+import math
+import re
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from geometry_msgs.msg import PoseWithCovarianceStamped
+import numpy as np
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
+                       QoSReliabilityPolicy)
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from camreloc_ros.core.engine import Prediction
+from camreloc_ros.core.frames import (base_covariance, base_pose, ConnectivityError,
+                                      ExtrapolationError, FrameLookupError, map_to_odom,
+                                      parent_conflict, Pose, strip_frame, TransformError,
+                                      TransformTree)
+from camreloc_ros.core.geometry import unit_quat_problem
+from camreloc_ros.core.messages import NS
+from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped,
+                                          stamp_to_ns, stamp_to_sec, transform_stamped)
+
+try:  # a robot has tf2_ros; a PyPI-only venv does not
+    import tf2_ros
+except ImportError:  # pragma: no cover - depends on the install
+    tf2_ros = None
+try:
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - depends on the install
+    TFMessage = None
+
+TF_MODES = ('none', 'camera', 'map_to_odom')
+LOG_PERIOD_S = 5.0
+# tf2's QoS: /tf reliable keep-last 100 volatile (DynamicBroadcasterQoS / listener);
+# /tf_static reliable keep-last 100 transient-local (StaticListenerQoS)
+TF_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
+                    reliability=QoSReliabilityPolicy.RELIABLE,
+                    durability=QoSDurabilityPolicy.VOLATILE)
+TF_STATIC_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
+                           reliability=QoSReliabilityPolicy.RELIABLE,
+                           durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# nav2_amcl's amcl_pose: reliable, keep last 1, transient local (a late subscriber gets it)
+LATCHED_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
+                         reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+_FRAME_LINE = re.compile(r'^Frame (\S+) exists with parent (\S+)\.$', re.MULTILINE)
+
+
+def _pose_of(transform: Any) -> Pose:
+    """``geometry_msgs/Transform`` -> (position, quaternion) arrays."""
+    t, r = transform.translation, transform.rotation
+    return np.array([t.x, t.y, t.z]), np.array([r.x, r.y, r.z, r.w])
+
+
+# ---------------------------------------------------------------------------- lookups
+
+class ListenerNode:
+    """A small node with its own executor thread, for the TF subscriptions.
+
+    As tf2_ros' C++ ``TransformListener`` does by default (and AMCL with it): TF arrives
+    while the localizer's executor is busy or not spinning yet (an autostart configure runs
+    in the constructor), so lookups in the worker and the configure-time check see it.
+    """
+
+    def __init__(self, node: Any) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        context = node.context
+        # no global arguments: a command-line `-r __node:=...` must not rename this one too
+        self.node = Node(f'{node.get_name()}_tf_listener', namespace=node.get_namespace(),
+                         context=context, use_global_arguments=False,
+                         start_parameter_services=False, enable_rosout=False)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, name='camreloc_tf_listener',
+                                        daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:   # the context was shut down
+            pass
+
+    def close(self) -> None:
+        """Stop the thread and destroy the node."""
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+class TopicTfLookup:
+    """``/tf`` + ``/tf_static`` subscriptions over a core :class:`TransformTree`.
+
+    tf2's listener semantics: static transforms hold at every time, dynamic ones are kept for
+    ``cache_s`` and interpolated; :meth:`lookup` waits up to ``timeout_s`` for data that has
+    not arrived yet (a frame not seen, or a stamp newer than the newest sample).
+    """
+
+    backend = 'tf_listener'
+
+    def __init__(self, node: Any, cache_s: float = 10.0) -> None:
+        if TFMessage is None:
+            raise RuntimeError('neither tf2_ros nor tf2_msgs imports: TF cannot be read')
+        self.tree = TransformTree(int(cache_s * NS))
+        self._cond = threading.Condition()
+        self.bad_transforms = 0
+        self._listener = ListenerNode(node)
+        sub_node = self._listener.node
+        sub_node.create_subscription(TFMessage, '/tf', self._on_tf, TF_QOS)
+        sub_node.create_subscription(TFMessage, '/tf_static', self._on_tf_static,
+                                     TF_STATIC_QOS)
+
+    def _add(self, msg: Any, static: bool) -> None:
+        with self._cond:
+            for t in msg.transforms:
+                try:
+                    self.tree.add(t.header.frame_id, t.child_frame_id, stamp_to_ns(t.header.stamp),
+                                  *_pose_of(t.transform), static=static)
+                except ValueError:     # an empty or self-referencing frame id: tf2 drops it
+                    self.bad_transforms += 1
+            self._cond.notify_all()
+
+    def _on_tf(self, msg: Any) -> None:
+        self._add(msg, False)
+
+    def _on_tf_static(self, msg: Any) -> None:
+        self._add(msg, True)
+
+    def lookup(self, target: str, source: str, stamp_ns: Optional[int],
+               timeout_s: float = 0.0) -> Pose:
+        """Pose of ``source`` in ``target`` at ``stamp_ns``; raises TransformError."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                try:
+                    return self.tree.lookup(target, source, stamp_ns)
+                except (FrameLookupError, ConnectivityError, ExtrapolationError) as exc:
+                    remaining = deadline - time.monotonic()
+                    future = getattr(exc, 'future', True)
+                    if remaining <= 0 or not future:   # the past will not arrive
+                        raise
+                    self._cond.wait(remaining)
+
+    def parents(self, frame: str) -> set[str]:
+        """Every parent ``frame`` has had in TF (more than one: publishers disagree)."""
+        with self._cond:
+            frame = strip_frame(frame)
+            seen = set(self.tree.reparented.get(frame, ()))
+            parent = self.tree.parent(frame)
+            return seen | ({parent} if parent else set())
+
+    def wait_for_frame(self, frame: str, timeout_s: float) -> bool:
+        """Wait until ``frame`` has a parent in TF (for the configure-time check)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self.tree.parent(frame) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def describe(self) -> str:
+        """Describe the tree, for error messages."""
+        with self._cond:
+            return self.tree.describe()
+
+    def close(self) -> None:
+        """Stop listening (the listener node and its thread go)."""
+        self._listener.close()
+
+
+class Tf2Lookup:  # pragma: no cover - tf2_ros is not installable in the test venv
+    """tf2_ros' ``Buffer`` + ``TransformListener`` on a :class:`ListenerNode`."""
+
+    backend = 'tf2_ros'
+
+    def __init__(self, node: Any, cache_s: float = 10.0) -> None:
+        from rclpy.duration import Duration
+
+        self._duration = Duration
+        self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
+        self._listener = ListenerNode(node)
+        self.listener = tf2_ros.TransformListener(self.buffer, self._listener.node,
+                                                  spin_thread=False)
+
+    def lookup(self, target: str, source: str, stamp_ns: Optional[int],
+               timeout_s: float = 0.0) -> Pose:
+        """Pose of ``source`` in ``target`` at ``stamp_ns``; raises the core's TransformError."""
+        from rclpy.time import Time
+
+        try:
+            msg = self.buffer.lookup_transform(
+                strip_frame(target), strip_frame(source), Time(nanoseconds=int(stamp_ns or 0)),
+                timeout=self._duration(seconds=timeout_s))
+        except tf2_ros.LookupException as exc:
+            raise FrameLookupError(str(exc)) from None
+        except tf2_ros.ConnectivityException as exc:
+            raise ConnectivityError(str(exc)) from None
+        except tf2_ros.ExtrapolationException as exc:
+            raise ExtrapolationError(str(exc)) from None
+        except tf2_ros.TransformException as exc:
+            raise TransformError(str(exc)) from None
+        return _pose_of(msg.transform)
+
+    def _parent_map(self) -> dict[str, str]:
+        return dict(_FRAME_LINE.findall(self.buffer.all_frames_as_string()))
+
+    def parents(self, frame: str) -> set[str]:
+        """Return the parent ``frame`` has in tf2's buffer (the newest one)."""
+        parent = self._parent_map().get(strip_frame(frame))
+        return {parent} if parent and parent != 'NO_PARENT' else set()
+
+    def wait_for_frame(self, frame: str, timeout_s: float) -> bool:
+        """Wait until ``frame`` has a parent in TF."""
+        deadline = time.monotonic() + timeout_s
+        while not self.parents(frame):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def describe(self) -> str:
+        """Describe the tree, for error messages."""
+        return ', '.join(f'{p} -> {c}' for c, p in sorted(self._parent_map().items()))
+
+    def close(self) -> None:
+        """Destroy the listener's subscriptions, node and thread."""
+        self.listener.unregister()
+        self._listener.close()
+
+
+def make_lookup(node: Any, prefer_tf2_ros: bool = True) -> Any:
+    """tf2_ros' buffer where it imports, else the ``/tf`` + ``/tf_static`` listener."""
+    if prefer_tf2_ros and tf2_ros is not None:
+        return Tf2Lookup(node)
+    return TopicTfLookup(node)
+
+
+def make_sender(node: Any) -> tuple[Optional[Callable], Optional[Callable]]:
+    """``(send(TransformStamped), close())`` over tf2_ros' broadcaster or a /tf publisher."""
+    if tf2_ros is not None:  # pragma: no cover - tf2_ros is not installable in the test venv
+        broadcaster = tf2_ros.TransformBroadcaster(node, qos=TF_QOS)
+        return broadcaster.sendTransform, lambda: node.destroy_publisher(broadcaster.pub_tf)
+    if TFMessage is not None:
+        pub = node.create_lifecycle_publisher(TFMessage, '/tf', TF_QOS)
+        return (lambda t: pub.publish(TFMessage(transforms=[t])),
+                lambda: node.destroy_lifecycle_publisher(pub))
+    return None, None
+
+
+# ---------------------------------------------------------------------------- the node's part
+
+@dataclasses.dataclass
+class FrameConfig:
+    """The frame parameters of the node (read in on_configure)."""
+
+    map_frame: str = 'map'
+    base_frame: str = 'base_link'
+    odom_frame: str = 'odom'
+    camera_pose_frame: str = 'camreloc_camera'
+    tf_mode: str = 'camera'
+    transform_tolerance: float = 1.0
+    transform_timeout: float = 0.1
+    latched_pose: bool = False
+
+    @classmethod
+    def from_parameters(cls, conf: dict) -> 'FrameConfig':
+        """From the node's configuration dict; ``publish_tf: false`` is ``tf_mode: none``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        out = cls(**{k: v for k, v in conf.items() if k in names})
+        for name in ('map_frame', 'base_frame', 'odom_frame', 'camera_pose_frame'):
+            setattr(out, name, strip_frame(getattr(out, name)))
+            if not getattr(out, name):
+                raise ValueError(f"parameter '{name}' is empty: expected a TF frame id")
+        if not conf.get('publish_tf', True):
+            out.tf_mode = 'none'
+        if out.tf_mode not in TF_MODES:
+            raise ValueError(f"parameter 'tf_mode' is {out.tf_mode!r}: expected one of "
+                             f'{", ".join(TF_MODES)}')
+        if out.tf_mode == 'map_to_odom':
+            frames = {'map_frame': out.map_frame, 'odom_frame': out.odom_frame,
+                      'base_frame': out.base_frame}
+            if len(set(frames.values())) < 3:
+                raise ValueError('tf_mode map_to_odom needs three different frames, got '
+                                 + ', '.join(f'{k} {v!r}' for k, v in frames.items()))
+        if out.tf_mode == 'camera' and out.camera_pose_frame == out.map_frame:
+            raise ValueError(f'camera_pose_frame and map_frame are both '
+                             f'{out.map_frame!r}: a frame cannot be its own parent')
+        return out
+
+    @property
+    def published_edge(self) -> Optional[tuple[str, str]]:
+        """``(parent, child)`` of the transform this node publishes (None: none)."""
+        if self.tf_mode == 'camera':
+            return self.map_frame, self.camera_pose_frame
+        if self.tf_mode == 'map_to_odom':
+            return self.map_frame, self.odom_frame
+        return None
+
+
+class FrameIO:
+    """Frames, TF and the Nav2 bootstrap of one configured localizer.
+
+    Made in on_configure, closed in cleanup. ``seed(stamp_s, position, quaternion)`` is
+    called with each valid ``initialpose`` (the node seeds its jump gate with it).
+    """
+
+    def __init__(self, node: Any, conf: dict,
+                 seed: Callable[[float, np.ndarray, np.ndarray], None],
+                 lookup: Any = None) -> None:
+        self.node = node
+        self.conf = FrameConfig.from_parameters(conf)
+        if not conf.get('publish_tf', True) and conf.get('tf_mode') != 'none':
+            node.get_logger().warning('publish_tf is deprecated: publish_tf false turns TF '
+                                      f'off (tf_mode {conf.get("tf_mode")} ignored); set '
+                                      'tf_mode: none instead')
+        self._seed = seed
+        self._lock = threading.Lock()
+        self.tf_missing = 0
+        self.initialposes_sent = 0
+        self.initialposes_received = 0
+        self.refused: Optional[str] = None        # why TF is not published (second parent)
+        self._checked = False
+        self._localize_requested = False
+        self._last_map_odom: Optional[Pose] = None
+        self._log_times: dict[str, float] = {}
+        self.lookup = lookup
+        self._send = self._close_sender = None
+        self._entities: list[tuple[str, Any]] = []
+        try:
+            if self.lookup is None:
+                self.lookup = make_lookup(node)
+            if self.conf.tf_mode != 'none':
+                self._send, self._close_sender = make_sender(node)
+                if self._send is None:
+                    node.get_logger().warning('neither tf2_ros nor tf2_msgs imports: no TF is '
+                                              'published (poses still are)')
+            self._entities = [
+                ('pub', node.create_lifecycle_publisher(PoseWithCovarianceStamped,
+                                                        'initialpose', OUTPUT_QOS)),
+                ('sub', node.create_subscription(PoseWithCovarianceStamped, 'initialpose',
+                                                 self._on_initialpose, OUTPUT_QOS)),
+                ('srv', node.create_service(Trigger, '~/localize', self._on_localize)),
+            ]
+        except Exception:
+            self.close()
+            raise
+
+    @property
+    def pose_qos(self) -> QoSProfile:
+        """Return the ``pose`` topics' QoS: amcl_pose's with ``latched_pose``."""
+        return LATCHED_QOS if self.conf.latched_pose else OUTPUT_QOS
+
+    def _log(self, key: str, text: str, error: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._log_times.get(key, -math.inf) >= LOG_PERIOD_S:
+            self._log_times[key] = now
+            logger = self.node.get_logger()
+            (logger.error if error else logger.warning)(text)
+
+    # ---- second parents ------------------------------------------------------------------
+    def check_parents(self, wait_s: float = 0.0) -> Optional[str]:
+        """Refuse TF output when its child frame already has another parent; the reason.
+
+        ``wait_s``: how long to wait for the child to show up in TF (on_configure).
+        """
+        edge = self.conf.published_edge
+        if edge is None or self.lookup is None:
+            return None
+        parent, child = edge
+        if wait_s > 0:
+            self.lookup.wait_for_frame(child, wait_s)
+        self._checked = True
+        others = sorted(self.lookup.parents(child) - {parent})
+        if others and self.refused is None:
+            self.refused = parent_conflict(child, parent, others[0], self.lookup.describe())
+            self.node.get_logger().error(f'TF output refused: {self.refused}')
+        return self.refused
+
+    # ---- camera -> base --------------------------------------------------------------------
+    def _lookup(self, what: str, target: str, source: str, stamp_ns: int) -> Optional[Pose]:
+        try:
+            return self.lookup.lookup(target, source, stamp_ns, self.conf.transform_timeout)
+        except TransformError as exc:
+            with self._lock:
+                self.tf_missing += 1
+            self._log(what, f'no {what} transform {target} -> {source} at '
+                            f'{stamp_ns / NS:.3f} s ({self.tf_missing} missing so far): {exc}')
+            return None
+
+    def to_base(self, header: Header, pred: Prediction) -> Optional[Prediction]:
+        """Turn the camera pose ``pred`` into base_frame's (None: no extrinsics in TF).
+
+        The camera frame is the image's ``header.frame_id``; empty or equal to base_frame
+        means the camera is base_frame (identity extrinsics).
+        """
+        camera = strip_frame(header.frame_id)
+        if not camera or camera == self.conf.base_frame:
+            return pred
+        extrinsics = self._lookup('camera extrinsics', self.conf.base_frame, camera,
+                                  stamp_to_ns(header.stamp))
+        if extrinsics is None:
+            return None
+        cam = (pred.position, pred.quaternion)
+        position, quaternion = base_pose(cam, extrinsics)
+        return dataclasses.replace(pred, position=position, quaternion=quaternion,
+                                   covariance=base_covariance(pred.covariance, cam, extrinsics))
+
+    # ---- TF out ---------------------------------------------------------------------------
+    def send_tf(self, header: Header, camera: Prediction, base: Prediction) -> None:
+        """Publish the TF of ``tf_mode`` for one accepted pose (header: image stamp, map)."""
+        if self._send is None or self.refused is not None:
+            return
+        if not self._checked and self.check_parents() is not None:   # the first frame
+            return
+        if self.conf.tf_mode == 'camera':
+            self._send(transform_stamped(header, self.conf.camera_pose_frame, camera.position,
+                                         camera.quaternion))
+            return
+        odom_base = self._lookup('odometry', self.conf.odom_frame, self.conf.base_frame,
+                                 stamp_to_ns(header.stamp))
+        if odom_base is None:
+            return
+        self._last_map_odom = map_to_odom((base.position, base.quaternion), odom_base)
+        self._send_map_odom(header)
+
+    def republish(self, header: Header) -> None:
+        """map_to_odom: re-send the last ``map -> odom`` for a frame without a new pose.
+
+        As AMCL does on each scan that does not update the filter, so the transform (valid
+        until stamp + transform_tolerance) does not expire while poses are gated.
+        """
+        if (self.conf.tf_mode == 'map_to_odom' and self._last_map_odom is not None
+                and self._send is not None and self.refused is None):
+            self._send_map_odom(header)
+
+    def _send_map_odom(self, header: Header) -> None:
+        expires = stamp_to_ns(header.stamp) + int(round(self.conf.transform_tolerance * NS))
+        position, quaternion = self._last_map_odom
+        self._send(transform_stamped(Header(stamp=ns_to_stamp(expires),
+                                            frame_id=self.conf.map_frame),
+                                     self.conf.odom_frame, position, quaternion))
+
+    # ---- Nav2 bootstrap -------------------------------------------------------------------
+    def _on_localize(self, request: Trigger.Request, response: Trigger.Response
+                     ) -> Trigger.Response:
+        if not getattr(self.node, 'is_active', False):
+            response.success, response.message = False, 'not active: no pose to publish'
+            return response
+        with self._lock:
+            self._localize_requested = True
+        topic = self._entities[0][1].topic_name
+        response.success = True
+        response.message = f'the next accepted pose will be published on {topic}'
+        return response
+
+    def after_publish(self, header: Header, base: Prediction) -> None:
+        """Publish ``base`` on ``initialpose`` when ``~/localize`` asked for it."""
+        with self._lock:
+            if not self._localize_requested:
+                return
+            self._localize_requested = False
+            self.initialposes_sent += 1
+        pub = self._entities[0][1]
+        pub.publish(pose_with_covariance_stamped(header, base.position, base.quaternion,
+                                                 base.covariance))
+        self.node.get_logger().info(f'localize: published the pose on {pub.topic_name}')
+
+    def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
+        frame = strip_frame(msg.header.frame_id)
+        if frame != self.conf.map_frame:
+            self._log('initialpose', f'ignored an initialpose in frame {frame!r}: expected '
+                                     f'map_frame {self.conf.map_frame!r}')
+            return
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        quaternion = np.array([q.x, q.y, q.z, q.w])
+        problem = unit_quat_problem(quaternion)
+        if problem is not None:
+            self._log('initialpose', f'ignored an initialpose: orientation {problem}')
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        if stamp == 0:     # unstamped: now, as RViz's 2D Pose Estimate is
+            stamp = self.node.get_clock().now().nanoseconds / NS
+        with self._lock:
+            self.initialposes_received += 1
+        self._seed(stamp, np.array([p.x, p.y, p.z]), quaternion / np.linalg.norm(quaternion))
+
+    # ---- diagnostics, cleanup ---------------------------------------------------------------
+    def diagnostics(self) -> dict:
+        """Values for /diagnostics; re-checks the published frame's parent (timer thread)."""
+        if self.refused is None and self.conf.published_edge is not None:
+            self.check_parents()
+        return {'tf_mode': self.conf.tf_mode, 'base_frame': self.conf.base_frame,
+                'tf_lookup': getattr(self.lookup, 'backend', 'none'),
+                'tf_missing': self.tf_missing, 'tf_refused': self.refused or '',
+                'initialposes_sent': self.initialposes_sent,
+                'initialposes_received': self.initialposes_received}
+
+    def close(self) -> None:
+        """Destroy what was created (safe to call twice)."""
+        for kind, entity in self._entities:
+            if kind == 'pub':
+                self.node.destroy_lifecycle_publisher(entity)
+            elif kind == 'sub':
+                self.node.destroy_subscription(entity)
+            else:
+                self.node.destroy_service(entity)
+        self._entities = []
+        if self._close_sender is not None:
+            self._close_sender()
+        self._send = self._close_sender = None
+        if self.lookup is not None:
+            self.lookup.close()
+            self.lookup = None
