@@ -40,7 +40,7 @@ DOMAIN_ID = 212
 
 
 def make_models(folder: Path) -> dict[str, Path]:
-    """A lite0 regressor checkpoint (ImageNet weights) and its ONNX export."""
+    """Write a lite0 regressor checkpoint (ImageNet weights) and its ONNX export."""
     from camreloc_ros.core.models.pose_model import build_model
     from camreloc_ros.tools import export
 
