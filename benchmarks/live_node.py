@@ -249,7 +249,8 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
                                               Parameter('runtime', value=runtime),
                                               Parameter('threads', value=args.threads),
                                               Parameter('device', value=args.device),
-                                              Parameter('path_length', value=0)])
+                                              Parameter('path_length', value=0),
+                                              Parameter('base_frame', value='camera')])
     if not node.is_active:
         raise RuntimeError(f'the localizer did not start with {model} ({runtime})')
     node.stats.latencies_s = type(node.stats.latencies_s)(maxlen=1_000_000)

@@ -88,7 +88,7 @@ def offline(bag, ckpt, tmp_path_factory):
 def node(ros, ckpt):
     node = LocalizerNode(namespace='bag_live', context=ros.context, parameter_overrides=[
         Parameter('model', value=str(ckpt)), Parameter('input', value='compressed'),
-        Parameter('device', value='cpu')])
+        Parameter('device', value='cpu'), Parameter('base_frame', value='camera')])
     ros.add(node)
     assert node.is_active
     yield node
@@ -146,7 +146,7 @@ def test_temporal_model_live_windows_equal_offline(ros, tmp_path):
                                  'compressed': True}, {'data': DATA_DIR, 'out': tmp_path / 'b'})
     node = LocalizerNode(namespace='bag_gru', context=ros.context, parameter_overrides=[
         Parameter('model', value=str(gru)), Parameter('input', value='compressed'),
-        Parameter('device', value='cpu')])
+        Parameter('device', value='cpu'), Parameter('base_frame', value='camera')])
     ros.add(node)
     try:
         out = bag_eval.main(_live_conf(live_image_topic='/bag_gru/image/compressed',
