@@ -15,31 +15,59 @@
 """The fault suite: what a hostile or unlucky user does, and that nothing is lost or executed.
 
 Checkpoints from strangers (pickle payloads), damaged files, outputs over existing paths,
-bad overrides, a full disk and the litter of killed runs. Bag and node faults are in
-``test_faults_bags.py`` and ``test_faults_node.py``.
+bad overrides, a full disk and the litter of killed runs; bags with bit-rot and outputs over
+existing paths; the live node's bad start parameters, a model directory, tiny images and the
+Jazzy entry point. Node start failures run the node as a real process (``camreloc node``), as
+a user starts it; the other node faults go over real rclpy / Fast DDS in this process, each
+group in its own ROS_DOMAIN_ID. Bag faults use real bags of 12 hololens-office frames written
+by ``bag-from-dataset``; most refusals must come before the model runs, so they are given a
+checkpoint that is not one, which would fail if it were loaded first.
 """
 
+import dataclasses
+import hashlib
+import json
 import os
 from pathlib import Path
 import shutil
+import signal
+import sqlite3
+import struct
 import subprocess
 import sys
+import textwrap
+import threading
+import zlib
 
+import cv2
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
+from rclpy.parameter import Parameter
+from ros_env import load_frames, make_checkpoints, RosHarness, ros_environment
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import CompressedImage, Image
 import torch
 
+from camreloc_ros.core import bags
 from camreloc_ros.core.config import ConfigError, parse_overrides
 from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.evaluation import load_per_frame
 from camreloc_ros.core.io import atomic_write_text, clean_stale_temps, temp_prefix
 from camreloc_ros.core.models.pose_model import (build_model, CheckpointError,
                                                  load_checkpoint_file, PoseModel, save_atomic)
 from camreloc_ros.core.training import train_conf, Trainer
-from camreloc_ros.tools import evaluate, export, train
+from camreloc_ros.ros.conversions import (rgb_to_compressed, rgb_to_image, sec_to_stamp,
+                                          stamp_to_ns)
+from camreloc_ros.ros.localizer_node import (ConfigurationError, LocalizerNode,
+                                             min_image_side)
+from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, export, train
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(600)
 
 
 class Payload:
@@ -265,3 +293,708 @@ def test_full_disk_names_the_file_and_keeps_earlier_checkpoints(tiny_disk):
         atomic_write_text(tiny_disk / 'big.txt', 'x' * (30 << 20))
     with pytest.raises(OSError, match='no space left'):
         save_atomic({'state_dict': {}, 'blob': torch.zeros(20 << 20)}, tiny_disk / 'x.pt')
+
+
+# ----------------------------------------------------------------------------- live node
+
+START_DOMAIN_ID = 164      # start-failure subprocesses
+NODE_DOMAIN_ID = 165       # in-process nodes
+JAZZY_DOMAIN_ID = 166      # main() with Jazzy's rclpy.init
+TIMEOUT_S = 15.0
+
+
+def child_env(domain_id: int, log_dir: Path) -> dict:
+    """Environment of a node process: private domain, localhost discovery, logs in a temp dir."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(log_dir),
+                PYTHONPATH=str(ROOT))
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    """Real lite0 regressor and GRU checkpoints."""
+    return make_checkpoints(tmp_path_factory.mktemp('checkpoints'))
+
+
+@pytest.fixture(scope='module')
+def frames():
+    """Two real hololens-office frames (540x360 RGB)."""
+    return load_frames(2, stride=7)
+
+
+# ---------------------------------------------------------------------------- start parameters
+
+@pytest.mark.parametrize('name, value, shown, expected', [
+    ('qos.depth', '0', '0', 'an integer in 1..100'),
+    ('threads', '-1', '-1', 'an integer in 0..1024'),
+    ('threads', 'abc', "'abc'", 'an integer in 0..1024'),
+    ('autostart', 'notabool', "'notabool'", 'a boolean (true or false)'),
+])
+def test_bad_start_parameter_exits_1_with_one_line(tmp_path, name, value, shown, expected):
+    """A value rclpy refuses at declare time: exit 1, one line naming it, no traceback."""
+    proc = subprocess.run(
+        [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
+         '-p', f'{name}:={value}', '-p', 'device:=cpu'],
+        cwd=ROOT, env=child_env(START_DOMAIN_ID, tmp_path), capture_output=True, text=True,
+        timeout=180)
+    output = proc.stdout + proc.stderr
+    assert 'Traceback' not in output, output
+    assert proc.returncode == 1, output
+    lines = [line for line in output.splitlines() if f"'{name}'" in line]
+    assert len(lines) == 1, output
+    assert f"cannot start: parameter '{name}' is {shown}, expected {expected}" in lines[0], \
+        lines[0]
+
+
+def test_bad_start_parameter_in_process_raises_configuration_error(tmp_path):
+    """Built in-process, the node raises ConfigurationError; shutting down stays clean."""
+    import rclpy
+
+    with ros_environment(NODE_DOMAIN_ID, tmp_path):
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=NODE_DOMAIN_ID)
+        try:
+            with pytest.raises(ConfigurationError, match=r"'qos\.depth' is 0, expected an "
+                               r'integer in 1\.\.100'):
+                LocalizerNode(context=context, parameter_overrides=[
+                    Parameter('qos.depth', value=0), Parameter('autostart', value=False)])
+        finally:
+            context.try_shutdown()   # used to raise AttributeError: ... '_cond'
+
+
+# ---------------------------------------------------------------------------- in-process nodes
+
+class Probe:
+    """An image publisher into one localizer and a pose / diagnostics listener."""
+
+    def __init__(self, harness: RosHarness, node: LocalizerNode, namespace: str,
+                 compressed: bool):
+        self.harness, self.node = harness, node
+        self.lock = threading.Lock()
+        self.poses: dict[int, PoseStamped] = {}
+        self.diagnostics: list[DiagnosticArray] = []
+        test_node = harness.node
+        self.sub = test_node.create_subscription(PoseStamped, f'/{namespace}/pose',
+                                                 self._on_pose, 10)
+        test_node.create_subscription(DiagnosticArray, '/diagnostics',
+                                      self.diagnostics.append, 10)
+        msg_type = CompressedImage if compressed else Image
+        topic = f'/{namespace}/image' + ('/compressed' if compressed else '')
+        self.pub = test_node.create_publisher(msg_type, topic, 10)
+        assert harness.wait_for(lambda: self.pub.get_subscription_count() > 0
+                                and self.sub.get_publisher_count() > 0, TIMEOUT_S), \
+            f'{topic} never matched the localizer'
+        self.stamp = 100.0
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        with self.lock:
+            self.poses[stamp_to_ns(msg.header.stamp)] = msg
+
+    def _publish(self, msg) -> int:
+        self.stamp += 0.1
+        msg.header.stamp = sec_to_stamp(self.stamp)
+        self.pub.publish(msg)
+        return stamp_to_ns(msg.header.stamp)
+
+    def expect_pose(self, msg) -> PoseStamped:
+        """Publish ``msg`` and wait for its pose (reliable QoS: sent once)."""
+        key = self._publish(msg)
+        assert self.harness.wait_for(lambda: key in self.poses, TIMEOUT_S), 'no pose'
+        return self.poses[key]
+
+    def expect_bad(self, msg) -> None:
+        """Publish ``msg``; it must be counted as a bad message and give no pose."""
+        before = self.node.stats.snapshot()['bad']
+        key = self._publish(msg)
+        assert self.harness.wait_for(lambda: self.node.stats.snapshot()['bad'] > before,
+                                     TIMEOUT_S), 'not counted as a bad message'
+        assert self.node.stats.snapshot()['bad'] == before + 1
+        assert key not in self.poses
+
+    def diagnostics_bad(self) -> int:
+        """Largest bad_messages this node's diagnostics reported so far."""
+        values = [int(kv.value) for array in list(self.diagnostics) for status in array.status
+                  if status.name.startswith(self.node.get_namespace().strip('/'))
+                  for kv in status.values if kv.key == 'bad_messages']
+        return max(values, default=-1)
+
+
+@pytest.fixture(scope='module')
+def harness(tmp_path_factory):
+    """Private domain, localhost discovery, logs in a temp dir; executor in a thread."""
+    with ros_environment(NODE_DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
+        ros = RosHarness(NODE_DOMAIN_ID, name='camreloc_faults_test')
+        yield ros
+        ros.shutdown()
+
+
+def _localizer(harness: RosHarness, namespace: str, **params) -> LocalizerNode:
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    overrides += [Parameter('device', value='cpu'), Parameter('runtime', value='torch'),
+                  Parameter('qos.reliability', value='reliable')]
+    return harness.add(LocalizerNode(namespace=namespace, context=harness.context,
+                                     parameter_overrides=overrides))
+
+
+def test_model_directory_is_named_as_a_directory(harness, tmp_path, capfd):
+    """model:=<a directory> fails configure saying so; the node stays up, unconfigured."""
+    node = _localizer(harness, 'dir_model', model=str(tmp_path))
+    try:
+        assert not node.is_active and node.engine is None
+        err = capfd.readouterr().err
+        line = next(line for line in err.splitlines() if 'configure failed' in line)
+        assert str(tmp_path) in line and 'a directory' in line, line
+        assert 'FILE (.pt)' in line and '.onnx' in line, line
+        assert 'does not exist' not in line
+    finally:
+        harness.remove(node)
+
+
+def _resized(frame, short_side: int):
+    h, w = frame.shape[:2]
+    scale = short_side / min(h, w)
+    size = (max(short_side, round(w * scale)), max(short_side, round(h * scale)))
+    out = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    assert min(out.shape[:2]) == short_side
+    return out
+
+
+@pytest.mark.parametrize('compressed', [False, True], ids=['raw', 'jpeg'])
+def test_too_small_images_are_bad_messages(harness, checkpoints, frames, compressed):
+    """1x1 and just-too-small images are counted as bad (no pose); the limit itself works."""
+    namespace = 'small_jpeg' if compressed else 'small_raw'
+    node = _localizer(harness, namespace, model=str(checkpoints['reg']),
+                      input='compressed' if compressed else 'raw')
+    try:
+        assert node.is_active
+        probe = Probe(harness, node, namespace, compressed)
+        limit = min_image_side(node.engine.pre.size)
+        assert limit == max(32, -(-node.engine.pre.size // 4))
+
+        def encode(rgb):
+            return rgb_to_compressed(rgb, 'jpeg') if compressed else rgb_to_image(rgb)
+        for rgb in (frames[0][:1, :1], frames[0][:1, :40], _resized(frames[0], limit - 1)):
+            probe.expect_bad(encode(rgb))
+        probe.expect_pose(encode(_resized(frames[1], limit)))
+        probe.expect_pose(encode(frames[1]))
+        bad = node.stats.snapshot()['bad']
+        assert bad == 3
+        assert harness.wait_for(lambda: probe.diagnostics_bad() >= bad, 5.0), \
+            'diagnostics never reported the bad messages'
+    finally:
+        harness.remove(node)
+
+
+# ---------------------------------------------------------------------------- Jazzy main()
+
+JAZZY_MAIN = textwrap.dedent('''
+    import sys
+
+    import rclpy
+
+    _init = rclpy.init
+
+
+    def jazzy_init(*args, **kwargs):
+        """rclpy.init as on Jazzy: initialises, returns None (no context manager)."""
+        _init(*args, **kwargs)
+        return None
+
+
+    rclpy.init = jazzy_init
+    from camreloc_ros.ros.localizer_node import main  # noqa: E402
+    sys.exit(main(['camreloc'] + sys.argv[1:]))
+''')
+
+
+def test_main_works_with_jazzy_rclpy_init(tmp_path, checkpoints, frames):
+    """main() with an rclpy.init that returns None localizes, and Ctrl-C exits 0 cleanly."""
+    script = tmp_path / 'jazzy_main.py'
+    script.write_text(JAZZY_MAIN)
+    env = child_env(JAZZY_DOMAIN_ID, tmp_path / 'child_log')
+    proc = subprocess.Popen(
+        [sys.executable, str(script), '--ros-args', '-p', f'model:={checkpoints["reg"]}',
+         '-p', 'device:=cpu', '-p', 'runtime:=torch', '-p', 'qos.reliability:=reliable',
+         '-r', '__ns:=/jazzy'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        with ros_environment(JAZZY_DOMAIN_ID, tmp_path / 'ros_log'):
+            harness = RosHarness(JAZZY_DOMAIN_ID, name='camreloc_jazzy_test')
+            try:
+                poses: list[PoseStamped] = []
+                sub = harness.node.create_subscription(PoseStamped, '/jazzy/pose',
+                                                       poses.append, 10)
+                pub = harness.node.create_publisher(Image, '/jazzy/image', 10)
+                harness.wait_for(lambda: proc.poll() is not None or (
+                    pub.get_subscription_count() > 0 and sub.get_publisher_count() > 0), 120.0)
+                assert proc.poll() is None and sub.get_publisher_count() > 0, \
+                    'the node never came up: ' + ('' if proc.poll() is None else
+                                                  proc.communicate()[0])
+                msg = rgb_to_image(frames[0])
+                msg.header.stamp = sec_to_stamp(7.0)
+                pub.publish(msg)
+                assert harness.wait_for(lambda: len(poses) > 0, TIMEOUT_S), 'no pose'
+                assert poses[0].header.stamp == msg.header.stamp
+            finally:
+                harness.shutdown()
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert 'Traceback' not in output, output
+    assert proc.returncode == 0, output
+
+
+# ----------------------------------------------------------------------------- bags
+
+FRAMES = 12
+RAW_TOPIC = '/camera/image_raw'
+JPEG_TOPIC = '/camera/image_raw/compressed'
+GT_TOPIC = '/ground_truth/pose'
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+    """An untrained lite0 regressor (random head) with pose statistics near the walk."""
+    model = build_model('posenet', backbone={'pretrained': False})
+    model.set_pose_stats([1.0, -2.0, 0.5], 5.0)
+    return model.save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'posenet.pt')
+
+
+@pytest.fixture(scope='module')
+def junk_ckpt(tmp_path_factory):
+    """A file named like a checkpoint that fails to load: proves a refusal came first."""
+    path = tmp_path_factory.mktemp('junk') / 'junk.pt'
+    path.write_bytes(b'not a checkpoint')
+    return path
+
+
+def _write(out: Path, **conf) -> Path:
+    return bag_from_dataset.main(dict({'format': 'posed', 'limit': FRAMES}, **conf),
+                                 {'data': DATA, 'out': out})
+
+
+@pytest.fixture(scope='module')
+def raw_bag(tmp_path_factory):
+    """rgb8 images: about two frames per mcap chunk, so a damaged chunk leaves the rest."""
+    return _write(tmp_path_factory.mktemp('bags') / 'raw_walk')
+
+
+@pytest.fixture(scope='module')
+def jpeg_bag(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp('bags') / 'jpeg_walk', compressed=True)
+
+
+def _conf(bag: Path, **conf) -> dict:
+    topic = JPEG_TOPIC if 'jpeg' in bag.name else RAW_TOPIC
+    return dict({'image_topic': topic, 'gt_topic': GT_TOPIC, 'device': 'cpu',
+                 'batch_size': 8}, **conf)
+
+
+def _eval(bag: Path, ckpt: Path, out: Path, **conf) -> Path:
+    return bag_eval.main(_conf(bag, **conf), {'bag': bag, 'checkpoint': ckpt, 'out': out})
+
+
+def _tree_digest(path: Path) -> str:
+    """Names and contents of everything under ``path`` (or of the file)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob('*'))
+    for f in files:
+        h.update(str(f.relative_to(path.parent)).encode() + b'\0')
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _mcap(bag: Path) -> Path:
+    return next(bag.glob('*.mcap'))
+
+
+def _records(path: Path) -> list[tuple[int, int, int]]:
+    """(offset, opcode, length) of the top-level records of an mcap file."""
+    buf = path.read_bytes()
+    out, pos = [], 8
+    while pos < len(buf) - 8:
+        op = buf[pos]
+        (length,) = struct.unpack_from('<Q', buf, pos + 1)
+        out.append((pos, op, length))
+        if op == 0x02:
+            break
+        pos += 9 + length
+    return out
+
+
+# ---------------------------------------------------------------------------- --write-bag
+
+def _refused(bag, ckpt, tmp_path, target, match, **conf):
+    """bag-eval must refuse ``target`` before any work and leave it as it was."""
+    before = _tree_digest(target) if target.exists() else None
+    out = tmp_path / 'results'
+    with pytest.raises(ValueError, match=match) as info:
+        _eval(bag, ckpt, out, write_bag=target, **conf)
+    assert str(target) in str(info.value)
+    assert not out.exists()
+    if before is not None:
+        assert _tree_digest(target) == before
+    return info.value
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_write_bag_never_replaces_a_file(raw_bag, junk_ckpt, tmp_path, overwrite):
+    target = tmp_path / 'notes.txt'
+    target.write_text('my notes')
+    _refused(raw_bag, junk_ckpt, tmp_path, target,
+             'is not a folder' if overwrite else 'exists already.*--overwrite',
+             overwrite=overwrite)
+    assert target.read_text() == 'my notes'
+
+
+@pytest.mark.parametrize('overwrite', [False, True])
+def test_write_bag_never_replaces_a_folder_that_is_not_a_bag(raw_bag, junk_ckpt, tmp_path,
+                                                             overwrite):
+    target = tmp_path / 'runs'
+    (target / 'train').mkdir(parents=True)
+    (target / 'train' / 'last.pt').write_bytes(b'weights')
+    (target / 'metrics.csv').write_text('epoch,loss\n')
+    _refused(raw_bag, junk_ckpt, tmp_path, target,
+             'is not a rosbag2 folder' if overwrite else 'exists already', overwrite=overwrite)
+    assert (target / 'train' / 'last.pt').read_bytes() == b'weights'
+
+
+def test_write_bag_never_replaces_a_bag_folder_holding_more(raw_bag, junk_ckpt, jpeg_bag,
+                                                            tmp_path):
+    target = tmp_path / 'old_pred'
+    shutil.copytree(jpeg_bag, target)
+    (target / 'README.txt').write_text('what this bag is')
+    _refused(raw_bag, junk_ckpt, tmp_path, target, 'holds more than a rosbag2 .*README.txt',
+             overwrite=True)
+
+
+def test_write_bag_never_replaces_the_checkpoint(raw_bag, ckpt, tmp_path):
+    err = _refused(raw_bag, ckpt, tmp_path, ckpt, 'is the checkpoint', overwrite=True)
+    assert 'choose another output' in str(err)
+    # nor a folder holding it
+    _refused(raw_bag, ckpt, tmp_path, ckpt.parent, 'holds the checkpoint', overwrite=True)
+
+
+def test_write_bag_never_replaces_the_input_bag(raw_bag, junk_ckpt, tmp_path):
+    _refused(raw_bag, junk_ckpt, tmp_path, raw_bag, 'is the evaluated bag', overwrite=True)
+    _refused(raw_bag, junk_ckpt, tmp_path, raw_bag / 'pred', 'lies inside the evaluated bag',
+             overwrite=True)
+    # the bag given as its .mcap file: its folder holds it
+    _refused(_mcap(raw_bag), junk_ckpt, tmp_path, raw_bag, 'holds the evaluated bag',
+             overwrite=True)
+    assert not (raw_bag / 'pred').exists()
+    with Reader(raw_bag) as reader:
+        assert reader.message_count == 4 * FRAMES
+
+
+def test_write_bag_never_replaces_the_results_folder(raw_bag, junk_ckpt, tmp_path):
+    out = tmp_path / 'results'
+    with pytest.raises(ValueError, match='is the results folder'):
+        _eval(raw_bag, junk_ckpt, out, write_bag=out, overwrite=True)
+
+
+def test_write_bag_replaces_an_older_bag_only_with_overwrite(jpeg_bag, ckpt, tmp_path):
+    target = tmp_path / 'pred'
+    shutil.copytree(jpeg_bag, target)       # an older bag, not an input
+    _refused(jpeg_bag, ckpt, tmp_path, target, 'exists already.*--overwrite')
+    code = cli.main(['bag-eval', str(jpeg_bag), '--model', str(ckpt), '--image-topic',
+                     JPEG_TOPIC, '--gt-topic', GT_TOPIC, '--device', 'cpu', '--out',
+                     str(tmp_path / 'results'), '--write-bag', str(target), '--overwrite'])
+    assert code == 0
+    with Reader(target) as reader:
+        topics = {c.topic for c in reader.connections}
+    assert '/camreloc/pose' in topics and JPEG_TOPIC not in topics
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['pred', 'results']   # no leftovers
+
+
+def test_bag_writer_never_deletes_what_is_not_a_bag(jpeg_bag, tmp_path):
+    plain = tmp_path / 'file.txt'
+    plain.write_text('keep')
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    (folder / 'data.csv').write_text('keep')
+    for path in (plain, folder):
+        with pytest.raises(bags.BagError, match='exists already'):
+            bags.BagWriter(path)
+        with pytest.raises(bags.BagError, match='only a rosbag2 folder is replaced'):
+            bags.BagWriter(path, overwrite=True)
+    # something that appears at the path while the bag is written is kept too
+    late = tmp_path / 'late'
+    with pytest.raises(bags.BagError, match='is not a rosbag2 folder'):
+        with bags.BagWriter(late, overwrite=True) as writer:
+            writer.write('/x', 'geometry_msgs/msg/PoseStamped', 1,
+                         writer.msgs.pose_stamped(1, 'map', [0, 0, 0], [0, 0, 0, 1]))
+            late.mkdir()
+            (late / 'important.txt').write_text('keep')
+    assert plain.read_text() == 'keep' and (folder / 'data.csv').read_text() == 'keep'
+    assert (late / 'important.txt').read_text() == 'keep'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['file.txt', 'folder', 'late']
+    # bag-from-dataset --overwrite goes through the same check
+    with pytest.raises(bags.BagError, match='is not a rosbag2 folder'):
+        _write(folder, overwrite=True)
+    # and an older bag is replaced
+    older = tmp_path / 'older'
+    shutil.copytree(jpeg_bag, older)
+    _write(older, overwrite=True, limit=2)
+    with Reader(older) as reader:
+        assert reader.message_count == 4 * 2
+
+
+# ---------------------------------------------------------------------------- --out
+
+def test_out_that_is_a_file_is_a_clear_error(raw_bag, junk_ckpt, tmp_path, capsys):
+    out = tmp_path / 'results.txt'
+    out.write_text('keep')
+    code = cli.main(['bag-eval', str(raw_bag), '--model', str(junk_ckpt), '--image-topic',
+                     RAW_TOPIC, '--gt-topic', GT_TOPIC, '--out', str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f'--out {out} exists and is not a folder' in err and 'Traceback' not in err
+    assert out.read_text() == 'keep'
+
+
+# ---------------------------------------------------------------------------- bit-rot
+
+def test_written_mcap_carries_valid_crcs(raw_bag):
+    """rosbags' writer leaves every CRC at 0; the bags written here have them all."""
+    path = _mcap(raw_bag)
+    buf = path.read_bytes()
+    recs = _records(path)
+    chunks = [r for r in recs if r[1] == 0x06]
+    assert len(chunks) >= 4
+    for pos, _, _ in chunks:
+        body = pos + 9
+        size, crc = struct.unpack_from('<QI', buf, body + 16)
+        (n,) = struct.unpack_from('<I', buf, body + 28)
+        assert n == 0      # no compression: the records follow their u64 length
+        assert crc != 0 and crc == zlib.crc32(buf[body + 40:body + 40 + size])
+    data_end = next(r for r in recs if r[1] == 0x0F)[0]
+    assert struct.unpack_from('<I', buf, data_end + 9)[0] == zlib.crc32(buf[:data_end])
+    footer = recs[-1][0]
+    summary_start, _, summary_crc = struct.unpack_from('<QQI', buf, footer + 9)
+    assert summary_crc == zlib.crc32(buf[summary_start:footer + 25])
+    with bags.Bag(raw_bag) as bag:
+        assert not bag.verify()
+
+
+def _rot(bag: Path, dst: Path, seed: int = 9) -> tuple[Path, int]:
+    """Copy ``bag`` and change 1000 bytes in the middle of its chunk area (seeded).
+
+    In the data of the chunk that holds the middle of the chunk area, where bit-rot in a
+    large bag almost always lands (chunk headers are a few dozen bytes of a megabyte).
+    """
+    shutil.copytree(bag, dst)
+    path = _mcap(dst)
+    chunks = [r for r in _records(path) if r[1] == 0x06]
+    middle = (chunks[0][0] + chunks[-1][0] + chunks[-1][2]) // 2
+    pos, _, length = next(c for c in chunks if c[0] <= middle < c[0] + 9 + c[2])
+    buf = bytearray(path.read_bytes())
+    start = pos + 9 + length // 2 - 500
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(1, 256, 1000, dtype=np.uint8)
+    buf[start:start + 1000] = (np.frombuffer(buf[start:start + 1000], np.uint8) ^ noise).tobytes()
+    path.write_bytes(bytes(buf))
+    return dst, start
+
+
+@pytest.mark.parametrize('which', ['raw', 'jpeg'])
+def test_bitrot_in_an_mcap_chunk_is_an_error_naming_the_file(which, raw_bag, jpeg_bag,
+                                                             junk_ckpt, tmp_path, capsys):
+    src = raw_bag if which == 'raw' else jpeg_bag
+    bag, _ = _rot(src, tmp_path / f'rotten_{which}')
+    topic = RAW_TOPIC if which == 'raw' else JPEG_TOPIC
+    code = cli.main(['bag-eval', str(bag), '--model', str(junk_ckpt), '--image-topic', topic,
+                     '--gt-topic', GT_TOPIC, '--out', str(tmp_path / 'results')])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert str(bag) in err and 'bag is damaged' in err and _mcap(bag).name in err
+    assert 'CRC mismatch' in err and '--allow-damaged' in err
+    assert not (tmp_path / 'results').exists()
+
+
+def test_allow_damaged_evaluates_the_intact_chunks_and_reports_the_rest(raw_bag, ckpt,
+                                                                        tmp_path, capsys):
+    bag, start = _rot(raw_bag, tmp_path / 'rotten')
+    intact = load_per_frame(_eval(raw_bag, ckpt, tmp_path / 'intact') / 'per_frame.txt')
+    capsys.readouterr()
+    out = _eval(bag, ckpt, tmp_path / 'out', allow_damaged=True)
+    printed = capsys.readouterr().out
+    assert f'WARNING: {bag} is damaged; skipped (--allow-damaged)' in printed
+    assert 'CRC mismatch' in printed
+
+    info = json.loads((out / 'bag_eval.json').read_text())
+    damage = info['damage']
+    [chunk] = damage['damaged_chunks']
+    assert chunk['file'] == _mcap(bag).name
+    assert chunk['byte_offset'] <= start < chunk['byte_offset'] + chunk['bytes']
+    assert chunk['reason'].startswith('CRC mismatch')
+    skipped = damage['skipped_messages']
+    assert set(skipped) == {RAW_TOPIC, GT_TOPIC, '/tf', '/camera/camera_info'}
+    assert skipped[RAW_TOPIC] >= 1
+    assert info['images'] == FRAMES - skipped[RAW_TOPIC]
+    assert json.loads((out / 'summary.json').read_text())['info']['damage'] == damage
+    # images whose ground truth was in the chunk are counted as outside the tolerance
+    assert 0 <= info['outside_tolerance'] <= skipped[GT_TOPIC]
+    per = load_per_frame(out / 'per_frame.txt')
+    assert len(per['names']) == info['scored'] == info['images'] - info['outside_tolerance']
+    # the missing images are the chunk's: within its time span
+    seen = np.array([float(n.split('_', 1)[1]) for n in per['names']]
+                    + info['outside_tolerance_stamps'])
+    missing = [sec for sec in (float(n.split('_', 1)[1]) for n in intact['names'])
+               if not np.any(np.abs(seen - sec) < 1e-6)]
+    assert len(missing) == skipped[RAW_TOPIC]
+    for sec in missing:
+        assert chunk['log_start_ns'] / 1e9 - 1e-6 <= sec <= chunk['log_end_ns'] / 1e9 + 1e-6
+    # what was scored is exactly what the intact bag gives for those images
+    ref = {n.split('_', 1)[1]: k for k, n in enumerate(intact['names'])}
+    rows = [ref[n.split('_', 1)[1]] for n in per['names']]
+    np.testing.assert_allclose(per['position'], intact['position'][rows], atol=1e-5)
+    np.testing.assert_allclose(per['pos_err_m'], intact['pos_err_m'][rows], atol=1e-5)
+
+
+def _damage_sqlite(bag: Path) -> dict[str, int]:
+    """Spoil three messages of a sqlite3 bag in place; return their log times by kind."""
+    ts = bags.typestore()
+    db = next(bag.glob('*.db3'))
+    con = sqlite3.connect(db)
+    topics = {name: tid for tid, name in con.execute('SELECT id, name FROM topics')}
+    images = con.execute('SELECT id, timestamp, data FROM messages WHERE topic_id = ? '
+                         'ORDER BY id', (topics[JPEG_TOPIC],)).fetchall()
+    poses = con.execute('SELECT id, timestamp FROM messages WHERE topic_id = ? ORDER BY id',
+                        (topics[GT_TOPIC],)).fetchall()
+    # image #3: cut to 8 bytes (no header); image #5: CDR intact, JPEG bytes zeroed;
+    # ground truth #8: garbage CDR
+    con.execute('UPDATE messages SET data = ? WHERE id = ?', (images[3][2][:8], images[3][0]))
+    msg = ts.deserialize_cdr(images[5][2], 'sensor_msgs/msg/CompressedImage')
+    msg = dataclasses.replace(msg, data=np.zeros(len(msg.data), np.uint8))
+    con.execute('UPDATE messages SET data = ? WHERE id = ?',
+                (bytes(ts.serialize_cdr(msg, 'sensor_msgs/msg/CompressedImage')),
+                 images[5][0]))
+    con.execute('UPDATE messages SET data = ? WHERE id = ?', (b'\x00\x01\x00', poses[8][0]))
+    con.commit()
+    con.close()
+    return {'cut': images[3][1], 'zeroed': images[5][1], 'pose': poses[8][1]}
+
+
+def test_undecodable_messages_in_sqlite3_are_counted(ckpt, junk_ckpt, tmp_path, capsys):
+    bag = _write(tmp_path / 'jpeg_sqlite', compressed=True, storage='sqlite3')
+    times = _damage_sqlite(bag)
+    code = cli.main(['bag-eval', str(bag), '--model', str(junk_ckpt), '--image-topic',
+                     JPEG_TOPIC, '--gt-topic', GT_TOPIC, '--out', str(tmp_path / 'results')])
+    err = capsys.readouterr().err
+    assert code == 1 and str(bag) in err and 'bag is damaged' in err
+    assert f'undecodable message on {JPEG_TOPIC} image #3' in err and '--allow-damaged' in err
+
+    out = _eval(bag, ckpt, tmp_path / 'out', allow_damaged=True)
+    printed = capsys.readouterr().out
+    assert 'image #5' in printed and 'skipped (--allow-damaged)' in printed
+    info = json.loads((out / 'bag_eval.json').read_text())
+    found = {(u['topic'], u['index'], u['log_ns']) for u in
+             info['damage']['undecodable_messages']}
+    assert found == {(JPEG_TOPIC, 3, times['cut']), (JPEG_TOPIC, 5, times['zeroed']),
+                     (GT_TOPIC, None, times['pose'])}
+    assert info['damage']['skipped_messages'] == {JPEG_TOPIC: 2, GT_TOPIC: 1}
+    # image 8 lost its ground truth (neighbours 0.1 s away > 0.05 s): counted as outside
+    assert info['images'] == FRAMES and info['outside_tolerance'] == 1
+    names = load_per_frame(out / 'per_frame.txt')['names']
+    assert [int(n.split('_')[0]) for n in names] == [i for i in range(FRAMES)
+                                                     if i not in (3, 5, 8)]
+    assert info['scored'] == FRAMES - 3
+
+
+def test_a_damaged_chunk_header_is_stepped_over(raw_bag, tmp_path):
+    """Noise over a chunk's header (its length): reading goes on at the next indexed chunk."""
+    bag = tmp_path / 'rotten_header'
+    shutil.copytree(raw_bag, bag)
+    path = _mcap(bag)
+    chunks = [r for r in _records(path) if r[1] == 0x06]
+    pos = chunks[3][0]
+    buf = bytearray(path.read_bytes())
+    buf[pos:pos + 64] = np.random.default_rng(3).integers(0, 256, 64, np.uint8).tobytes()
+    buf[pos] = 0x00         # an opcode no record has
+    path.write_bytes(bytes(buf))
+    with bags.Bag(bag) as b:
+        with pytest.raises(bags.BagDamagedError, match='unreadable record structure'):
+            bags.scan_bag(b, RAW_TOPIC, gt_topic=GT_TOPIC)
+    with bags.Bag(bag) as b:
+        scan = bags.scan_bag(b, RAW_TOPIC, gt_topic=GT_TOPIC, allow_damaged=True)
+        [gap] = scan.damage.chunks
+        assert gap['byte_offset'] == pos and pos + gap['bytes'] == chunks[4][0]
+        assert 0 < len(scan) < FRAMES and scan.gt_ok.sum() >= len(scan) - 1
+        # every image left decodes, in the order the scan saw them
+        images = list(bags.iter_images(b, scan))
+        assert [i for i, _ in images] == list(range(len(scan)))
+        assert [bags.header_stamp_ns(m.data) for _, m in images] == scan.stamps_ns.tolist()
+
+
+def test_zstd_chunks_are_salvaged_and_checked(tmp_path):
+    """zstd chunks (rosbags' decompressors) of a cut file are read; their CRCs are checked."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    m, ts = bags.Messages(), bags.typestore()
+    rng = np.random.default_rng(3)
+    path = tmp_path / 'zstd_bag'
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    writer.open()
+    conn = writer.add_connection(RAW_TOPIC, bags.IMAGE, typestore=ts)
+    stamps = [(1_700_000_000 + k) * bags.NS for k in range(6)]
+    for ns in stamps:     # 0.9 MB of noise each: two images per 1 MiB chunk
+        rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        writer.write(conn, ns, ts.serialize_cdr(m.image(ns, 'cam', rgb), bags.IMAGE))
+    writer.close()
+    mcap = _mcap(path)
+    chunks = [r for r in _records(mcap) if r[1] == 0x06]
+    assert len(chunks) == 3
+    assert bags.mcap._chunk_data(mcap.read_bytes()[chunks[0][0] + 9:])[2] == 0   # rosbags: no CRC
+    bags.mcap.write_crcs(mcap)
+    with bags.Bag(path) as bag:
+        assert not bag.verify()
+        assert [msg.log_ns for msg in bag.messages()] == stamps
+    # cut in the middle of the last chunk: the two complete ones are decompressed and read
+    cut = tmp_path / 'cut.mcap'
+    cut.write_bytes(mcap.read_bytes()[:chunks[2][0] + chunks[2][2] // 2])
+    got = []
+    with bags.Bag(cut) as bag, pytest.raises(bags.BagCorruptError) as info:
+        assert bag.damaged
+        for msg in bag.messages():
+            got.append(msg.log_ns)
+    assert got == stamps[:4] and info.value.messages_read == 4
+    # bit-rot in the compressed data of the middle chunk: found, and the others still read
+    buf = bytearray(mcap.read_bytes())
+    middle = chunks[1][0] + 9 + chunks[1][2] // 2
+    buf[middle:middle + 64] = bytes(b ^ 0x5A for b in buf[middle:middle + 64])
+    mcap.write_bytes(bytes(buf))
+    with bags.Bag(path) as bag:
+        damage = bag.verify()
+        assert [c['chunk'] for c in damage.chunks] == [1]
+        assert [msg.log_ns for msg in bag.messages()] == stamps[:2] + stamps[4:]
+
+
+def test_atomic_folder_publishes_only_a_finished_folder(tmp_path):
+    """What BagWriter and frame extraction build appears whole, or not at all."""
+    from camreloc_ros.core.io import atomic_folder
+
+    def build(name: str, **kw) -> None:
+        with atomic_folder(tmp_path / 'out', **kw) as tmp:
+            tmp.mkdir()
+            (tmp / name).write_text(name)
+
+    with pytest.raises(RuntimeError, match='crash'):
+        with atomic_folder(tmp_path / 'out') as tmp:
+            tmp.mkdir()
+            (tmp / 'half').write_text('x')
+            raise RuntimeError('crash')
+    assert list(tmp_path.iterdir()) == []
+    build('a')
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a']
+    with pytest.raises(OSError):        # exists: kept unless the caller allows replacing it
+        build('b')
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['a']
+    build('b', overwrite=True)
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['b']
+    assert [p.name for p in tmp_path.iterdir()] == ['out']      # no temporaries left

@@ -30,6 +30,7 @@ import sys
 import yaml
 
 from camreloc_ros.core import distributed
+from camreloc_ros.core.camera import camera_record
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
@@ -78,6 +79,7 @@ def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None
         source = (f'held-out training blocks (val_block={dconf["val_block"]}, '
                   f'val_every={dconf["val_every"]})')
     info = split_info(train, val, test, source)
+    info['camera'] = camera_record(dataset)   # the node checks its live camera against it
     log(f'split: train {len(train)}, val {len(val)}, test {test} frames (test never used; '
         f'validation: {source})')
     if not val:
@@ -123,7 +125,9 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
                   f', val_every={conf["data"]["val_every"]})')
     log(f'split: train {len(train)}, val {len(val)} frames (validation: {source}; test bags '
         'are scored with bag-eval)')
-    return FrameSplit(train, val, split_info(train, val, None, source))
+    info = split_info(train, val, None, source)
+    info['camera'] = camera_record(train)      # image size only: bags carry no intrinsics here
+    return FrameSplit(train, val, info)
 
 
 RUN_FILES = ('last.pt', 'best.pt', 'history.json', 'train_conf.yaml', 'split.json')

@@ -249,7 +249,7 @@ def tensor_digest(state: dict) -> str:
 
 
 def _digested(ckpt: dict) -> dict:
-    """The parts of a checkpoint its digest covers: weights and the resumable state."""
+    """Select the parts of a checkpoint its digest covers: weights and resumable state."""
     return {k: ckpt[k] for k in ('state_dict', 'resume') if k in ckpt}
 
 
@@ -303,7 +303,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
 
 
 def _unpickling_reason(exc: BaseException) -> str:
-    """The line of torch's weights-only error that says what was found (not its advice)."""
+    """Pick the line of torch's weights-only error that says what was found."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     for line in lines:
         if 'GLOBAL' in line or line.startswith(('Unsupported', 'Trying')):
