@@ -370,3 +370,40 @@ def test_publish_tf_false_still_turns_tf_off(harness, checkpoints):
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     finally:
         harness.remove(node)
+
+
+def test_camera_mode_with_remapped_tf(harness, checkpoints, offline, frames):
+    """tf_mode camera: the leaf TF is the camera pose, the topics base_link's; /tf remapped."""
+    node = harness.add(LocalizerNode(
+        namespace='robot2', context=harness.context,
+        cli_args=['--ros-args', '-r', '/tf:=/robot2/tf', '-r', '/tf_static:=/robot2/tf_static'],
+        parameter_overrides=[Parameter('model', value=str(checkpoints['reg'])),
+                             Parameter('device', value='cpu'),
+                             Parameter('qos.reliability', value='reliable'),
+                             Parameter('transform_timeout', value=3.0)]))
+    try:
+        assert node.is_active
+        static = harness.node.create_publisher(TFMessage, '/robot2/tf_static', QoSProfile(
+            depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+            durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
+        static.publish(TFMessage(transforms=[transform('base_link', 'cam2', 0.0, EXTRINSICS)]))
+        side = Robot(harness, 'robot2')
+        remapped_tf = []
+        harness.node.create_subscription(TFMessage, '/robot2/tf',
+                                         lambda m: remapped_tf.extend(m.transforms), TF_QOS)
+        side.wait_matched()
+        side.send(frames[1], 600.0, 'cam2')
+        pose = side.wait_pose(600.0)
+        camera = offline.predict(frames[1])
+        assert_same_pose(pose_of(pose.pose),
+                         base_pose((camera.position, camera.quaternion), EXTRINSICS))
+
+        def leaf():
+            return [t for t in list(remapped_tf) if t.child_frame_id == 'camreloc_camera'
+                    and t.header.stamp == pose.header.stamp]
+        assert harness.wait_for(leaf, TIMEOUT_S), 'no camera TF on the remapped /tf'
+        assert_same_pose(pose_of(leaf()[0].transform), (camera.position, camera.quaternion))
+        assert not any(t.child_frame_id == 'camreloc_camera' and
+                       t.header.stamp == pose.header.stamp for t in list(side.tf))
+    finally:
+        harness.remove(node)

@@ -99,7 +99,10 @@ class ListenerNode:
         from rclpy.node import Node
 
         context = node.context
-        # no global arguments: a command-line `-r __node:=...` must not rename this one too
+        # TF topics as the localizer resolves them (a launch file's /tf:=tf remap for a
+        # namespaced robot); no global arguments, so `-r __node:=...` does not rename it too
+        self.tf_topic = node.resolve_topic_name('/tf')
+        self.tf_static_topic = node.resolve_topic_name('/tf_static')
         self.node = Node(f'{node.get_name()}_tf_listener', namespace=node.get_namespace(),
                          context=context, use_global_arguments=False,
                          start_parameter_services=False, enable_rosout=False)
@@ -142,9 +145,9 @@ class TopicTfLookup:
         self.bad_transforms = 0
         self._listener = ListenerNode(node)
         sub_node = self._listener.node
-        sub_node.create_subscription(TFMessage, '/tf', self._on_tf, TF_QOS)
-        sub_node.create_subscription(TFMessage, '/tf_static', self._on_tf_static,
-                                     TF_STATIC_QOS)
+        sub_node.create_subscription(TFMessage, self._listener.tf_topic, self._on_tf, TF_QOS)
+        sub_node.create_subscription(TFMessage, self._listener.tf_static_topic,
+                                     self._on_tf_static, TF_STATIC_QOS)
 
     def _add(self, msg: Any, static: bool) -> None:
         with self._cond:
@@ -217,8 +220,16 @@ class Tf2Lookup:  # pragma: no cover - tf2_ros is not installable in the test ve
         self._duration = Duration
         self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=cache_s))
         self._listener = ListenerNode(node)
-        self.listener = tf2_ros.TransformListener(self.buffer, self._listener.node,
-                                                  spin_thread=False)
+        topics = {}
+        if (self._listener.tf_topic, self._listener.tf_static_topic) != ('/tf', '/tf_static'):
+            topics = {'tf_topic': self._listener.tf_topic,        # remapped TF (Kilted's
+                      'tf_static_topic': self._listener.tf_static_topic}   # listener only)
+        try:
+            self.listener = tf2_ros.TransformListener(self.buffer, self._listener.node,
+                                                      spin_thread=False, **topics)
+        except TypeError:     # a tf2_ros without tf_topic: make_lookup falls back
+            self._listener.close()
+            raise
 
     def lookup(self, target: str, source: str, stamp_ns: Optional[int],
                timeout_s: float = 0.0) -> Pose:
@@ -269,7 +280,10 @@ class Tf2Lookup:  # pragma: no cover - tf2_ros is not installable in the test ve
 def make_lookup(node: Any, prefer_tf2_ros: bool = True) -> Any:
     """tf2_ros' buffer where it imports, else the ``/tf`` + ``/tf_static`` listener."""
     if prefer_tf2_ros and tf2_ros is not None:
-        return Tf2Lookup(node)
+        try:
+            return Tf2Lookup(node)
+        except TypeError:  # pragma: no cover - remapped TF with an older tf2_ros listener
+            pass
     return TopicTfLookup(node)
 
 
