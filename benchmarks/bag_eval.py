@@ -53,7 +53,7 @@ def _timed(fn) -> float:
 def _read_bag(path: Path, topic: str) -> list:
     with bag_io.Bag(path) as bag:
         scan = bag_io.scan_bag(bag, topic, gt_topic='/ground_truth/pose')
-        return [load() for load in bag_io.sequential_loaders(bag, scan, range(len(scan)))]
+        return list(bag_io.decoded_images(bag, scan, range(len(scan))))
 
 
 def input_table(frames: list, bags: dict, repeats: int = 7) -> str:

@@ -23,13 +23,13 @@ import pytest
 
 from camreloc_ros.core import geometry as g
 from camreloc_ros.core.data.datasets import read_dataset
-from camreloc_ros.core.data.split import split_dataset
+from camreloc_ros.core.data.split import frame_breaks, split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.evaluation import load_per_frame, load_tum
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import cli, evaluate, saliency
-from camreloc_ros.tools.common import frame_stamps, window_runs
+from camreloc_ros.tools.common import frame_stamps
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
@@ -106,7 +106,7 @@ def test_split_params_priority():
 
 
 def test_window_runs_and_stamps_break_at_gaps(split_frames):
-    runs = window_runs(split_frames)
+    runs = np.cumsum(frame_breaks(split_frames)).tolist()   # the run id of each frame
     # Two held-out blocks (25 frames, then the first 5 of the next): two runs, so no
     # temporal window spans the gap between them.
     assert [runs.count(r) for r in dict.fromkeys(runs)] == [25, LIMIT - 25]

@@ -150,8 +150,9 @@ def test_write_results_files(tmp_path):
     names = [f'seq-01/frame-{i:06d}' for i in range(6)]
     stamps = [10.0, 10.1, None, 10.3, 10.4, 10.5]
     var = np.full((6, 6), 0.01)
-    files = ev.write_results(tmp_path / 'out', names, stamps, pred_pos, pred_quat, gt_pos,
-                             gt_quat, var=var, title='hand made')
+    results = ev.write_results(tmp_path / 'out', names, stamps, pred_pos, pred_quat, gt_pos,
+                               gt_quat, var=var, title='hand made')
+    files = results.paths
     expected = {'per_frame': 'per_frame.txt', 'pred_tum': 'pred_tum.txt',
                 'gt_tum': 'gt_tum.txt', 'summary': 'summary.json', 'results': 'results.md',
                 'trajectory': 'trajectory_topdown.png', 'error_cdf': 'error_cdf.png'}
@@ -193,6 +194,9 @@ def test_write_results_files(tmp_path):
         np.testing.assert_allclose(quat_back, quat, atol=1e-9)
 
     summary = json.loads(files['summary'].read_text())
+    # the summary written is returned, so callers need not compute it again
+    assert results.summary == summary['summary']
+    assert results.uncertainty == summary['uncertainty']
     assert summary['title'] == 'hand made'
     assert summary['summary']['count'] == 6
     assert summary['summary']['position_m']['median'] == pytest.approx(0.15)

@@ -20,7 +20,7 @@ from skimage import data as skdata
 import torch
 
 from camreloc_ros.core.config import ConfigError
-from camreloc_ros.core.data.transforms import Preprocessor
+from camreloc_ros.core.data.transforms import Augmenter, crop_box, Preprocessor
 from camreloc_ros.core.models import backbones
 from camreloc_ros.core.models.backbones import build_backbone, BackboneWeightsError
 from camreloc_ros.core.models.pose_model import build_model, CheckpointError, PoseModel
@@ -134,6 +134,30 @@ def test_unknown_config_keys_raise():
         build_model('resnet-lstm')
     with pytest.raises(ValueError, match='unknown backbone'):
         build_model(backbone={'name': 'alexnet'})
+
+
+def test_checkpoint_extra_is_declared_and_the_dict_loader_takes_a_checkpoint():
+    """A new model has an empty ``checkpoint_extra``; a whole checkpoint dict loads by name."""
+    model = build_model('posenet', backbone={'pretrained': False}).eval()
+    assert model.checkpoint_extra == {}
+    model.set_pose_stats([0.5, -1.0, 2.0], 3.0)
+    ckpt = model.checkpoint_dict(extra={'epoch': 3})
+    loaded = PoseModel.from_checkpoint_dict(ckpt, 'in memory')
+    assert loaded.checkpoint_extra == {'epoch': 3} and loaded.conf == model.conf
+    assert np.allclose(loaded.pos_mean.numpy(), [0.5, -1.0, 2.0])
+    assert not hasattr(PoseModel, 'create_from_state_dict')   # it never took a state dict
+    with pytest.raises(CheckpointError, match='in memory is not a camreloc_ros checkpoint'):
+        PoseModel.from_checkpoint_dict(ckpt['state_dict'], 'in memory')
+
+
+def test_crop_box_is_the_centre_square():
+    """The crop depends on the image only: no unused size argument."""
+    assert crop_box(480, 640) == (0, 80, 480, 480)
+    assert crop_box(640, 480) == (80, 0, 480, 480)
+    rng = np.random.default_rng(0)
+    assert Augmenter().box(480, 640, rng) == (0, 80, 480, 480)
+    y0, x0, h, w = Augmenter(crop_scale=0.2).box(480, 640, rng)
+    assert h == w and 384 <= h <= 480 and 0 <= y0 <= 480 - h and 0 <= x0 <= 640 - w
 
 
 def test_checkpoint_round_trip(tmp_path):

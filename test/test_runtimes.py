@@ -28,6 +28,7 @@ from ros_env import load_frames, RosHarness, ros_environment
 import torch
 
 from camreloc_ros import __version__
+from camreloc_ros.core import engine as engine_module
 from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.core import features
@@ -158,6 +159,43 @@ def test_gru_sequence_equals_torch(models, frames):
         assert_same(a, b)
     ort.reset()
     assert_same(ort.predict(frames[0], 10.0), eager.predict_frames(frames[:1])[0])
+
+
+def test_predict_frames_streams_with_breaks_and_gaps(models, frames, monkeypatch):
+    """Any iterable of frames (a generator: no len), windows cut by breaks and time gaps.
+
+    The same poses as the live engine reset at the break, whatever the batch size and however
+    the head calls are cut (HEAD_CHUNK 2: the history carries over between head calls).
+    """
+    stamps = [0.1 * i for i in range(5)] + [3.0, 3.1]          # a gap > max_gap at frame 5
+    breaks = [False, False, False, True, False, False, False]  # a new run at frame 3
+    ort = InferenceEngine.from_checkpoint(models['gru_onnx'], runtime='onnx')
+    live = []
+    for i, (frame, stamp) in enumerate(zip(frames, stamps)):
+        if breaks[i]:
+            ort.reset()
+        live.append(ort.predict(frame, stamp))
+    assert [p.window for p in live] == [1, 2, 3, 1, 2, 1, 2]
+    for batch_size, head_chunk in ((1, 256), (3, 2), (16, 256)):
+        monkeypatch.setattr(engine_module, 'HEAD_CHUNK', head_chunk)
+        loads = []
+        images = (loads.append(i) or f for i, f in enumerate(frames))
+        offline = ort.predict_frames(images, breaks=iter(breaks), stamps=stamps,
+                                     batch_size=batch_size)
+        assert loads == list(range(len(frames)))
+        assert len(offline) == len(frames)
+        for a, b in zip(offline, live):
+            assert_same(a, b)
+    callables = [lambda f=f: f for f in frames]
+    for a, b in zip(ort.predict_frames(callables, breaks, stamps, batch_size=4), live):
+        assert_same(a, b)
+    assert ort.predict_frames(iter([])) == []
+    with pytest.raises(ValueError, match='breaks ended after 2 frames'):
+        ort.predict_frames(frames, breaks=breaks[:2])
+    with pytest.raises(ValueError, match='images ended after 7 frames'):
+        ort.predict_frames(frames, stamps=stamps + [4.0])
+    with pytest.raises(ValueError, match='batch_size'):
+        ort.predict_frames(frames, batch_size=0)
 
 
 def test_checkpoint_exported_once_into_the_cache(models, frames, tmp_path):

@@ -26,9 +26,10 @@ torch is imported by the torch backend only, so an ONNX Runtime engine runs with
 from __future__ import annotations
 
 from dataclasses import dataclass
+import itertools
 from pathlib import Path
 import sys
-from typing import TYPE_CHECKING
+from typing import Iterable, Iterator, TYPE_CHECKING
 
 import numpy as np
 
@@ -170,66 +171,125 @@ class InferenceEngine:
         if not self.temporal:
             return self._prediction(self.runtime.pose(self._input), 0, 1)
         feat_1c = self.runtime.features(self._input)
-        if stamp is not None and self._last_stamp is not None:
-            if stamp < self._last_stamp or stamp - self._last_stamp > self.max_gap:
-                self._count = 0
+        if self._time_gap(self._last_stamp, stamp):
+            self._count = 0
         self._last_stamp = stamp
         window = self._push(feat_1c[0])
         out = self.runtime.head(window)
         return self._prediction({k: v[0] for k, v in out.items()}, -1, window.shape[1])
 
-    def _window_breaks(self, i: int, sequence_ids: list | None, stamps: list | None) -> bool:
-        if sequence_ids is not None and sequence_ids[i] != sequence_ids[i - 1]:
-            return True
-        if stamps is None or stamps[i] is None or stamps[i - 1] is None:
+    def _time_gap(self, previous: float | None, stamp: float | None) -> bool:
+        """Whether ``stamp`` restarts the window: time went back or jumped over ``max_gap``."""
+        if previous is None or stamp is None:
             return False
-        return stamps[i] < stamps[i - 1] or stamps[i] - stamps[i - 1] > self.max_gap
+        return stamp < previous or stamp - previous > self.max_gap
 
     @staticmethod
     def _prediction(out: dict, i: int, window: int) -> Prediction:
         return Prediction(out['pos'][i].astype(np.float64), out['quat'][i].astype(np.float64),
                           covariance_from_var(out['var'][i]), window)
 
-    def predict_frames(self, images: list, batch_size: int = 16,
-                       sequence_ids: list | None = None,
-                       stamps: list | None = None) -> list[Prediction]:
-        """Offline: batched CNN over a frame list, then the same causal windows as live.
+    def predict_frames(self, images: Iterable, breaks: Iterable[bool] | None = None,
+                       stamps: Iterable[float | None] | None = None,
+                       batch_size: int = 16) -> list[Prediction]:
+        """Offline: stream frames through the batched CNN and the same causal windows as live.
 
-        ``images`` are RGB uint8 arrays (or callables returning one, to stream from disk).
-        ``sequence_ids`` (one per frame) restart the temporal window at sequence changes, and
-        ``stamps`` (seconds) at time gaps larger than ``max_gap``, exactly as :meth:`predict`.
-        Single-frame heads run image -> pose per batch; temporal heads run the CNN per batch
-        and then every window of the same length in one head call.
+        ``images`` is any iterable (no length needed) of RGB uint8 arrays or callables
+        returning one; only ``batch_size`` of them are decoded and held at a time. ``breaks``
+        (one bool per frame, e.g. :func:`~camreloc_ros.core.data.split.frame_breaks`) restart
+        the temporal window where true, and ``stamps`` (seconds or None) where time goes back
+        or jumps over ``max_gap``, exactly as :meth:`predict`. Single-frame heads run image ->
+        pose per batch; temporal heads run the CNN per batch and the head over up to
+        ``HEAD_CHUNK`` windows of one length per call.
         """
-        if not images:
-            return []
-        batch = self.runtime.input_buffer(batch_size)
-        run = self.runtime.features if self.temporal else self.runtime.pose
-        outs = []
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            for j, img in enumerate(chunk):
+        if int(batch_size) < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        frames = _frames(images, breaks, stamps)
+        batch = self.runtime.input_buffer(int(batch_size))
+        preds: list[Prediction] = []
+        windows = _CausalWindows(self) if self.temporal else None
+        previous = None   # the previous frame's stamp
+        while chunk := list(itertools.islice(frames, int(batch_size))):
+            for j, (img, _, _) in enumerate(chunk):
                 self.pre(img() if callable(img) else img, out=batch[j])
-            outs.append(run(batch[:len(chunk)]))
-        if not self.temporal:
-            out = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-            return [self._prediction(out, i, 1) for i in range(len(images))]
-        return self._temporal_frames(np.concatenate(outs), sequence_ids, stamps)
+            if windows is None:
+                out = self.runtime.pose(batch[:len(chunk)])
+                preds += [self._prediction(out, i, 1) for i in range(len(chunk))]
+                continue
+            restarts = []
+            for _, restart, stamp in chunk:
+                restarts.append(bool(restart) or self._time_gap(previous, stamp))
+                previous = stamp
+            windows.add(self.runtime.features(batch[:len(chunk)]), restarts)
+            if windows.pending >= HEAD_CHUNK:
+                preds += windows.flush()
+        if windows is not None:
+            preds += windows.flush()
+        return preds
 
-    def _temporal_frames(self, feat_nc: np.ndarray, sequence_ids: list | None,
-                         stamps: list | None) -> list[Prediction]:
-        n = feat_nc.shape[0]
-        breaks = [i > 0 and self._window_breaks(i, sequence_ids, stamps) for i in range(n)]
-        lo = causal_window_starts(breaks, self.window)
-        lengths = np.arange(n) - lo + 1
-        preds: list[Prediction | None] = [None] * n
-        for length in np.unique(lengths):
-            frames = np.flatnonzero(lengths == length)
+
+_MISSING = object()
+
+
+def _frames(images: Iterable, breaks: Iterable[bool] | None,
+            stamps: Iterable[float | None] | None) -> Iterator[tuple]:
+    """``(image, restart, stamp)`` per frame; ``breaks`` and ``stamps`` as long as ``images``."""
+    given = [(name, values) for name, values in
+             (('images', images), ('breaks', breaks), ('stamps', stamps)) if values is not None]
+    for k, row in enumerate(itertools.zip_longest(*(v for _, v in given), fillvalue=_MISSING)):
+        short = ', '.join(name for (name, _), v in zip(given, row) if v is _MISSING)
+        if short:
+            raise ValueError(f'{short} ended after {k} frames; expected one entry per frame '
+                             f'in each of {", ".join(name for name, _ in given)}')
+        values = dict(zip((name for name, _ in given), row))
+        yield values['images'], values.get('breaks', False), values.get('stamps')
+
+
+class _CausalWindows:
+    """Per-frame features in, the pose of each frame's causal window out, in frame order.
+
+    Holds the frames not yet given a pose plus at most ``window - 1`` earlier frames of the
+    current run (the history the next windows reach back to), never the whole sequence.
+    """
+
+    def __init__(self, engine: InferenceEngine):
+        self.engine = engine
+        self.history: np.ndarray | None = None   # (h, C) frames of the run before the pending
+        self.feats: list[np.ndarray] = []
+        self.restarts: list[bool] = []
+
+    @property
+    def pending(self) -> int:
+        """Frames waiting for their pose."""
+        return len(self.restarts)
+
+    def add(self, feat_nc: np.ndarray, restarts: list[bool]) -> None:
+        """Queue a batch's features; ``restarts[i]`` starts a new window run at frame i."""
+        self.feats.append(np.asarray(feat_nc, np.float32))
+        self.restarts += restarts
+
+    def flush(self) -> list[Prediction]:
+        """Poses of every pending frame; keep the history the next frames need."""
+        if not self.restarts:
+            return []
+        engine = self.engine
+        h = 0 if self.history is None else len(self.history)
+        feats = np.concatenate(([self.history] if h else []) + self.feats)
+        # the history starts its run; with none, the first pending frame starts one
+        flags = [True] + [False] * (h - 1) + self.restarts if h else [True] + self.restarts[1:]
+        lo = causal_window_starts(flags, engine.window)
+        lengths = np.arange(len(flags)) - lo + 1
+        preds: list[Prediction | None] = [None] * len(self.restarts)
+        for length in np.unique(lengths[h:]):
+            frames = h + np.flatnonzero(lengths[h:] == length)
             for c in range(0, frames.size, HEAD_CHUNK):
                 idx = frames[c:c + HEAD_CHUNK]
-                windows = feat_nc[lo[idx][:, None] + np.arange(length)]   # (G, L, C)
-                out = self.runtime.head(windows)
+                out = engine.runtime.head(feats[lo[idx][:, None] + np.arange(length)])
                 last = {k: v[:, -1] for k, v in out.items()}
                 for g, i in enumerate(idx):
-                    preds[i] = self._prediction(last, g, int(length))
+                    preds[i - h] = engine._prediction(last, g, int(length))
+        run_start = max(i for i, f in enumerate(flags) if f)
+        keep = max(run_start, len(flags) - (engine.window - 1))
+        self.history = feats[keep:].copy()
+        self.feats, self.restarts = [], []
         return preds

@@ -30,6 +30,7 @@ pyplot, no global backend switch), so importing this module stays cheap and thre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
@@ -50,7 +51,7 @@ TUM_HEADER = '# timestamp tx ty tz qx qy qz qw'
 
 __all__ = [
     'THRESHOLDS', 'pose_errors', 'threshold_key', 'summarize', 'format_table',
-    'spearman', 'uncertainty_check', 'write_results', 'load_per_frame', 'load_tum',
+    'spearman', 'uncertainty_check', 'Results', 'write_results', 'load_per_frame', 'load_tum',
     'topdown_axes', 'plot_trajectory', 'plot_error_cdf',
     'atomic_output', 'atomic_write_text', 'atomic_write_bytes',
 ]
@@ -242,19 +243,34 @@ def _json_safe(obj):
     return obj
 
 
+@dataclass(frozen=True)
+class Results:
+    """What :func:`write_results` wrote.
+
+    ``paths`` by key: per_frame, pred_tum, gt_tum, summary, results, trajectory, error_cdf;
+    ``summary`` as :func:`summarize`; ``uncertainty`` as :func:`uncertainty_check` (None
+    without variances).
+    """
+
+    paths: dict[str, Path]
+    summary: dict
+    uncertainty: dict | None = None
+
+
 def write_results(out_dir: str | Path, names: Sequence[str],
                   stamps: Sequence[float | None] | None, pred_pos: np.ndarray,
                   pred_quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndarray,
                   var: np.ndarray | None = None, title: str = '',
-                  info: Mapping | None = None) -> dict[str, Path]:
+                  info: Mapping | None = None) -> Results:
     """Write per-frame errors, TUM trajectories, summary, table and plots into ``out_dir``.
 
     Quaternions are x, y, z, w (the package convention); they are written unit-norm with
     ``w >= 0``, and ``per_frame.txt`` puts w first as its header says. ``stamps``
     (seconds) may hold None for frames without a time: those get their row position / 30
     (FALLBACK_FPS); callers with frame indices pass ``index / 30`` themselves. Returns the
-    written paths by key: per_frame, pred_tum, gt_tum, summary, results, trajectory, error_cdf.
-    ``info`` (JSON-able: checkpoint, data, split, ...) is stored as is in ``summary.json``.
+    written paths and the summary (:class:`Results`), so callers print the numbers written
+    instead of computing them again. ``info`` (JSON-able: checkpoint, data, split, ...) is
+    stored as is in ``summary.json``.
     """
     out_dir = Path(out_dir)
     names = [str(n) for n in names]
@@ -308,7 +324,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     atomic_write_text(paths['results'], '\n'.join(md) + '\n')
     plot_trajectory(paths['trajectory'], pred_pos, gt_pos, title)
     plot_error_cdf(paths['error_cdf'], pos_err, rot_err, title)
-    return paths
+    return Results(paths, summary, uncertainty)
 
 
 def load_per_frame(path: str | Path) -> dict:

@@ -114,7 +114,7 @@ def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
         'inputs': {IMAGES: 'B,3,S,S float32, normalised',
                    FEATURES: 'B,T,C float32' if model.temporal else 'B,C float32'},
         'source': source or {},
-        'extra': _jsonable(getattr(model, 'checkpoint_extra', None) or {}),
+        'extra': _jsonable(model.checkpoint_extra),
     }
 
 
@@ -222,6 +222,6 @@ def cached_onnx(checkpoint: str | Path, cache_dir: str | Path | None = None) -> 
                        f'-v{ONNX_FORMAT_VERSION}.onnx')
     if target.is_file():
         return target   # written atomically, so it is complete; the loader checks it
-    model = PoseModel.create_from_state_dict(load_checkpoint_file(checkpoint), str(checkpoint))
+    model = PoseModel.from_checkpoint_dict(load_checkpoint_file(checkpoint), str(checkpoint))
     export_onnx(model, target, source={'checkpoint': checkpoint.name, 'sha256': digest})
     return target

@@ -213,7 +213,7 @@ class TorchRuntime(Runtime):
         self.conf = model.conf
         self.temporal = model.temporal
         self.window = model.window
-        self.extra = getattr(model, 'checkpoint_extra', None) or {}
+        self.extra = model.checkpoint_extra
         self._host: dict[int, torch.Tensor] = {}     # input buffers by batch size
         self._dev: dict[int, torch.Tensor] = {}      # their device copies (CUDA)
 

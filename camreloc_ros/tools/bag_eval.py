@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 import signal
@@ -42,16 +43,18 @@ from typing import Iterator
 
 import numpy as np
 
-from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, DEFAULT_TOLERANCE,
-                                    iter_images, rosbag_folder_problem, scan_bag,
-                                    sequential_loaders, STORAGES)
+from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, decoded_images,
+                                    DEFAULT_TOLERANCE, iter_images, rosbag_folder_problem,
+                                    scan_bag, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.engine import InferenceEngine, Prediction
-from camreloc_ros.core.evaluation import format_table, pose_errors, summarize, write_results
+from camreloc_ros.core.evaluation import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.core.messages import NS
 from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
-    scoped_environ
+    scoped_environ, tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'image_topic': None,
@@ -92,31 +95,26 @@ def _score(out: Path, scan: BagScan, indices: list[int], pos: np.ndarray, quat: 
     """Write the evaluate files for the scored frames; return their summary."""
     idx = np.asarray(indices, int)
     info = {'damage': scan.damage.as_dict()} if scan.damage else None
-    write_results(out, scan.names(indices), [int(s) / NS for s in scan.stamps_ns[idx]], pos,
-                  quat, scan.gt_pos[idx], scan.gt_quat[idx], var=var, title=title, info=info)
-    return summarize(*pose_errors(pos, quat, scan.gt_pos[idx], scan.gt_quat[idx]))
+    return write_results(out, scan.names(indices), [int(s) / NS for s in scan.stamps_ns[idx]],
+                         pos, quat, scan.gt_pos[idx], scan.gt_quat[idx], var=var, title=title,
+                         info=info).summary
 
 
-def _report(scan: BagScan) -> list[str]:
-    lines = [f'{len(scan)} images on {scan.image_topic}, ground truth {scan.gt_source}']
+def _report(scan: BagScan) -> None:
+    """Log what the scan found: images, ground truth, and what will not be scored."""
+    logger.info(f'{len(scan)} images on {scan.image_topic}, ground truth {scan.gt_source}')
     if scan.outside:
         first = np.flatnonzero(~scan.gt_ok)[:5]
-        lines.append(f'{scan.outside} of {len(scan)} images have no ground truth within '
-                     f'{scan.tolerance:g} s and are not scored (first at '
-                     + ', '.join(f'{scan.stamps_ns[i] / NS:.3f}' for i in first) + ' s)')
+        logger.info(f'{scan.outside} of {len(scan)} images have no ground truth within '
+                    f'{scan.tolerance:g} s and are not scored (first at '
+                    + ', '.join(f'{scan.stamps_ns[i] / NS:.3f}' for i in first) + ' s)')
     if scan.truncated is not None:
-        lines.append(f'WARNING: {scan.truncated}; evaluated the {len(scan)} images read')
-    lines += _damage_report(scan)
-    return lines
-
-
-def _damage_report(scan: BagScan) -> list[str]:
-    if not scan.damage:
-        return []
-    skipped = ', '.join(f'{t} {n}' for t, n in sorted(scan.damage.skipped_messages().items()))
-    return ([f'WARNING: {scan.path} is damaged; skipped (--allow-damaged): '
-             f'{skipped or "no messages"}']
-            + ['  ' + line for line in scan.damage.lines()])
+        logger.warning(f'{scan.truncated}; evaluated the {len(scan)} images read')
+    if scan.damage:
+        skipped = ', '.join(f'{t} {n}'
+                            for t, n in sorted(scan.damage.skipped_messages().items()))
+        logger.warning('\n  '.join([f'{scan.path} is damaged; skipped (--allow-damaged): '
+                                    f'{skipped or "no messages"}'] + scan.damage.lines()))
 
 
 def _info(scan: BagScan, **extra) -> dict:
@@ -151,9 +149,9 @@ def predict_bag(engine: InferenceEngine, bag: Bag, scan: BagScan, indices: list[
         return np.zeros((64, 64, 3), np.uint8)
 
     on_error = skip if allow_damaged and scan.damage is not None else None
-    preds = engine.predict_frames(sequential_loaders(bag, scan, indices, on_error),
-                                  batch_size=batch_size,
-                                  stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
+    preds = engine.predict_frames(decoded_images(bag, scan, indices, on_error),
+                                  stamps=[int(scan.stamps_ns[i]) / NS for i in indices],
+                                  batch_size=batch_size)
     if not bad:
         return list(indices), preds
     dropped = set(bad)
@@ -161,9 +159,9 @@ def predict_bag(engine: InferenceEngine, bag: Bag, scan: BagScan, indices: list[
     indices = [indices[k] for k in keep]
     if not engine.temporal:
         return indices, [preds[k] for k in keep]
-    return indices, engine.predict_frames(sequential_loaders(bag, scan, indices),
-                                          batch_size=batch_size,
-                                          stamps=[int(scan.stamps_ns[i]) / NS for i in indices])
+    return indices, engine.predict_frames(decoded_images(bag, scan, indices),
+                                          stamps=[int(scan.stamps_ns[i]) / NS for i in indices],
+                                          batch_size=batch_size)
 
 
 def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int],
@@ -222,8 +220,7 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tupl
     scored = [i for i in scored if i not in bad]
     infer = [i for i in range(len(scan)) if i not in bad] \
         if engine.temporal or conf['write_bag'] else scored
-    print(f'evaluating {ckpt} ({engine.describe()}) on {len(scored)} images of {scan.path}',
-          flush=True)
+    logger.info(f'evaluating {ckpt} ({engine.describe()}) on {len(scored)} images of {scan.path}')
     t0 = time.perf_counter()
     found = len(scan.damage.undecodable) if scan.damage else 0
     infer, preds = predict_bag(engine, bag, scan, infer, int(conf['batch_size']),
@@ -231,8 +228,8 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tupl
     seconds = time.perf_counter() - t0
     if scan.damage and len(scan.damage.undecodable) > found:
         for u in scan.damage.undecodable[found:]:
-            print(f'WARNING: image #{u["index"]} of {scan.path} does not decode ({u["reason"]}): '
-                  'skipped (--allow-damaged)', flush=True)
+            logger.warning(f'image #{u["index"]} of {scan.path} does not decode ({u["reason"]}): '
+                           'skipped (--allow-damaged)')
         bad = scan.undecodable()
         scored = [i for i in scored if i not in bad]
         if not scored:
@@ -251,9 +248,9 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tupl
     if conf['write_bag']:
         written = write_prediction_bag(Path(conf['write_bag']), bag, scan, infer, preds, conf)
         extra['write_bag'] = str(written)
-        print(f'predictions and ground truth written to {written}')
+        logger.info(f'predictions and ground truth written to {written}')
     atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
-    print(f'{len(infer)} images in {seconds:.1f} s ({rate:.1f} frames/s); results in {out}')
+    logger.info(f'{len(infer)} images in {seconds:.1f} s ({rate:.1f} frames/s); results in {out}')
     return summary, {'title': title, 'positions': dict(zip(scored, pos))}
 
 
@@ -312,8 +309,7 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
     with _ros('camreloc_bag_eval') as node:
         collector = PoseCollector(node, conf['pose_topic'])
         player = BagPlayer(node, bag, [scan.image_topic], remap={scan.image_topic: target})
-        print(f'waiting up to {conf["wait_node"]:g} s for a localizer on {target} ...',
-              flush=True)
+        logger.info(f'waiting up to {conf["wait_node"]:g} s for a localizer on {target} ...')
         deadline = time.monotonic() + float(conf['wait_node'])
         missing = player.wait_for_subscribers(float(conf['wait_node']), stop=stop)
         while not missing and node.count_publishers(conf['pose_topic']) == 0:
@@ -328,13 +324,14 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
                 f'no localizer found after {conf["wait_node"]:g} s: nothing subscribes to '
                 f'{target} or publishes {conf["pose_topic"]} (ROS_DOMAIN_ID='
                 f'{os.environ.get("ROS_DOMAIN_ID", "0")}). Start one, e.g. `camreloc node '
-                '--ros-args -p model:=CKPT -p input:=compressed -r image/compressed:='
-                f'{target}`')
+                '--ros-args -p model:=CKPT -p input:=compressed -p base_frame:=CAMERA_FRAME '
+                f'-r image/compressed:={target}`')
         service = conf['reset_service']
         if service is None:
             service = conf['pose_topic'].rsplit('/', 1)[0] + '/camreloc/reset'
         if service and not _reset_node(node, service):
-            print(f'could not call {service}: a temporal model may still hold earlier frames')
+            logger.warning(f'could not call {service}: a temporal model may still hold earlier '
+                           'frames')
         hook = collector.lockstep(float(conf['pose_timeout'])) if conf['lockstep'] else None
         t0 = time.perf_counter()
         stats = player.play(float(conf['rate_factor']), max_idle=conf['max_idle'], stop=stop,
@@ -343,8 +340,8 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
         seconds = time.perf_counter() - t0
     received = [i for i, s in enumerate(stamps) if s in collector.poses]
     scored = [i for i in received if scan.gt_ok[i]]
-    print(f'live: published {stats.total} images in {seconds:.1f} s, received '
-          f'{len(received)} poses on {conf["pose_topic"]}', flush=True)
+    logger.info(f'live: published {stats.total} images in {seconds:.1f} s, received '
+                f'{len(received)} poses on {conf["pose_topic"]}')
     if not scored:
         raise RuntimeError(f'the localizer published no pose for any image with ground truth '
                            f'({len(received)} of {len(stamps)} images got a pose)')
@@ -358,8 +355,9 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
              'lockstep': bool(conf['lockstep']), 'rate_factor': float(conf['rate_factor'])}
     atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
     if len(received) < len(stamps):
-        print(f'{len(stamps) - len(received)} of {len(stamps)} images got no pose (dropped by '
-              'the latest-frame policy of the node, gated, or lost): not scored')
+        logger.warning(f'{len(stamps) - len(received)} of {len(stamps)} images got no pose '
+                       '(dropped by the latest-frame policy of the node, gated, or lost): '
+                       'not scored')
     return summary, {'title': title, 'positions': dict(zip(scored, pos))}
 
 
@@ -412,6 +410,7 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
     ``out/offline`` and live ones to ``out/live``; ``stop`` aborts a live run.
     """
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     bag_path = require_exists(paths['bag'], 'bag')
     ckpt = paths.get('checkpoint')
     if ckpt is None and not conf['live']:
@@ -434,8 +433,7 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
         scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
                         float(conf['gt_tolerance']), bool(conf['allow_truncated']),
                         allow_damaged=bool(conf['allow_damaged']))
-        for line in _report(scan):
-            print(line, flush=True)
+        _report(scan)
         both = ckpt is not None and conf['live']
         if ckpt is not None:
             summary, res = _offline(conf, bag, scan, ckpt, out / 'offline' if both else out)
@@ -446,14 +444,14 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
             rows['live'] = summary
             positions['live'] = res['positions']
     table = format_table(rows)
-    print(table, end='')
+    print(table, end='')   # the product: always printed
     if both:
         common = sorted(set(positions['offline']) & set(positions['live']))
         diff = max((float(np.linalg.norm(positions['offline'][i] - positions['live'][i]))
                     for i in common), default=float('nan'))
         note = (f'{len(common)} frames scored both offline and live; largest position '
                 f'difference between them {diff:.2e} m')
-        print(note)
+        print(note)   # part of the table
         atomic_write_text(out / 'comparison.md', f'# {name}: offline vs live\n\n{table}\n'
                           f'{note}\n')
     return out
@@ -475,7 +473,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds between an image stamp and the ground truth samples '
                         f'used for it (default {DEFAULT_TOLERANCE})')
     parser.add_argument('--out', type=Path, default=None, help='output folder')
-    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--batch-size', type=int, default=16,
+                        help='images per network call (default 16)')
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
     parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
                         help='inference runtime (onnx: exported once, cached)')
@@ -574,9 +573,10 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
         p for p in (root, os.environ.get('PYTHONPATH')) if p)
     command = [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
                '-p', f'model:={ckpt}', '-p', 'input:=compressed', '-p', 'device:=cpu',
-               '-p', 'qos.reliability:=reliable', '-r', f'image/compressed:={DEMO_IMAGE_TOPIC}']
+               '-p', 'qos.reliability:=reliable', '-r', f'image/compressed:={DEMO_IMAGE_TOPIC}',
+               '-p', 'base_frame:=camera']   # the bag's images are in 'camera': its poses
     log_path = out / 'node.log'
-    print(f'starting the localizer node (ROS_DOMAIN_ID={domain}, log {log_path})', flush=True)
+    logger.info(f'starting the localizer node (ROS_DOMAIN_ID={domain}, log {log_path})')
     stop = threading.Event()
     with open(log_path, 'w') as log, scoped_environ(env):
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
@@ -596,5 +596,5 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
                 raise
         finally:
             code = _stop_process(proc)
-    print(f'localizer node stopped (exit code {code})')
+    logger.info(f'localizer node stopped (exit code {code})')
     return out

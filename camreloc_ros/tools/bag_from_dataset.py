@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 import time
 
@@ -39,7 +40,9 @@ from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.messages import NS, seconds_to_ns
-from camreloc_ros.tools.common import frame_stamps, require_exists
+from camreloc_ros.tools.common import frame_stamps, require_exists, tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
@@ -90,6 +93,7 @@ def _jpeg_bytes(path: Path, quality: int) -> bytes:
 def main(conf: dict, paths: dict) -> Path:
     """Write the dataset (split) as a bag; ``paths``: ``data`` and ``out``. Returns ``out``."""
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     data = require_exists(paths['data'], 'dataset')
     out = Path(paths['out'])
     if conf['format'] not in FORMATS:
@@ -135,9 +139,9 @@ def main(conf: dict, paths: dict) -> Path:
                       m.tf([m.transform_stamped(ns, world, gt_frame, t, q)]))
         counts = dict(bag.counts)
     span = (stamps[-1] - stamps[0]) / NS
-    print(f'wrote {len(frames)} frames of {data} ({conf["format"]}, {conf["split"]}) to {out} '
-          f'({conf["storage"]}, {span:.1f} s, {time.perf_counter() - t0:.1f} s to write): '
-          + ', '.join(f'{k} {v}' for k, v in counts.items()))
+    logger.info(f'wrote {len(frames)} frames of {data} ({conf["format"]}, {conf["split"]}) to '
+                f'{out} ({conf["storage"]}, {span:.1f} s, {time.perf_counter() - t0:.1f} s to '
+                'write): ' + ', '.join(f'{k} {v}' for k, v in counts.items()))
     return out
 
 
@@ -145,8 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc bag-from-dataset``."""
     parser.add_argument('data', type=Path, help='dataset root folder (or csv file)')
     parser.add_argument('out', type=Path, help='output bag folder (must not exist)')
-    parser.add_argument('--format', required=True, choices=FORMATS)
-    parser.add_argument('--split', choices=SPLIT_NAMES, default='all')
+    parser.add_argument('--format', required=True, choices=FORMATS, help='dataset format')
+    parser.add_argument('--split', choices=SPLIT_NAMES, default='all',
+                        help='frames to write (default all)')
     parser.add_argument('--block', type=int, default=25,
                         help='frames per held-out block (formats without an official split)')
     parser.add_argument('--every', type=int, default=4, help='every N-th block is test')
@@ -158,7 +163,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='Hz for frames without timestamps (default 10)')
     parser.add_argument('--start-time', type=float, default=DEFAULT_START,
                         help='stamp (s) of the first frame without a timestamp')
-    parser.add_argument('--storage', choices=STORAGES, default='mcap')
+    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+                        help='rosbag2 storage (default mcap)')
     parser.add_argument('--limit', type=int, default=None, help='only the first N frames')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')
 

@@ -22,11 +22,14 @@ recorded rate times ``--rate-factor``.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from camreloc_ros.core.bags import Bag
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.tools.common import require_exists
+from camreloc_ros.tools.common import require_exists, tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'rate_factor': 1.0,
@@ -58,6 +61,7 @@ def main(conf: dict, paths: dict) -> Path:
     from camreloc_ros.ros.bag_player import BagPlayer
 
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     path = require_exists(paths['bag'], 'bag')
     with Bag(path) as bag:
         context = rclpy.Context()
@@ -68,24 +72,25 @@ def main(conf: dict, paths: dict) -> Path:
             player = BagPlayer(node, bag, conf['topics'], remap=conf['remap'],
                                clock=bool(conf['clock']))
             for topic, why in player.skipped.items():
-                print(f'not publishing {topic}: {why}')
-            print('publishing ' + ', '.join(
+                logger.warning(f'not publishing {topic}: {why}')
+            logger.info('publishing ' + ', '.join(
                 f'{player.out_topics[t]} ({bag.topics[t].msgtype}, {bag.topics[t].count})'
-                for t in player.publishers), flush=True)
+                for t in player.publishers))
             if conf['wait_subscribers']:
                 missing = player.wait_for_subscribers(float(conf['wait_timeout']))
                 if missing:
-                    print(f'no subscriber after {conf["wait_timeout"]:g} s on: '
-                          + ', '.join(player.out_topics[t] for t in missing) + '; playing anyway')
+                    logger.warning(f'no subscriber after {conf["wait_timeout"]:g} s on: '
+                                   + ', '.join(player.out_topics[t] for t in missing)
+                                   + '; playing anyway')
             try:
                 stats = player.play(float(conf['rate_factor']), loop=bool(conf['loop']),
                                     max_idle=conf['max_idle'])
             except KeyboardInterrupt:
-                print('stopped')
+                logger.info('stopped')
                 return path
             player.linger()
-            print(f'published {stats.total} messages in {stats.seconds:.1f} s'
-                  + (f' ({stats.loops} loops)' if stats.loops > 1 else ''))
+            logger.info(f'published {stats.total} messages in {stats.seconds:.1f} s'
+                        + (f' ({stats.loops} loops)' if stats.loops > 1 else ''))
         finally:
             node.destroy_node()
             context.try_shutdown()

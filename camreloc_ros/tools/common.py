@@ -12,24 +12,75 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Small helpers shared by the command-line tools (no ROS, no argparse)."""
+"""Small helpers shared by the command-line tools (no ROS, no argparse), and their logging.
+
+Core and tools report through ``logging.getLogger('camreloc_ros')``; only the tools (the
+applications) attach a handler: :func:`configure_logging` (the CLI's ``-v``/``-q``), or
+:func:`tool_logging` when a tool's ``main`` runs from Python with nothing configured, so it
+prints what it always printed.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
-
-import numpy as np
+import sys
+from typing import Iterable, Iterator, Sequence
 
 from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
-from camreloc_ros.core.data.split import frame_breaks
-from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation import FALLBACK_FPS
 from camreloc_ros.core.io import (  # noqa: F401 - re-exported for the tools
     atomic_output, atomic_write_bytes, atomic_write_text)
+
+
+LOGGER = 'camreloc_ros'
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Write to the ``sys.stdout`` of the moment, so redirections made later still apply."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # noqa: D102 - logging.StreamHandler's attribute
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    """Information as plain lines; warnings and errors prefixed with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f'{record.levelname}: {text}'
+
+
+def configure_logging(verbosity: int = 0) -> logging.Logger:
+    """Send the ``camreloc_ros`` logger to stdout: -1 warnings only, 0 information, 1 debug.
+
+    Idempotent: a second call only changes the level.
+    """
+    logger = logging.getLogger(LOGGER)
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(_Formatter())
+        logger.addHandler(handler)
+    logger.propagate = False   # printed once, not again by a root handler
+    logger.setLevel(logging.WARNING if verbosity < 0 else
+                    logging.INFO if verbosity == 0 else logging.DEBUG)
+    return logger
+
+
+def tool_logging() -> None:
+    """At a tool's start: print information unless the caller configured the logger itself."""
+    if not logging.getLogger(LOGGER).handlers:
+        configure_logging(0)
 
 
 def shared_data_dir() -> Path:
@@ -76,26 +127,6 @@ def require_exists(path: str | Path, what: str) -> Path:
 def default_out_dir(checkpoint: str | Path, name: str) -> Path:
     """Results live next to the checkpoint they describe: ``<checkpoint dir>/<name>``."""
     return Path(checkpoint).resolve().parent / name
-
-
-def frame_loaders(frames: Sequence[Frame]) -> list[Callable[[], np.ndarray]]:
-    """One callable per frame that decodes its RGB image, so images stream from disk."""
-    return [functools.partial(read_rgb, f.image_path) for f in frames]
-
-
-def window_runs(frames: Sequence[Frame]) -> list[str]:
-    """Give each frame a run id that changes at sequence changes and at index gaps.
-
-    Given to ``InferenceEngine.predict_frames`` as ``sequence_ids``, so a temporal window
-    never spans a held-out block or a dropped frame: the same rule as the training windows
-    (:func:`camreloc_ros.core.data.split.frame_breaks`).
-    """
-    runs = []
-    run = -1
-    for f, restart in zip(frames, frame_breaks(frames)):
-        run += restart
-        runs.append(f'{f.sequence}#{run}')
-    return runs
 
 
 def frame_stamps(frames: Sequence[Frame], fps: float = FALLBACK_FPS) -> list[float]:

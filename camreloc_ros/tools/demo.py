@@ -23,10 +23,13 @@ Outputs go to ``--out`` (default ``runs/demo``); a second run reuses the trained
 """
 
 import argparse
-import importlib.util
+import logging
 from pathlib import Path
 import time
-from camreloc_ros.tools.common import shared_data_dir
+
+from camreloc_ros.tools.common import shared_data_dir, tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 DEFAULT_DATA = shared_data_dir() / 'hololens-office'
 
@@ -39,13 +42,14 @@ DEMO_TRAIN = {
 
 
 def _banner(text: str) -> None:
-    print(f'\n=== {text}', flush=True)
+    logger.info(f'\n=== {text}')
 
 
 def main(conf: dict, paths: dict) -> Path:
     """Run the demo; ``paths``: ``data`` (posed dataset) and ``out``. Returns ``out``."""
-    from camreloc_ros.tools import evaluate, train
+    from camreloc_ros.tools import bag_eval, evaluate, train
 
+    tool_logging()
     data, out = Path(paths['data']), Path(paths['out'])
     if not data.is_dir():
         raise FileNotFoundError(f'demo data {data} not found; expected the shared HoloLens '
@@ -59,17 +63,13 @@ def main(conf: dict, paths: dict) -> Path:
     _banner('2/3 evaluating the last epoch on the held-out blocks')
     eval_dir = evaluate.main({'format': 'posed', 'split': 'test'},
                              {'checkpoint': ckpt, 'data': data, 'out': out / 'eval'})
-    live = None
-    if importlib.util.find_spec('camreloc_ros.tools.bag_eval') is not None:
-        _banner('3/3 held-out frames -> rosbag -> live node -> scores')
-        from camreloc_ros.tools import bag_eval
-        live = bag_eval.demo_live(ckpt, data, out / 'live')
+    _banner('3/3 held-out frames -> rosbag -> live node -> scores')
+    live = bag_eval.demo_live(ckpt, data, out / 'live')
     _banner(f'done in {(time.monotonic() - t0) / 60:.1f} min')
-    print(f'  checkpoint:      {ckpt}')
-    print(f'  offline results: {eval_dir} (results.md, per_frame.txt, '
-          'trajectory_topdown.png, error_cdf.png, *_tum.txt)')
-    if live is not None:
-        print(f'  live results:    {live}')
+    logger.info(f'  checkpoint:      {ckpt}')
+    logger.info(f'  offline results: {eval_dir} (results.md, per_frame.txt, '
+                'trajectory_topdown.png, error_cdf.png, *_tum.txt)')
+    logger.info(f'  live results:    {live}')
     return out
 
 
@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``camreloc demo``."""
     parser.add_argument('--data', default=str(DEFAULT_DATA), help='posed dataset folder')
     parser.add_argument('--out', default='runs/demo', help='output folder')
-    parser.add_argument('--epochs', type=int, default=DEMO_TRAIN['train']['epochs'])
+    parser.add_argument('--epochs', type=int, default=DEMO_TRAIN['train']['epochs'],
+                        help='training epochs (default %(default)s)')
 
 
 def from_args(args: argparse.Namespace) -> Path:

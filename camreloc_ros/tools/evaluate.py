@@ -23,6 +23,7 @@ model never saw. Results go through :func:`camreloc_ros.core.evaluation.write_re
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
@@ -30,12 +31,15 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import FORMATS, read_dataset
-from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
+from camreloc_ros.core.data.split import frame_breaks, split_dataset, SPLIT_NAMES
+from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.engine import InferenceEngine
-from camreloc_ros.core.evaluation import format_table, pose_errors, summarize, write_results
+from camreloc_ros.core.evaluation import format_table, write_results
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.tools.common import (default_out_dir, frame_loaders, frame_stamps,
-                                       require_exists, require_file, window_runs)
+from camreloc_ros.tools.common import (default_out_dir, frame_stamps, require_exists,
+                                       require_file, tool_logging)
+
+logger = logging.getLogger('camreloc_ros')
 
 DEFAULT_BLOCK = 25
 DEFAULT_EVERY = 4
@@ -92,6 +96,7 @@ def main(conf: dict, paths: dict) -> Path:
     retrieval, oracle and refined rows, :func:`camreloc_ros.tools.map.evaluate_map`).
     """
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     ckpt = require_file(paths['checkpoint'], 'checkpoint')
     data = require_exists(paths['data'], 'dataset')
     if conf['split'] not in SPLIT_NAMES:
@@ -124,15 +129,16 @@ def main(conf: dict, paths: dict) -> Path:
         raise ValueError(f'no frames to evaluate in the {conf["split"]} split of {data}')
 
     for line in selection_warnings(extra, frames, ckpt):
-        print(f'WARNING: {line}', flush=True)
+        logger.warning(line)
     official = fmt in ('7scenes', 'cambridge')
     how = 'official split' if official else f'block={block}, every={every}'
-    print(f'evaluating {ckpt} ({engine.describe()}) on {len(frames)} {conf["split"]} frames '
-          f'of {data} ({fmt}, {how})', flush=True)
+    logger.info(f'evaluating {ckpt} ({engine.describe()}) on {len(frames)} {conf["split"]} '
+                f'frames of {data} ({fmt}, {how})')
     t0 = time.perf_counter()
-    preds = engine.predict_frames(frame_loaders(frames), batch_size=int(conf['batch_size']),
-                                  sequence_ids=window_runs(frames),
-                                  stamps=[f.timestamp for f in frames])
+    preds = engine.predict_frames((read_rgb(f.image_path) for f in frames),
+                                  breaks=frame_breaks(frames),
+                                  stamps=[f.timestamp for f in frames],
+                                  batch_size=int(conf['batch_size']))
     seconds = time.perf_counter() - t0
     gt_pos, gt_quat = pose_from_matrix(np.stack([f.pose_c2w for f in frames]))
     pred_pos = np.stack([p.position for p in preds])
@@ -142,16 +148,17 @@ def main(conf: dict, paths: dict) -> Path:
             'split': conf['split'], 'block': None if official else block,
             'every': None if official else every, 'limit': conf['limit'],
             'model': engine.describe(), 'frames_per_second': len(frames) / max(seconds, 1e-9)}
-    files = write_results(out, [f.name for f in frames], frame_stamps(frames), pred_pos,
-                          pred_quat, gt_pos, gt_quat,
-                          var=np.stack([np.diag(p.covariance) for p in preds]), title=title,
-                          info=info)
-    summary = summarize(*pose_errors(pred_pos, pred_quat, gt_pos, gt_quat))
-    print(format_table({title: summary}), end='')
-    print(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
-          f'frames/s); results in {out}: ' + ', '.join(p.name for p in files.values()))
+    results = write_results(out, [f.name for f in frames], frame_stamps(frames), pred_pos,
+                            pred_quat, gt_pos, gt_quat,
+                            var=np.stack([np.diag(p.covariance) for p in preds]), title=title,
+                            info=info)
+    print(format_table({title: results.summary}), end='')   # the product: always printed
+    written = ', '.join(p.name for p in results.paths.values())
+    logger.info(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
+                f'frames/s); results in {out}: {written}')
     if lmap is not None:
-        map_tool.evaluate_map(lmap, ckpt, frame_loaders(frames), [f.name for f in frames],
+        map_tool.evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames),
+                              [f.name for f in frames],
                               frame_stamps(frames), preds, gt_pos, gt_quat, out, title,
                               conf['refine'], info)
     return out
@@ -163,10 +170,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('data', type=Path, help='dataset root folder (or csv file)')
     parser.add_argument('--format', choices=FORMATS, default=None,
                         help='dataset format (default: the one stored in the checkpoint)')
-    parser.add_argument('--split', choices=SPLIT_NAMES, default='test')
+    parser.add_argument('--split', choices=SPLIT_NAMES, default='test',
+                        help='frames to score (default test: the held-out blocks)')
     parser.add_argument('--out', type=Path, default=None,
                         help='output folder (default: <checkpoint dir>/eval_<split>)')
-    parser.add_argument('--batch-size', type=int, default=16)
+    parser.add_argument('--batch-size', type=int, default=16,
+                        help='frames per network call (default 16)')
     parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
     parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
                         help='inference runtime (onnx: exported once, cached)')

@@ -25,17 +25,22 @@ torch.compile were measured slower than ONNX Runtime here (docs/performance.md).
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.io import file_sha256
 from camreloc_ros.core.onnx_format import export_onnx, ONNX_OPSET, OUTPUT_KEYS
 from camreloc_ros.core.runtimes import OnnxRuntime, TorchRuntime
-from camreloc_ros.tools.common import require_file
+from camreloc_ros.tools.common import require_file, tool_logging
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; torch loads when a model does
+    from camreloc_ros.core.models.pose_model import PoseModel
+
+logger = logging.getLogger('camreloc_ros')
 
 FORMATS = ('onnx',)
 
@@ -73,7 +78,12 @@ def compare_with_torch(model: PoseModel, onnx_path: str | Path, batch: int = 2,
 
 def main(conf: dict, paths: dict) -> Path:
     """Export ``paths['checkpoint']`` to ``paths['out']`` (default: beside it, ``.onnx``)."""
+    import torch
+
+    from camreloc_ros.core.models.pose_model import PoseModel
+
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     if conf['format'] not in FORMATS:
         raise ValueError(f'format must be one of {", ".join(FORMATS)}, got {conf["format"]!r}')
     ckpt = require_file(paths['checkpoint'], 'checkpoint')
@@ -85,16 +95,16 @@ def main(conf: dict, paths: dict) -> Path:
                                            'sha256': file_sha256(ckpt)},
                        opset=int(conf['opset']))
     conf_m = model.conf
-    print(f'exported {ckpt} ({conf_m["backbone"]["name"]}+{conf_m["head"]["name"]}'
-          f'{", window " + str(model.window) if model.temporal else ""}) to {out} '
-          f'({len(data) / 1e6:.1f} MB, opset {conf["opset"]}, dynamic batch'
-          f'{" and time" if model.temporal else ""} axes)', flush=True)
+    logger.info(f'exported {ckpt} ({conf_m["backbone"]["name"]}+{conf_m["head"]["name"]}'
+                f'{", window " + str(model.window) if model.temporal else ""}) to {out} '
+                f'({len(data) / 1e6:.1f} MB, opset {conf["opset"]}, dynamic batch'
+                f'{" and time" if model.temporal else ""} axes)')
     if conf['check']:
         with torch.inference_mode():
             diffs = compare_with_torch(model, out)
         worst = max(diffs.values())
-        print('largest difference from eager torch: ' +
-              ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
+        logger.info('largest difference from eager torch: '
+                    + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
         if worst > float(conf['tolerance']):
             raise RuntimeError(f'the export differs from eager torch by {worst:.2e} '
                                f'(> {conf["tolerance"]:g}); do not use {out}')
@@ -104,7 +114,8 @@ def main(conf: dict, paths: dict) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc export``."""
     parser.add_argument('checkpoint', type=Path, help='checkpoint file (.pt)')
-    parser.add_argument('--format', choices=FORMATS, default='onnx')
+    parser.add_argument('--format', choices=FORMATS, default='onnx',
+                        help='export format (default onnx)')
     parser.add_argument('--out', type=Path, default=None,
                         help='output file (default: the checkpoint path with .onnx)')
     parser.add_argument('--opset', type=int, default=ONNX_OPSET, help='ONNX opset version')

@@ -27,18 +27,25 @@ Each output PNG is the network's input crop (left) beside the map overlaid on it
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
 from camreloc_ros.core.engine import resolve_device
-from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.tools.common import (atomic_write_bytes, collect_images, default_out_dir,
-                                       require_file)
+                                       require_file, tool_logging)
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only; torch loads when a model does
+    import torch
+
+    from camreloc_ros.core.models.pose_model import PoseModel
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'device': 'auto',
@@ -52,6 +59,8 @@ def saliency_map(model: PoseModel, image_chw: np.ndarray,
 
     ``|d(sum of pos_norm and quat outputs) / d input|``, maximum over colour channels.
     """
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image_chw, np.float32))[None].to(device)
     x.requires_grad_(True)
     # cuDNN has no RNN backward in eval mode; the native GRU kernels do.
@@ -98,7 +107,10 @@ def main(conf: dict, paths: dict) -> Path:
     ``paths``: ``checkpoint``, ``images`` (files and/or folders), optional ``out``
     (default ``<checkpoint dir>/saliency``).
     """
+    from camreloc_ros.core.models.pose_model import PoseModel
+
     conf = merge_conf(default_conf, conf)
+    tool_logging()
     ckpt = require_file(paths['checkpoint'], 'checkpoint')
     images = collect_images(paths['images'])
     out = Path(paths.get('out') or default_out_dir(ckpt, 'saliency'))
@@ -114,7 +126,7 @@ def main(conf: dict, paths: dict) -> Path:
         if not ok:
             raise RuntimeError(f'could not encode the saliency map of {path}')
         atomic_write_bytes(out / f'{name}_saliency.png', png.tobytes())
-    print(f'wrote {len(images)} saliency map(s) to {out}')
+    logger.info(f'wrote {len(images)} saliency map(s) to {out}')
     return out
 
 

@@ -27,9 +27,9 @@ One job per module; the public names are all importable from here:
 """
 
 from camreloc_ros.core.bags.errors import BagCorruptError, BagDamage, BagDamagedError, BagError
-from camreloc_ros.core.bags.extract import (bag_digest, decode_image, default_extract_dir,
-                                            extract_frames, EXTRACT_VERSION, iter_images,
-                                            SIGNATURES, sequential_loaders)
+from camreloc_ros.core.bags.extract import (bag_digest, decode_image, decoded_images,
+                                            default_extract_dir, extract_frames,
+                                            EXTRACT_VERSION, iter_images, SIGNATURES)
 from camreloc_ros.core.bags.groundtruth import (BagScan, DEFAULT_TOLERANCE, parse_tf_pair,
                                                 POSE_TYPES, scan_bag, TF_TOPICS, TF_TYPE,
                                                 TfTree, Trajectory)
@@ -45,7 +45,7 @@ __all__ = [
     'BagError', 'BagCorruptError', 'BagDamagedError', 'BagDamage', 'Bag', 'BagMessage',
     'TopicInfo', 'BagWriter',
     'Trajectory', 'TfTree', 'BagScan', 'typestore', 'scan_bag', 'iter_images',
-    'sequential_loaders', 'extract_frames', 'parse_tf_pair', 'header_stamp_ns',
+    'decoded_images', 'extract_frames', 'parse_tf_pair', 'header_stamp_ns',
     'decode_image', 'default_extract_dir', 'bag_digest', 'Messages',
     'rosbag_folder_problem',
     'STORAGES', 'IMAGE', 'COMPRESSED', 'IMAGE_TYPES', 'POSE_TYPES', 'TF_TYPE', 'TF_TOPICS',

@@ -16,13 +16,12 @@
 
 :func:`extract_frames` writes the posed images of a bag once into the ``bag_frames`` cache
 (keyed by the bag's content and the options) so the Trainer reads a bag like an image
-folder; :func:`iter_images` and :func:`sequential_loaders` stream a bag's images to the
+folder; :func:`iter_images` and :func:`decoded_images` stream a bag's images to the
 inference engine without holding them all in memory.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -81,39 +80,32 @@ def iter_images(bag: Bag, scan: BagScan, indices: Iterable[int] | None = None
                    f'{len(scan)}', bag.path)
 
 
-def sequential_loaders(bag: Bag, scan: BagScan, indices: Sequence[int],
-                       on_error: Callable[[int, BagMessage, str], np.ndarray] | None = None
-                       ) -> list[Callable[[], np.ndarray]]:
-    """One callable per wanted image that decodes it; they must be called in order.
+def decoded_images(bag: Bag, scan: BagScan, indices: Sequence[int],
+                   on_error: Callable[[int, BagMessage, str], np.ndarray] | None = None
+                   ) -> Iterator[np.ndarray]:
+    """The wanted images (``indices``, in bag order) decoded to RGB, one at a time.
 
-    Lets :meth:`InferenceEngine.predict_frames` stream a bag (batch by batch, never all
-    images in memory) through its ``images`` argument. An image that does not decode raises
-    :class:`BagDamagedError`, or returns ``on_error(position, message, reason)`` (a stand-in
-    whose prediction the caller drops).
+    Streams a bag into :meth:`InferenceEngine.predict_frames` (batch by batch, never all
+    images in memory). An image that does not decode raises :class:`BagDamagedError`, or
+    yields ``on_error(position, message, reason)`` (a stand-in whose prediction the caller
+    drops).
     """
-    source = iter_images(bag, scan, indices)
-    state = {'next': 0}
     order = list(indices)
-
-    def load(k: int) -> np.ndarray:
-        if state['next'] != k:
-            raise RuntimeError(f'bag images must be loaded in order: asked for #{k}, '
-                               f'next is #{state["next"]}')
-        state['next'] += 1
-        i, msg = next(source)
+    for k, (i, msg) in enumerate(iter_images(bag, scan, order)):
         if i != order[k]:
-            raise RuntimeError(f'bag image {i} came where {order[k]} was expected')
+            raise ValueError(f'bag image {i} came where {order[k]} was expected; indices must '
+                             'be in bag order without repeats')
         try:
-            return decode_image(msg.msgtype, bag.deserialize(msg))
+            image = decode_image(msg.msgtype, bag.deserialize(msg))
         except ValueError as exc:
             reason = str(exc).split(f'{bag.path}: ', 1)[-1]
-            if on_error is not None:
-                return on_error(i, msg, reason)
-            damage = BagDamage(bag.path, undecodable=[{
-                'topic': msg.topic, 'log_ns': int(msg.log_ns), 'index': i, 'reason': reason}])
-            raise BagDamagedError(bag.path, damage) from None
-
-    return [functools.partial(load, k) for k in range(len(order))]
+            if on_error is None:
+                damage = BagDamage(bag.path, undecodable=[{
+                    'topic': msg.topic, 'log_ns': int(msg.log_ns), 'index': i,
+                    'reason': reason}])
+                raise BagDamagedError(bag.path, damage) from None
+            image = on_error(i, msg, reason)
+        yield image
 
 
 def default_extract_dir() -> Path:

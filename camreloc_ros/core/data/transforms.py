@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 
-def crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+def crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     """Centre square of the source image that "resize shorter side, centre crop" keeps."""
     side = min(height, width)
     y0 = (height - side) // 2
@@ -79,7 +79,7 @@ class Preprocessor:
             key = image.shape[:2]
             box = self._boxes.get(key)
             if box is None:
-                box = self._boxes[key] = crop_box(key[0], key[1], self.size)
+                box = self._boxes[key] = crop_box(key[0], key[1])
         y0, x0, h, w = box
         roi = image[y0:y0 + h, x0:x0 + w]
         interp = cv2.INTER_AREA if h > self.size else cv2.INTER_LINEAR
@@ -133,10 +133,10 @@ class Augmenter:
         """Whether any augmentation is on (then the frozen-feature cache cannot be used)."""
         return self.brightness > 0 or self.contrast > 0 or self.crop_scale > 0
 
-    def box(self, height: int, width: int, size: int,
+    def box(self, height: int, width: int,
             rng: np.random.Generator) -> tuple[int, int, int, int]:
         """Return a centre box shrunk by up to ``crop_scale`` and shifted at random."""
-        y0, x0, h, w = crop_box(height, width, size)
+        y0, x0, h, w = crop_box(height, width)
         if self.crop_scale <= 0:
             return y0, x0, h, w
         side = int(round(h * (1.0 - rng.uniform(0, self.crop_scale))))
@@ -156,5 +156,5 @@ class Augmenter:
                  out: np.ndarray | None = None) -> np.ndarray:
         """Augment and preprocess one RGB frame into ``(3, S, S)`` float32."""
         image = self.colour(image, rng)
-        box = self.box(image.shape[0], image.shape[1], pre.size, rng)
+        box = self.box(image.shape[0], image.shape[1], rng)
         return pre.normalize(pre.resized(image, box), out)

@@ -118,6 +118,8 @@ class PoseModel(nn.Module):
         self.temporal = bool(getattr(self.head, 'temporal', False))
         self.register_buffer('pos_mean', torch.zeros(3))
         self.register_buffer('pos_scale', torch.ones(()))
+        # what training stored with the weights (data split, history); {} for a new model
+        self.checkpoint_extra: dict = {}
 
     @property
     def spec(self):
@@ -194,8 +196,11 @@ class PoseModel(nn.Module):
         return save_atomic(self.checkpoint_dict(extra), path)
 
     @classmethod
-    def create_from_state_dict(cls, ckpt: dict, source: str = '<dict>') -> 'PoseModel':
-        """Rebuild a model from a checkpoint dict (checked for format and version)."""
+    def from_checkpoint_dict(cls, ckpt: dict, source: str = '<dict>') -> 'PoseModel':
+        """Rebuild a model from a whole checkpoint dict (format and version checked).
+
+        The dict is what :meth:`checkpoint_dict` returns: config, weights and ``extra``.
+        """
         if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f'{source} is not a camreloc_ros checkpoint (no format={CHECKPOINT_FORMAT!r})')
@@ -213,13 +218,13 @@ class PoseModel(nn.Module):
         except RuntimeError as exc:
             raise CheckpointError(f'{source}: weights do not fit the model config: {exc}')
         model.conf['backbone']['pretrained'] = ckpt['model_conf']['backbone']['pretrained']
-        model.checkpoint_extra = ckpt.get('extra', {})
+        model.checkpoint_extra = dict(ckpt.get('extra') or {})
         return model.eval()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> 'PoseModel':
         """Load a checkpoint file written by :meth:`save_checkpoint`."""
-        return cls.create_from_state_dict(load_checkpoint_file(path), str(path))
+        return cls.from_checkpoint_dict(load_checkpoint_file(path), str(path))
 
 
 def tensor_digest(state: dict) -> str:
