@@ -338,6 +338,23 @@ def test_latched_pose_reaches_a_late_subscriber(robot):
         robot.harness.node.destroy_subscription(sub)
 
 
+def test_second_parent_found_later_stops_tf(robot, frames):
+    """Another publisher gives odom a second parent: TF stops, poses go on, diagnostics say."""
+    robot.tf_pub.publish(TFMessage(transforms=[transform('intruder', 'odom', 580.0,
+                                                         ODOM_A)]))
+    assert robot.harness.wait_for(lambda: robot.diagnostic_values(
+        'robot/camreloc: localizer', lambda v: v['tf_refused'] != ''), TIMEOUT_S)
+    values = robot.diagnostic_values('robot/camreloc: localizer', lambda v: v['tf_refused'])
+    assert "frame 'odom' already has the parent 'intruder'" in values['tf_refused']
+    _publish_odometry(robot, 590.0)
+    robot.send(frames[0], 590.0, 'camera_optical')
+    robot.wait_pose(590.0)
+    expires = stamp_to_ns(sec_to_stamp(590.0 + TOLERANCE_S))
+    assert not robot.harness.wait_for(lambda: any(
+        t.child_frame_id == 'odom' and stamp_to_ns(t.header.stamp) == expires
+        and t.header.frame_id == 'map' for t in list(robot.tf)), 1.0)
+
+
 def test_second_parent_is_refused(harness, checkpoints, capfd):
     """odom_frame already has a parent in TF: configure fails and says why."""
     node = _localizer(harness, 'twice', model=str(checkpoints['reg']), tf_mode='map_to_odom',
