@@ -366,6 +366,7 @@ class FrameIO:
                                       f'off (tf_mode {conf.get("tf_mode")} ignored); set '
                                       'tf_mode: none instead')
         self._seed = seed
+        self._created = time.monotonic()   # the listener hears TF from here on
         self._lock = threading.Lock()
         self.tf_missing = 0
         self.initialposes_sent = 0
@@ -413,14 +414,16 @@ class FrameIO:
     def check_parents(self, wait_s: float = 0.0) -> Optional[str]:
         """Refuse TF output when its child frame already has another parent; the reason.
 
-        ``wait_s``: how long to wait for the child to show up in TF (on_configure).
+        ``wait_s``: how long after this object was made (the listener's start) to wait for
+        the child to show up in TF (on_configure: the model load usually covers it).
         """
         edge = self.conf.published_edge
         if edge is None or self.lookup is None:
             return None
         parent, child = edge
-        if wait_s > 0:
-            self.lookup.wait_for_frame(child, wait_s)
+        remaining = self._created + wait_s - time.monotonic()
+        if remaining > 0:
+            self.lookup.wait_for_frame(child, remaining)
         self._checked = True
         others = sorted(self.lookup.parents(child) - {parent})
         if others and self.refused is None:
