@@ -48,3 +48,18 @@ def test_importing_all_of_core_loads_no_rclpy():
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(modules) >= 8
+
+
+def test_no_find_spec_guard_on_the_packages_own_modules():
+    """``find_spec('camreloc_ros...')`` is always true inside the package: a dead guard."""
+    package = CORE.parent
+    offenders = []
+    for path in package.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            func = getattr(node, 'func', None)
+            name = getattr(func, 'attr', getattr(func, 'id', None))
+            if (isinstance(node, ast.Call) and name == 'find_spec' and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and str(node.args[0].value).startswith('camreloc_ros')):
+                offenders.append(f'{path.relative_to(package)}:{node.lineno}')
+    assert not offenders, offenders

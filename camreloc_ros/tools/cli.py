@@ -28,7 +28,7 @@ import sys
 import textwrap
 
 from camreloc_ros import __version__
-from camreloc_ros.tools.common import configure_logging
+from camreloc_ros.tools.common import logging_for
 
 SUBCOMMANDS = {
     'demo': ('camreloc_ros.tools.demo', 'the main job: train, evaluate and replay live'),
@@ -97,6 +97,14 @@ def node_help(parameters: list) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def subcommand_parser(name: str) -> argparse.ArgumentParser:
+    """The options of ``camreloc NAME`` (imports the tool's module, never torch itself)."""
+    sub = argparse.ArgumentParser(prog=f'camreloc {name}', description=SUBCOMMANDS[name][1])
+    _add_verbosity(sub)
+    importlib.import_module(SUBCOMMANDS[name][0]).add_arguments(sub)
+    return sub
+
+
 def _node(argv: list[str]) -> int:
     own = argv[:argv.index('--ros-args')] if '--ros-args' in argv else argv   # not rclpy's
     if '-h' in own or '--help' in own:
@@ -111,27 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch ``camreloc [-v|-q] SUBCOMMAND ...``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _top_parser()
-    if not argv:
+    if not argv or argv[0] in ('-h', '--help'):
         parser.print_help()
-        return 2
+        return 0 if argv else 2
     args = parser.parse_args(argv)
     if args.command == 'node':
-        configure_logging(_verbosity(args))
-        return _node(args.args)
-    module = importlib.import_module(SUBCOMMANDS[args.command][0])
-    sub = argparse.ArgumentParser(prog=f'camreloc {args.command}',
-                                  description=SUBCOMMANDS[args.command][1])
-    _add_verbosity(sub)
-    module.add_arguments(sub)
-    sub_args = sub.parse_args(args.args)
+        with logging_for(_verbosity(args)):
+            return _node(args.args)
+    sub_args = subcommand_parser(args.command).parse_args(args.args)
     sub_args.argv = args.args   # what the user typed, for tools that relaunch (torchrun)
-    configure_logging(_verbosity(sub_args) if sub_args.quiet or sub_args.verbose
-                      else _verbosity(args))
-    try:
-        module.from_args(sub_args)
-    except (ValueError, OSError, RuntimeError) as exc:
-        print(f'camreloc {args.command}: error: {exc}', file=sys.stderr)
-        return 1
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    verbosity = _verbosity(sub_args) if sub_args.quiet or sub_args.verbose else _verbosity(args)
+    with logging_for(verbosity):
+        try:
+            module.from_args(sub_args)
+        except (ValueError, OSError, RuntimeError) as exc:
+            print(f'camreloc {args.command}: error: {exc}', file=sys.stderr)
+            return 1
     return 0
 
 

@@ -77,6 +77,19 @@ def configure_logging(verbosity: int = 0) -> logging.Logger:
     return logger
 
 
+@contextlib.contextmanager
+def logging_for(verbosity: int) -> Iterator[logging.Logger]:
+    """:func:`configure_logging` for one command, then the logger as it was (in-process runs)."""
+    logger = logging.getLogger(LOGGER)
+    saved = logger.level, logger.propagate, list(logger.handlers)
+    try:
+        yield configure_logging(verbosity)
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]
+
+
 def tool_logging() -> None:
     """At a tool's start: print information unless the caller configured the logger itself."""
     if not logging.getLogger(LOGGER).handlers:
