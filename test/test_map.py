@@ -180,6 +180,10 @@ def test_map_from_another_checkpoint_or_dataset_or_stale_is_refused(mini, tmp_pa
     _checkpoint(stale, MINI, '7scenes', seed=2)
     with pytest.raises(MapError, match='stale map'):
         map_tool.open_map(tmp_path / 'stale_map.npz', stale, train)
+    # what the live node and bag tools call
+    assert len(Refiner.from_files(path, ckpt).map) == len(train)
+    with pytest.raises(MapError, match='does not belong'):
+        Refiner.from_files(path, other)
     # evaluate --map checks the pairing before any work
     with pytest.raises(MapError, match='does not belong'):
         evaluate.main({}, {'checkpoint': other, 'data': MINI, 'out': tmp_path / 'ev',

@@ -48,7 +48,9 @@ default_conf = {
     'solver': 'auto',          # auto (poselib, else pycolmap, else opencv) | poselib |
                                # pycolmap | opencv (USAC MAGSAC + Levenberg-Marquardt)
     'ransac_px': 8.0,          # inlier threshold of the robust solver (pixels)
-    'min_inliers': 20,         # fewer -> fall back to the network's pose
+    'ransac_iterations': 20000,  # bounds the time of hopeless frames (they fall back)
+    'min_inliers': 20,         # fewer -> fall back (15 refines more, but lets a wrong pose
+                               # through on repetitive stairs: test_map.py)
     'max_distance_m': 5.0,     # refined camera further than this from every image used: reject
     'min_sigma_px': 0.5,       # floor of the reprojection noise in the covariance
     'sift': None,              # None = the map's SIFT settings
@@ -149,7 +151,8 @@ def available_solver(name: str = 'auto') -> str:
 
 def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
               solver: str = 'poselib', threshold_px: float = 8.0,
-              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+              seed: int = 0, iterations: int = 10000
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Robust absolute pose -> (R_c2w, camera centre, inlier mask), or None on failure."""
     x = np.ascontiguousarray(x, np.float64)
     X = np.ascontiguousarray(X, np.float64)
@@ -160,7 +163,8 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
         import poselib
         cam = {'model': 'PINHOLE', 'width': w, 'height': h, 'params': [fx, fy, cx, cy]}
         pose, info = poselib.estimate_absolute_pose(
-            x, X, cam, {'max_reproj_error': float(threshold_px), 'seed': int(seed)}, {})
+            x, X, cam, {'max_reproj_error': float(threshold_px), 'seed': int(seed),
+                        'max_iterations': int(iterations)}, {})
         mask = np.asarray(info['inliers'], bool)
         R_w2c, t = np.asarray(pose.R), np.asarray(pose.t)
     elif solver == 'pycolmap':
@@ -169,6 +173,7 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
         opts = pycolmap.AbsolutePoseEstimationOptions()
         opts.ransac.max_error = float(threshold_px)
         opts.ransac.random_seed = int(seed)
+        opts.ransac.max_num_trials = int(iterations)
         res = pycolmap.estimate_and_refine_absolute_pose(x, X, cam, opts)
         if res is None:
             return None
@@ -179,7 +184,7 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
         params = cv2.UsacParams()
         params.threshold = float(threshold_px)
         params.confidence = 0.9999
-        params.maxIterations = 10000
+        params.maxIterations = int(iterations)
         params.sampler = cv2.SAMPLING_UNIFORM
         params.score = cv2.SCORE_METHOD_MAGSAC
         params.loMethod = cv2.LOCAL_OPTIM_SIGMA
@@ -220,6 +225,22 @@ class Refiner:
         self.descriptor = descriptor
         self.sift_conf = self.conf['sift'] or (lmap.meta.get('conf') or {}).get('sift')
         self._roots: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def from_files(cls, map_path, checkpoint, conf: dict | None = None,
+                   device: str = 'cpu') -> 'Refiner':
+        """Load a map, check it belongs to the checkpoint (sha256), build the descriptor.
+
+        What the live node and the bag tools call: a map of another or a retrained
+        checkpoint raises :class:`~camreloc_ros.core.mapping.MapError` naming both.
+        """
+        from camreloc_ros.core.mapping import file_sha256, GlobalDescriptor, load_map
+        from camreloc_ros.core.models.pose_model import PoseModel
+        lmap = load_map(map_path)
+        lmap.check_pairing(file_sha256(checkpoint), checkpoint=str(checkpoint))
+        model = PoseModel.from_checkpoint(checkpoint)
+        p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
+        return cls(lmap, GlobalDescriptor(model, p, device), conf)
 
     def _image_root(self, i: int) -> np.ndarray:
         if i not in self._roots:
@@ -309,7 +330,8 @@ class Refiner:
             return fallback(f'too few matches ({len(pairs)} < {max(4, conf["min_inliers"])})')
         x2 = xy[pairs[:, 0]].astype(np.float64)
         X3 = self.map.points[pairs[:, 1]]
-        sol = solve_pnp(x2, X3, K, (w, h), self.solver, conf['ransac_px'], conf['seed'])
+        sol = solve_pnp(x2, X3, K, (w, h), self.solver, conf['ransac_px'], conf['seed'],
+                        conf['ransac_iterations'])
         if sol is None:
             return fallback('PnP failed')
         R, C, mask = sol

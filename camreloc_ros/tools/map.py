@@ -133,7 +133,7 @@ def _row(pos: np.ndarray, quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndar
 def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], names: list,
                  stamps: list, preds: list, gt_pos: np.ndarray, gt_quat: np.ndarray,
                  out: Path, title: str, conf: dict | None = None, info: dict | None = None,
-                 log=print) -> dict:
+                 log=print, K: np.ndarray | None = None) -> dict:
     """Refine every frame; write the comparison table and the refined row's result files.
 
     ``images`` are callables returning RGB frames, ``preds`` the network's
@@ -142,6 +142,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     and refined (the network's pose where the refiner fell back). Files in ``out``:
     ``map_results.md``, ``map_summary.json``, ``refine_per_frame.txt`` and ``refined/``
     (the usual per-frame file, TUM files and plots of the refined row). Returns the summary.
+    ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
     """
     model = PoseModel.from_checkpoint(checkpoint)
     refiner = Refiner(lmap, GlobalDescriptor(model, (lmap.meta.get('descriptor') or {})
@@ -153,7 +154,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     t0 = time.perf_counter()
     for i, (load, p) in enumerate(zip(images, preds)):
         image = load() if callable(load) else load
-        results.append(refiner.refine(image, p.position, p.quaternion, p.covariance))
+        results.append(refiner.refine(image, p.position, p.quaternion, p.covariance, K=K))
         if (i + 1) % 25 == 0:
             log(f'  refined {i + 1}/{n} frames ({time.perf_counter() - t0:.0f} s)')
     ok = np.array([r.refined for r in results])
