@@ -56,6 +56,7 @@ from camreloc_ros.ros.conversions import (check_compressed, check_image, compres
                                           image_to_rgb, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
+from camreloc_ros.ros.refiner_worker import RefinerWorker
 from camreloc_ros.ros.tf_io import FrameIO, TF_QOS  # noqa: F401 - TF_QOS re-exported
 
 NODE_NAME = 'camreloc'
@@ -139,6 +140,19 @@ PARAMETERS: list[Param] = [
           'pose is not published; 0 = off.', 'live', limits=(0.0, 100000.0)),
     Param('gate.max_position_std', 0.0, 'm; poses whose largest position standard '
           'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
+    Param('map', '', 'Localization map (.npz) from `camreloc map` for the .pt `model`: '
+          'poses are refined by 2D-3D matching + PnP in a worker of their own (latest frame) '
+          'and later network poses corrected by the last refinement; empty = off.'),
+    Param('refine.sync', False, 'Refine every frame before its pose is published (tests, '
+          'evaluation: live poses equal `camreloc evaluate --map`); false: the refiner takes '
+          'the latest frame in its own thread and the network answers every frame.'),
+    Param('refine.max_age', 10.0, 'Seconds (image stamps) a refinement keeps correcting '
+          'later network poses.', limits=(0.0, 3600.0)),
+    Param('refine.motion_noise', 0.1, 'Growth of the corrected covariance: position std '
+          'per metre and rotation std per radian of the network motion since the refinement.',
+          limits=(0.0, 10.0)),
+    Param('refine.min_inliers', 20, 'PnP inliers below which a refinement falls back to '
+          "the network's pose.", limits=(4, 100000)),
     Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
           limits=(0.1, 60.0)),
     Param('camera_check.fov_tolerance_deg', 5.0, 'Degrees the horizontal or vertical field '
@@ -298,6 +312,7 @@ class LocalizerNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._active = False
         self._frames: FrameIO | None = None   # TF lookups/output, Nav2 bootstrap (tf_io)
+        self._refiner: RefinerWorker | None = None   # map: PnP refinement (refiner_worker)
         super().__init__(node_name, **kwargs)
         try:
             self._declare_parameters()
@@ -436,6 +451,10 @@ class LocalizerNode(LifecycleNode):
         ents['pose_cov'] = self.create_lifecycle_publisher(
             PoseWithCovarianceStamped, 'pose_with_covariance', pose_qos)
         ents['path'] = self.create_lifecycle_publisher(Path, 'path', OUTPUT_QOS)
+        if conf['map']:   # imports torch (the map's retrieval trunk): only with a map
+            self._refiner = RefinerWorker.from_conf(self, conf, OUTPUT_QOS)
+            ents['refined_pose'] = self._refiner.publisher
+            self.get_logger().info(f'refiner: {self._refiner.describe()}')
         refused = self._frames.check_parents(wait_s=conf['transform_timeout'])
         if refused is not None:
             raise ConfigurationError(refused)
@@ -472,6 +491,8 @@ class LocalizerNode(LifecycleNode):
         self._worker = threading.Thread(target=self._worker_loop, name='camreloc_inference',
                                         daemon=True)
         self._worker.start()
+        if self._refiner is not None:
+            self._refiner.start()
         self._active = True
         self._diag_last = (time.monotonic(), self.stats.processed)
         self.get_logger().info('active: localizing')
@@ -515,6 +536,8 @@ class LocalizerNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
+        if self._refiner is not None:
+            self._refiner.stop()
 
     def _release(self) -> None:
         self._stop_worker()
@@ -534,6 +557,7 @@ class LocalizerNode(LifecycleNode):
         with self._engine_lock:
             self.engine = None
             self.gate.reset()
+        self._refiner = None
 
     # ---- callbacks (executor thread): cheap -------------------------------------------
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -585,6 +609,8 @@ class LocalizerNode(LifecycleNode):
                 return response
             self.engine.reset()
             self.gate.reset()
+        if self._refiner is not None:
+            self._refiner.corrector.reset()
         response.success, response.message = True, 'temporal window and gate cleared'
         self.get_logger().info('reset: temporal window and gate cleared')
         return response
@@ -625,6 +651,9 @@ class LocalizerNode(LifecycleNode):
             if self.engine is None:
                 return
             pred = self.engine.predict(rgb, stamp)
+        refiner = self._refiner
+        if refiner is not None:   # the camera pose, refined or corrected by the last refinement
+            pred = refiner.process(rgb, msg.header, pred)
         frames = self._frames
         base = frames.to_base(msg.header, pred) if frames is not None else None
         if base is None:   # camera extrinsics missing at this stamp: counted as tf_missing
@@ -703,6 +732,8 @@ class LocalizerNode(LifecycleNode):
         if self._frames is not None:
             values.update(self._frames.diagnostics())   # tf_mode, tf_missing, tf_refused ...
         values.update(self.health.values())   # last_image_age_s, configure_error
+        if self._refiner is not None:
+            values.update(self._refiner.diagnostics())   # refine_rate_hz, refine_last_age_s ...
         if check is not None:
             values.update(check.values())
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]

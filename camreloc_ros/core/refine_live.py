@@ -1,0 +1,138 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Carry the last PnP refinement forward onto later network poses (live, ROS-free).
+
+The refiner (:mod:`camreloc_ros.core.refine`) is much slower than the pose network, so live
+it finishes every few frames. Between refinements the network's error is mostly a slowly
+varying bias; its *relative* motion over a short time is far better than its absolute pose.
+:class:`PoseCorrector` keeps the last refinement ``T_ref`` (camera-to-world) with the
+network's pose ``T_net_ref`` of that same frame, and corrects a later network pose by the
+network's motion since then::
+
+    T_corrected = T_ref @ inv(T_net_ref) @ T_net_now
+
+A pure network drift (``T_net = D @ T_true`` with the same ``D`` at both frames) is then
+removed exactly. Covariance (same convention as the network's: position, then rotation about
+the world axes, first order):
+
+* the refinement's covariance carried through the composition: a rotation error ``dtheta``
+  of ``T_ref`` moves the corrected position by ``-[d]x dtheta``, ``d`` the world
+  displacement from the refined to the corrected camera centre, so
+  ``Sigma = J Sigma_ref J^T`` with ``J = [[I, -[d]x], [0, I]]``;
+* plus an isotropic motion term for the error of the network's relative motion:
+  position std ``motion_noise * |d|`` (m) and rotation std ``motion_noise * angle`` (rad),
+  ``angle`` the network's relative rotation.
+
+A correction expires ``max_age`` seconds (image stamps) after the refined frame, and never
+applies to a frame stamped before it: then the network's pose passes unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import threading
+
+import numpy as np
+
+from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_rad,
+                                        pose_from_matrix)
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """The cross-product matrix ``[v]x``."""
+    x, y, z = (float(c) for c in v)
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def compose_correction(ref_position: np.ndarray, ref_quaternion: np.ndarray,
+                       ref_covariance: np.ndarray, net_ref_position: np.ndarray,
+                       net_ref_quaternion: np.ndarray, net_position: np.ndarray,
+                       net_quaternion: np.ndarray, motion_noise: float = 0.1
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``T_ref @ inv(T_net_ref) @ T_net`` -> (position, quaternion x y z w, 6x6 covariance)."""
+    T_ref = matrix_from_pose(ref_position, ref_quaternion)
+    T_net_ref = matrix_from_pose(net_ref_position, net_ref_quaternion)
+    T_net = matrix_from_pose(net_position, net_quaternion)
+    T = T_ref @ np.linalg.inv(T_net_ref) @ T_net
+    position, quaternion = pose_from_matrix(T)
+    d = position - np.asarray(ref_position, np.float64)
+    J = np.eye(6)
+    J[:3, 3:] = -skew(d)
+    cov = J @ np.asarray(ref_covariance, np.float64) @ J.T
+    angle = float(orientation_error_rad(net_quaternion, net_ref_quaternion))
+    cov[:3, :3] += np.eye(3) * (motion_noise * float(np.linalg.norm(d))) ** 2
+    cov[3:, 3:] += np.eye(3) * (motion_noise * angle) ** 2
+    return position, quaternion, 0.5 * (cov + cov.T)
+
+
+@dataclass
+class Correction:
+    """A corrected pose; ``age`` seconds after the refined frame it comes from."""
+
+    position: np.ndarray
+    quaternion: np.ndarray
+    covariance: np.ndarray
+    age: float
+
+
+class PoseCorrector:
+    """The last refinement and the network's pose of its frame; corrects later network poses.
+
+    Thread-safe: the refiner's worker calls :meth:`update`, the network's worker
+    :meth:`correct`.
+    """
+
+    def __init__(self, max_age: float = 10.0, motion_noise: float = 0.1):
+        self.max_age = float(max_age)
+        self.motion_noise = float(motion_noise)
+        self._lock = threading.Lock()
+        self._ref: tuple | None = None
+
+    def reset(self) -> None:
+        """Forget the refinement (``~/reset``, a kidnapped robot)."""
+        with self._lock:
+            self._ref = None
+
+    @property
+    def stamp(self) -> float | None:
+        """Image stamp (s) of the refinement in use; None without one."""
+        ref = self._ref
+        return None if ref is None else ref[0]
+
+    def update(self, stamp: float, position: np.ndarray, quaternion: np.ndarray,
+               covariance: np.ndarray, net_position: np.ndarray,
+               net_quaternion: np.ndarray) -> None:
+        """Use the refined camera pose of the frame stamped ``stamp`` (network pose beside)."""
+        ref = (float(stamp), np.array(position, np.float64), np.array(quaternion, np.float64),
+               np.array(covariance, np.float64), np.array(net_position, np.float64),
+               np.array(net_quaternion, np.float64))
+        with self._lock:
+            if self._ref is None or ref[0] >= self._ref[0]:   # never go back to an older one
+                self._ref = ref
+
+    def correct(self, stamp: float, position: np.ndarray, quaternion: np.ndarray
+                ) -> Correction | None:
+        """The corrected pose of a network pose stamped ``stamp``; None: none applies."""
+        with self._lock:
+            ref = self._ref
+        if ref is None:
+            return None
+        ref_stamp, r_pos, r_quat, r_cov, n_pos, n_quat = ref
+        age = float(stamp) - ref_stamp
+        if age < 0 or age > self.max_age:
+            return None
+        pos, quat, cov = compose_correction(r_pos, r_quat, r_cov, n_pos, n_quat, position,
+                                            quaternion, self.motion_noise)
+        return Correction(pos, quat, cov, age)

@@ -1,0 +1,219 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The live node's PnP refiner: its own thread, the latest frame only, corrections after.
+
+With a ``map`` parameter the localizer runs :class:`~camreloc_ros.core.refine.Refiner` next
+to the network. The network still answers every frame; after each one its worker hands the
+frame (image, stamp, the network's camera pose) to this worker, which keeps only the newest
+(older waiting frames are dropped: latest-frame policy) and refines at whatever rate the CPU
+allows. Each refined camera pose goes out on ``~/refined_pose`` and becomes the reference of
+a :class:`~camreloc_ros.core.refine_live.PoseCorrector`, which corrects every later network
+pose by the network's own motion since the refined frame, before the node turns it into
+base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
+
+``refine.sync`` refines every frame in the network's worker before its pose is published
+(tests, evaluation): each published pose is then that frame's refinement (or the network's
+pose where it fell back), as ``camreloc evaluate --map`` computes it offline.
+
+The refiner imports torch (its retrieval descriptor is the checkpoint's trunk), so this
+module imports :mod:`camreloc_ros.core.refine` only when a map is configured: the ONNX-only
+node stays torch-free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from typing import Any
+
+from geometry_msgs.msg import PoseWithCovarianceStamped
+import numpy as np
+from std_msgs.msg import Header
+
+from camreloc_ros.core.engine import Prediction
+from camreloc_ros.core.refine_live import PoseCorrector
+from camreloc_ros.core.runtimes import is_onnx_file
+from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
+
+LOG_PERIOD_S = 5.0
+
+
+def refiner_device(device: str) -> str:
+    """The retrieval descriptor's torch device for the node's ``device`` parameter."""
+    from camreloc_ros.core.runtimes import resolve_device
+    return str(resolve_device(device))
+
+
+class RefinerWorker:
+    """Refine the latest frame in a thread; correct the network's poses with the result."""
+
+    def __init__(self, refiner: Any, corrector: PoseCorrector, publisher: Any,
+                 map_frame: str, sync: bool, logger: Any):
+        self.refiner = refiner
+        self.corrector = corrector
+        self.publisher = publisher
+        self.map_frame = map_frame
+        self.sync = bool(sync)
+        self.logger = logger
+        self._cond = threading.Condition()
+        self._pending: tuple | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()   # counters below
+        self.refined = 0        # refinements that gave a pose
+        self.fallbacks = 0      # refinements that fell back to the network's pose
+        self.dropped = 0        # frames replaced by a newer one before the refiner took them
+        self.errors = 0
+        self.corrected = 0      # network poses corrected by a refinement
+        self.last_inliers = 0
+        self.last_reason = 'none yet'
+        self.last_seconds = math.nan
+        self.newest_stamp = math.nan   # newest network frame handed over
+        self._diag_last = (time.monotonic(), 0)
+
+    @classmethod
+    def from_conf(cls, node: Any, conf: dict, qos: Any) -> 'RefinerWorker':
+        """Load ``conf['map']`` for ``conf['model']`` and create ``~/refined_pose``.
+
+        A map of another checkpoint, a corrupt map or an ``.onnx`` model (the map is tied to
+        the ``.pt`` checkpoint whose trunk describes its images) is a clear error.
+        """
+        if is_onnx_file(conf['model']):
+            raise ValueError(f"parameter 'map' needs the .pt checkpoint the map was built for "
+                             f"(`camreloc map --model CKPT`), but 'model' is the ONNX file "
+                             f"{conf['model']!r}: set model to the .pt (runtime onnx still "
+                             'exports it for the network)')
+        from camreloc_ros.core.refine import Refiner   # torch: only when a map is set
+        refiner = Refiner.from_files(conf['map'], conf['model'],
+                                     {'min_inliers': conf['refine.min_inliers']},
+                                     device=refiner_device(conf['device']))
+        publisher = node.create_lifecycle_publisher(PoseWithCovarianceStamped,
+                                                    '~/refined_pose', qos)
+        corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'])
+        return cls(refiner, corrector, publisher, conf['map_frame'], conf['refine.sync'],
+                   node.get_logger())
+
+    def describe(self) -> str:
+        """One line for the configure log."""
+        return (f'map {self.refiner.map.path} ({self.refiner.map.describe()}), solver '
+                f'{self.refiner.solver}, {"every frame (sync)" if self.sync else "latest frame"}')
+
+    # ---- thread ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the refiner thread (activate); a no-op in sync mode."""
+        with self._cond:
+            self._pending = None
+            self._stopping = False
+        if not self.sync:
+            self._thread = threading.Thread(target=self._loop, name='camreloc_refiner',
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; a refinement in progress finishes first (deactivate, cleanup)."""
+        with self._cond:
+            self._stopping = True
+            self._pending = None
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._pending
+                self._pending = None
+            self._refine(*job)
+
+    # ---- network worker side ------------------------------------------------------------
+    def process(self, rgb: np.ndarray, header: Header, pred: Prediction) -> Prediction:
+        """Hand the frame to the refiner; return the network's camera pose, corrected.
+
+        Called by the network's worker right after the engine, before the camera pose becomes
+        base_frame's. In sync mode the frame is refined first, so its own refinement corrects
+        it (exactly: no motion since).
+        """
+        stamp = stamp_to_sec(header.stamp)
+        self.newest_stamp = stamp
+        job = (rgb, header, pred)
+        if self.sync:
+            self._refine(*job)
+        else:
+            with self._cond:
+                if self._pending is not None:
+                    with self._lock:
+                        self.dropped += 1
+                self._pending = job
+                self._cond.notify()
+        fix = self.corrector.correct(stamp, pred.position, pred.quaternion)
+        if fix is None:
+            return pred
+        with self._lock:
+            self.corrected += 1
+        return dataclasses.replace(pred, position=fix.position, quaternion=fix.quaternion,
+                                   covariance=fix.covariance)
+
+    def _refine(self, rgb: np.ndarray, header: Header, pred: Prediction) -> None:
+        try:
+            res = self.refiner.refine(rgb, pred.position, pred.quaternion, pred.covariance)
+        except Exception as exc:  # noqa: BLE001 - the refiner must outlive a bad frame
+            with self._lock:
+                self.errors += 1
+            self.logger.error(f'refinement failed: {exc!r}', throttle_duration_sec=LOG_PERIOD_S)
+            return
+        with self._lock:
+            self.last_inliers = res.inliers
+            self.last_reason = res.reason
+            self.last_seconds = float(res.times.get('total', math.nan))
+            if res.refined:
+                self.refined += 1
+            else:
+                self.fallbacks += 1
+        if not res.refined:   # the network's pose: nothing to learn, the last one stays
+            return
+        stamp = stamp_to_sec(header.stamp)
+        self.corrector.update(stamp, res.position, res.quaternion, res.covariance,
+                              pred.position, pred.quaternion)
+        self.publisher.publish(pose_with_covariance_stamped(
+            Header(stamp=header.stamp, frame_id=self.map_frame), res.position, res.quaternion,
+            res.covariance))
+
+    # ---- diagnostics ----------------------------------------------------------------------
+    def diagnostics(self) -> dict:
+        """``refine_*`` values for /diagnostics (rate over the last diagnostics period)."""
+        now = time.monotonic()
+        with self._lock:
+            done = self.refined + self.fallbacks
+            values = {'refine_refined': self.refined, 'refine_fallbacks': self.fallbacks,
+                      'refine_dropped_frames': self.dropped, 'refine_errors': self.errors,
+                      'refine_corrected_poses': self.corrected,
+                      'refine_last_inliers': self.last_inliers,
+                      'refine_last_reason': self.last_reason,
+                      'refine_last_ms': f'{self.last_seconds * 1000:.0f}'}
+        last_time, last_done = self._diag_last
+        self._diag_last = (now, done)
+        values['refine_rate_hz'] = f'{(done - last_done) / max(now - last_time, 1e-6):.2f}'
+        ref = self.corrector.stamp
+        age = math.nan if ref is None else self.newest_stamp - ref
+        values['refine_last_age_s'] = 'none' if math.isnan(age) else f'{age:.2f}'
+        values['refine_map'] = str(self.refiner.map.path)
+        return values

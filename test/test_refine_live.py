@@ -1,0 +1,216 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Live refinement: the pose corrector (ROS-free) and the node's ``map`` over real rclpy.
+
+The node test builds a small triangulated map of 40 HoloLens frames for a real lite0
+checkpoint and checks that, with ``refine.sync``, the live ``~/refined_pose`` equals
+:meth:`Refiner.refine` run offline on the same images with the same network prior.
+"""
+
+import threading
+
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from ros_env import RosHarness, ros_environment
+
+from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.transforms import read_rgb
+from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_deg,
+                                        pose_from_matrix, quat_from_rotvec)
+from camreloc_ros.core.refine_live import compose_correction, PoseCorrector
+from camreloc_ros.tools.common import shared_data_dir
+
+DOMAIN_ID = 230
+TIMEOUT_S = 60.0
+HOLO = shared_data_dir() / 'hololens-office'
+
+
+def _pose(rng) -> tuple[np.ndarray, np.ndarray]:
+    return rng.normal(size=3), quat_from_rotvec(rng.normal(size=3) * 0.5)
+
+
+# ---------------------------------------------------------------------------- core
+
+def test_correction_removes_a_pure_network_drift_exactly():
+    """T_net = D @ T_true at both frames: the corrected pose is the true one (1e-9)."""
+    rng = np.random.default_rng(0)
+    D = matrix_from_pose(*_pose(rng))                      # the network's bias, any rigid
+    for _ in range(20):
+        T_ref = matrix_from_pose(*_pose(rng))              # true = refined pose at the ref
+        T_now = matrix_from_pose(*_pose(rng))              # true pose later
+        net_ref, net_now = D @ T_ref, D @ T_now
+        pos, quat, cov = compose_correction(
+            *pose_from_matrix(T_ref), np.eye(6) * 1e-4, *pose_from_matrix(net_ref),
+            *pose_from_matrix(net_now))
+        true_pos, true_quat = pose_from_matrix(T_now)
+        np.testing.assert_allclose(pos, true_pos, atol=1e-9)
+        assert orientation_error_deg(quat, true_quat) < 1e-6
+        assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+
+
+def test_covariance_carries_the_refinement_and_grows_with_motion():
+    """At the refined frame: the refinement's covariance; further away: larger, with the
+    rotation uncertainty turned into position uncertainty through the lever arm."""
+    ref_pos, ref_quat = np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0])
+    ref_cov = np.diag([1e-4, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6])
+    pos, quat, cov = compose_correction(ref_pos, ref_quat, ref_cov, ref_pos, ref_quat,
+                                        ref_pos, ref_quat, 0.1)
+    np.testing.assert_allclose(cov, ref_cov, atol=1e-15)
+    np.testing.assert_allclose(pos, ref_pos, atol=1e-15)
+    moved = np.array([2.0, 0.0, 0.0])                      # the network moved 2 m along x
+    pos, _, cov = compose_correction(ref_pos, ref_quat, ref_cov, ref_pos, ref_quat, moved,
+                                     ref_quat, 0.1)
+    np.testing.assert_allclose(pos, moved, atol=1e-12)
+    # x: only the motion term; y, z: + (2 m * 1e-3 rad)^2 from the rotation about z / y
+    np.testing.assert_allclose(cov[0, 0], 1e-4 + 0.2 ** 2)
+    np.testing.assert_allclose(cov[1, 1], 1e-4 + 0.2 ** 2 + 4 * 1e-6)
+    np.testing.assert_allclose(cov[3:, 3:], ref_cov[3:, 3:])   # no rotation: no growth
+
+
+def test_corrector_expires_and_never_applies_before_its_frame():
+    rng = np.random.default_rng(1)
+    corrector = PoseCorrector(max_age=2.0, motion_noise=0.1)
+    net_pos, net_quat = _pose(rng)
+    assert corrector.correct(10.0, net_pos, net_quat) is None   # nothing yet
+    ref_pos, ref_quat = _pose(rng)
+    corrector.update(10.0, ref_pos, ref_quat, np.eye(6) * 1e-4, net_pos, net_quat)
+    fix = corrector.correct(10.0, net_pos, net_quat)
+    np.testing.assert_allclose(fix.position, ref_pos, atol=1e-12)
+    assert fix.age == 0.0
+    assert corrector.correct(11.5, net_pos, net_quat).age == 1.5
+    assert corrector.correct(12.5, net_pos, net_quat) is None   # expired
+    assert corrector.correct(9.0, net_pos, net_quat) is None    # before the refined frame
+    corrector.update(5.0, net_pos, net_quat, np.eye(6), net_pos, net_quat)   # older: ignored
+    assert corrector.stamp == 10.0
+    corrector.reset()
+    assert corrector.stamp is None and corrector.correct(10.0, net_pos, net_quat) is None
+
+
+# ---------------------------------------------------------------------------- node
+
+@pytest.fixture(scope='module')
+def map_setup(tmp_path_factory):
+    """A lite0 checkpoint and a triangulated map of 40 walk frames tied to it; 4 queries."""
+    from camreloc_ros.core.mapping import file_sha256, GlobalDescriptor, save_map
+    from camreloc_ros.core.mapping.build import build_map
+    from camreloc_ros.core.models.pose_model import build_model
+
+    d = tmp_path_factory.mktemp('refine_live')
+    dataset = read_dataset(HOLO, 'posed')
+    frames = dataset.frames[:48]
+    queries = [f for f in frames if f.index in (12, 20, 28, 36)]
+    train = [f for f in frames if f not in queries][:40]
+    pos = np.stack([f.pose_c2w[:3, 3] for f in train])
+    model = build_model('posenet', head={'width': 64})
+    model.set_pose_stats(pos.mean(axis=0), max(float(np.linalg.norm(pos.std(axis=0))), 0.1))
+    ckpt = model.save_checkpoint(d / 'model.pt', extra={'data': {'format': 'posed'}})
+    meta = {'checkpoint': {'path': str(ckpt.resolve()), 'sha256': file_sha256(ckpt)}}
+    lmap = build_map(train, dataset.intrinsics, GlobalDescriptor(model),
+                     {'sift': {'max_keypoints': 1024}}, meta=meta, log=lambda s: None)
+    path = save_map(lmap, d / 'map.npz')
+    return ckpt, path, queries
+
+
+def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
+    """refine.sync: ~/refined_pose == Refiner.refine offline on the same frames and prior;
+    the pose topic carries the refinement too; diagnostics report the refiner."""
+    from camreloc_ros.core.engine import InferenceEngine
+    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
+    from camreloc_ros.ros.localizer_node import LocalizerNode
+
+    ckpt, map_path, queries = map_setup
+    images = [read_rgb(f.image_path) for f in queries]
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime='torch', device='cpu')
+    refiner = Refiner.from_files(map_path, ckpt)
+    offline = []
+    for image in images:
+        pred = engine.predict(image)
+        offline.append(refiner.refine(image, pred.position, pred.quaternion, pred.covariance))
+    assert sum(r.refined for r in offline) >= 2, [r.reason for r in offline]
+
+    with ros_environment(DOMAIN_ID, tmp_path / 'ros_log'):
+        ros = RosHarness(DOMAIN_ID)
+        node = None
+        try:
+            lock = threading.Lock()
+            refined, poses, diags = {}, {}, []
+
+            def keep(store):
+                def callback(msg):
+                    with lock:
+                        store[stamp_to_ns(msg.header.stamp)] = msg
+                return callback
+            ros.node.create_subscription(PoseWithCovarianceStamped, '/live/camreloc/refined_pose',
+                                         keep(refined), 10)
+            ros.node.create_subscription(PoseStamped, '/live/pose', keep(poses), 10)
+            ros.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+            params = {'model': str(ckpt), 'map': str(map_path), 'runtime': 'torch',
+                      'device': 'cpu', 'refine.sync': True,
+                      'qos.reliability': 'reliable', 'diagnostics_period': 0.2}
+            node = ros.add(LocalizerNode(
+                namespace='live', context=ros.context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
+            assert node.is_active, 'the node with a map did not activate'
+            from sensor_msgs.msg import Image
+            pub = ros.node.create_publisher(Image, '/live/image', 10)
+            assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
+            stamps = []
+            for k, image in enumerate(images):
+                msg = rgb_to_image(image, 'rgb8')
+                msg.header.stamp = sec_to_stamp(100.0 + 0.1 * k)
+                key = stamp_to_ns(msg.header.stamp)
+                stamps.append(key)
+                pub.publish(msg)
+                assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose for frame {k}'
+            for key, res in zip(stamps, offline):
+                pose = poses[key].pose
+                got = [pose.position.x, pose.position.y, pose.position.z]
+                if not res.refined:   # fallback: no refined_pose, the network's pose
+                    assert key not in refined
+                    continue
+                assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
+                msg = refined[key]
+                assert msg.header.frame_id == 'map'
+                p, q = msg.pose.pose.position, msg.pose.pose.orientation
+                np.testing.assert_allclose([p.x, p.y, p.z], res.position, atol=1e-6)
+                np.testing.assert_allclose([q.x, q.y, q.z, q.w], res.quaternion, atol=1e-6)
+                cov = np.asarray(msg.pose.covariance).reshape(6, 6)
+                np.testing.assert_allclose(cov, res.covariance, rtol=1e-6, atol=1e-12)
+                # the published pose of that frame is its own refinement (no motion since)
+                np.testing.assert_allclose(got, res.position, atol=1e-6)
+
+            def refiner_diag():
+                for arr in list(diags):
+                    for status in arr.status:
+                        values = {v.key: v.value for v in status.values}
+                        if status.name.startswith('live/camreloc') and \
+                                values.get('refine_refined') == str(sum(r.refined
+                                                                        for r in offline)):
+                            return values
+                return None
+            assert ros.wait_for(refiner_diag, TIMEOUT_S), 'no refiner values in diagnostics'
+            values = refiner_diag()
+            assert values['refine_fallbacks'] == str(sum(not r.refined for r in offline))
+            assert values['refine_map'] == str(map_path)
+            for key in ('refine_rate_hz', 'refine_last_inliers', 'refine_last_age_s'):
+                assert key in values
+        finally:
+            if node is not None:
+                ros.remove(node)
+            ros.shutdown()
