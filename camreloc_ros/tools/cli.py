@@ -98,7 +98,7 @@ def node_help(parameters: list) -> str:
 
 
 def subcommand_parser(name: str) -> argparse.ArgumentParser:
-    """The options of ``camreloc NAME`` (imports the tool's module, never torch itself)."""
+    """Build the options of ``camreloc NAME`` (imports the tool's module, not torch itself)."""
     sub = argparse.ArgumentParser(prog=f'camreloc {name}', description=SUBCOMMANDS[name][1])
     _add_verbosity(sub)
     importlib.import_module(SUBCOMMANDS[name][0]).add_arguments(sub)

@@ -83,7 +83,7 @@ def iter_images(bag: Bag, scan: BagScan, indices: Iterable[int] | None = None
 def decoded_images(bag: Bag, scan: BagScan, indices: Sequence[int],
                    on_error: Callable[[int, BagMessage, str], np.ndarray] | None = None
                    ) -> Iterator[np.ndarray]:
-    """The wanted images (``indices``, in bag order) decoded to RGB, one at a time.
+    """Decode the wanted images (``indices``, in bag order) to RGB, one at a time.
 
     Streams a bag into :meth:`InferenceEngine.predict_frames` (batch by batch, never all
     images in memory). An image that does not decode raises :class:`BagDamagedError`, or
