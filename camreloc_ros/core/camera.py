@@ -47,9 +47,9 @@ def camera_record(dataset: Any, intrinsics: Any = None) -> dict | None:
                 for k in KEYS}
     if not frames:
         return None
-    from camreloc_ros.core.data.datasets import _image_size
+    from camreloc_ros.core.data.readers import image_size
 
-    width, height = _image_size(frames[0].image_path)
+    width, height = image_size(frames[0].image_path)
     return {'width': int(width), 'height': int(height)}
 
 
