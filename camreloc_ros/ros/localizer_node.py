@@ -57,7 +57,8 @@ from camreloc_ros.ros.conversions import (check_compressed, check_image, compres
                                           pose_with_covariance_stamped, stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
 from camreloc_ros.ros.refiner_worker import RefinerWorker
-from camreloc_ros.ros.tf_io import FrameIO, TF_QOS  # noqa: F401 - TF_QOS re-exported
+from camreloc_ros.ros.frame_io import FrameIO
+from camreloc_ros.ros.tf_io import TF_QOS  # noqa: F401 - re-exported
 
 NODE_NAME = 'camreloc'
 
