@@ -214,3 +214,47 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
             if node is not None:
                 ros.remove(node)
             ros.shutdown()
+
+
+# ---------------------------------------------------------------------------- bag-eval --map
+
+def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):
+    """``bag-eval --map``: evaluate --map's rows, refined poses equal to the offline refiner
+    on the bag's images with the network's priors; a bad map is refused before any work."""
+    import json
+
+    from camreloc_ros.core.engine import InferenceEngine
+    from camreloc_ros.core.evaluation import load_per_frame
+    from camreloc_ros.core.mapping import MapError
+    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.tools import bag_eval, bag_from_dataset
+
+    ckpt, map_path, _ = map_setup
+    bag = bag_from_dataset.main({'format': 'posed', 'limit': 5},
+                                {'data': HOLO, 'out': tmp_path / 'bag'})
+    conf = {'image_topic': '/camera/image_raw', 'gt_topic': '/ground_truth/pose',
+            'device': 'cpu'}
+    with pytest.raises(MapError, match='does not exist'):
+        bag_eval.main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': tmp_path / 'bad',
+                             'map': tmp_path / 'missing.npz'})
+    assert not (tmp_path / 'bad').exists()
+    out = bag_eval.main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': tmp_path / 'ev',
+                               'map': map_path})
+    text = (out / 'map_results.md').read_text()
+    for row in ('network (APR)', 'retrieval top-1', 'oracle: nearest training pose',
+                'refined (network where it falls back)'):
+        assert row in text
+    assert 'network beats retrieval:' in text and 'fell back' in text
+    summary = json.loads((out / 'map_summary.json').read_text())
+    assert abs(summary['shares']['refined'] + summary['shares']['fallback'] - 1.0) < 1e-9
+    assert len((out / 'refine_per_frame.txt').read_text().splitlines()) == 1 + 5
+    # the same refinement offline: images of the dataset, the network's priors
+    frames = read_dataset(HOLO, 'posed').frames[:5]
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime='torch', device='cpu')
+    refiner = Refiner.from_files(map_path, ckpt)
+    got = load_per_frame(out / 'refined' / 'per_frame.txt')
+    for k, frame in enumerate(frames):
+        image = read_rgb(frame.image_path)
+        pred = engine.predict(image)
+        res = refiner.refine(image, pred.position, pred.quaternion, pred.covariance)
+        np.testing.assert_allclose(got['position'][k], res.position, atol=1e-5)

@@ -85,6 +85,7 @@ default_conf = {
     'wait_node': 60.0,         # s to wait for the node's subscription
     'pose_timeout': 10.0,      # s to wait for each pose (lockstep) and for the last ones
     'reset_service': None,     # node's ~/reset before playing; None: next to pose_topic
+    'refine': None,            # with paths['map']: Refiner settings (core.refine.default_conf)
 }
 
 
@@ -210,7 +211,38 @@ def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int]
     return path
 
 
-def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tuple[dict, dict]:
+def camera_matrix(bag: Bag, image_topic: str) -> np.ndarray | None:
+    """K of the bag's CameraInfo beside ``image_topic`` (else its only one), or None."""
+    infos = [t for t, i in bag.topics.items() if i.msgtype == 'sensor_msgs/msg/CameraInfo']
+    base = image_topic.rsplit('/compressed', 1)[0].rsplit('/', 1)[0]
+    near = [t for t in infos if t.rsplit('/', 1)[0] == base]
+    topic = near[0] if near else (infos[0] if len(infos) == 1 else None)
+    if topic is None:
+        return None
+    for msg in bag.messages([topic]):
+        K = np.asarray(bag.deserialize(msg).k, np.float64).reshape(3, 3)
+        return K if K[0, 0] > 0 and K[1, 1] > 0 else None
+    return None
+
+
+def _refine_bag(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path, lmap,
+                scored: list[int], preds: list[Prediction], title: str) -> dict:
+    """``--map``: the table of ``evaluate --map`` (:func:`camreloc_ros.tools.map.evaluate_map`)."""
+    from camreloc_ros.tools import map as map_tool
+
+    K = camera_matrix(bag, scan.image_topic)
+    logger.info(f'refining {len(scored)} images against {lmap.path} ({lmap.describe()}); '
+                + ("intrinsics from the bag's CameraInfo" if K is not None else
+                   "no CameraInfo in the bag: the map's camera, scaled to the image size"))
+    idx = np.asarray(scored, int)
+    return map_tool.evaluate_map(
+        lmap, ckpt, decoded_images(bag, scan, scored), scan.names(scored),
+        [int(s) / NS for s in scan.stamps_ns[idx]], preds, scan.gt_pos[idx], scan.gt_quat[idx],
+        out, title, conf['refine'], {'bag': str(scan.path)}, log=logger.info, K=K)
+
+
+def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
+             lmap=None) -> tuple[dict, dict]:
     engine = InferenceEngine.from_checkpoint(ckpt, runtime=conf['runtime'], device=conf['device'],
                                              max_gap=conf['max_gap'])
     scored = np.flatnonzero(scan.gt_ok).tolist()
@@ -242,6 +274,8 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path) -> tupl
     var = np.stack([np.diag(p.covariance) for p in chosen])
     title = conf['title'] or f'{ckpt.stem} {scan.path.name}'
     summary = _score(out, scan, scored, pos, quat, var, title)
+    if lmap is not None:
+        _refine_bag(conf, bag, scan, ckpt, out, lmap, scored, chosen, title)
     rate = len(infer) / max(seconds, 1e-9)
     extra = {'mode': 'offline', 'checkpoint': str(ckpt), 'scored': len(scored),
              'inferred': len(infer), 'seconds': seconds, 'frames_per_s': rate}
@@ -428,6 +462,12 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
     else:
         out = bag_path.resolve().parent / f'{Path(name).stem}_live_eval'
     check_outputs(conf, bag_path, ckpt, out)
+    lmap = None
+    if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
+        if ckpt is None:
+            raise ValueError('--map needs --model CKPT (the checkpoint the map was built for)')
+        from camreloc_ros.tools import map as map_tool
+        lmap = map_tool.open_map(paths['map'], ckpt)
     rows, positions = {}, {}
     with Bag(bag_path) as bag:
         scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
@@ -436,7 +476,8 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
         _report(scan)
         both = ckpt is not None and conf['live']
         if ckpt is not None:
-            summary, res = _offline(conf, bag, scan, ckpt, out / 'offline' if both else out)
+            summary, res = _offline(conf, bag, scan, ckpt, out / 'offline' if both else out,
+                                    lmap)
             rows['offline' if both else res['title']] = summary
             positions['offline'] = res['positions']
         if conf['live']:
@@ -494,6 +535,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='storage of --write-bag (default mcap)')
     parser.add_argument('--with-images', action='store_true',
                         help='copy the images into --write-bag too')
+    parser.add_argument('--map', type=Path, default=None,
+                        help='localization map (camreloc map) of --model: also score '
+                        'retrieval, the oracle and PnP-refined poses, as evaluate --map')
     live = parser.add_argument_group('live (a localizer node must be running)')
     live.add_argument('--live', action='store_true',
                       help='play the images to the running node and score its poses')
@@ -528,7 +572,8 @@ def from_args(args: argparse.Namespace) -> Path:
             'rate_factor': args.rate_factor, 'max_idle': args.max_idle,
             'lockstep': not args.no_lockstep, 'wait_node': args.wait_node,
             'pose_timeout': args.pose_timeout, 'reset_service': args.reset_service}
-    return main(conf, {'bag': args.bag, 'checkpoint': args.model, 'out': args.out})
+    return main(conf, {'bag': args.bag, 'checkpoint': args.model, 'out': args.out,
+                       'map': args.map})
 
 
 # ----------------------------------------------------------------------------- demo
