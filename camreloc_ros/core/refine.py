@@ -84,7 +84,7 @@ class Refinement:
 
 def pose_neighbours(poses_c2w: np.ndarray, position: np.ndarray, quaternion: np.ndarray,
                     k: int) -> np.ndarray:
-    """Indices of the ``k`` poses nearest to a pose (metres + degrees / 10, as the oracle)."""
+    """Return the ``k`` poses nearest to a pose (metres + degrees / 10, as the oracle)."""
     if k <= 0:
         return np.zeros(0, np.int64)
     quats = matrix_to_quat(poses_c2w[:, :3, :3])
@@ -258,7 +258,7 @@ class Refiner:
         return order, sim[order]
 
     def intrinsics_for(self, width: int, height: int) -> np.ndarray:
-        """The map camera's K for a query of this size (the training camera, rescaled)."""
+        """Return the map camera's K for a query of this size (rescaled training camera)."""
         K = self.map.K[0].copy()
         w0, h0 = self.map.image_size[0]
         if (width, height) != (int(w0), int(h0)):

@@ -59,7 +59,7 @@ default_conf = {
 
 
 def train_frames(data, fmt: str | None, extra: dict, conf: dict) -> tuple:
-    """The checkpoint's training frames of ``data``: (dataset, frames, format, block, every)."""
+    """Return the checkpoint's training frames: (dataset, frames, format, block, every)."""
     fmt = fmt or (extra.get('data') or {}).get('format')
     if fmt is None:
         raise ValueError(f'dataset format not given and not stored in the checkpoint; pass '

@@ -171,8 +171,11 @@ def _dlt(track: np.ndarray, img: np.ndarray, xn: np.ndarray, R: np.ndarray, t: n
 def triangulate(keypoints: Sequence[np.ndarray], descriptors: Sequence[np.ndarray],
                 poses_c2w: np.ndarray, K: np.ndarray, conf: dict,
                 log: Callable[[str], None] = print) -> tuple[list, np.ndarray, np.ndarray, dict]:
-    """Triangulate tracks of matched keypoints; returns per-image ``(kp_idx, point_idx)``,
-    points ``(P, 3)``, their mean reprojection errors ``(P,)`` and statistics."""
+    """Triangulate tracks of matched keypoints.
+
+    Returns per-image ``(kp_idx, point_idx)``, points ``(P, 3)``, their mean reprojection
+    errors ``(P,)`` and statistics.
+    """
     n = len(keypoints)
     R, t = _w2c(poses_c2w)
     offsets = np.r_[0, np.cumsum([len(k) for k in keypoints])].astype(np.int64)

@@ -45,7 +45,7 @@ class GlobalDescriptor:
         self.dim = int(model.backbone.out_channels)
 
     def conf(self) -> dict:
-        """What identifies these descriptors (stored in the map)."""
+        """Return what identifies these descriptors (stored in the map)."""
         return {'pooling': 'gem', 'p': self.p, 'input_shorter_side': self.size,
                 'backbone': self.backbone.name, 'dim': self.dim}
 
