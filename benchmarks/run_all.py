@@ -14,7 +14,8 @@
 
 """``make bench``: every speed benchmark in turn, each printing its markdown table.
 
-Accuracy is separate (``make accuracy``): it trains several models and takes longer.
+Accuracy is separate (``make accuracy``): it trains several models and takes longer; so does
+``default_stages.py`` (accuracy and time of 1, 2 and 3 trainable stages, run by hand).
 """
 
 from pathlib import Path
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ('forward time per backbone', ['forward.py']),
     ('frozen-feature cache', ['feature_cache.py']),
+    ('training input pipeline, 0/1/2 workers', ['input_pipeline.py']),
     ('runtimes (eager, ONNX Runtime, ...)', ['runtimes.py']),
     ('live node', ['live_node.py']),
     ('bag-eval vs evaluate', ['bag_eval.py']),

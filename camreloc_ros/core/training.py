@@ -58,7 +58,7 @@ default_conf = {
     'model': model_default_conf,
     'loss': {'name': 'qeh', 'p': 1, 's_pos_init': 0.0, 's_rot_init': -3.0, 'beta': 500.0},
     'train': {
-        'epochs': 60,
+        'epochs': 40,
         'batch_size': 32,
         'lr': 2e-4,
         'betas': [0.9, 0.999],

