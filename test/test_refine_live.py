@@ -258,3 +258,77 @@ def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):
         pred = engine.predict(image)
         res = refiner.refine(image, pred.position, pred.quaternion, pred.covariance)
         np.testing.assert_allclose(got['position'][k], res.position, atol=1e-5)
+
+
+def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
+    """refine.sync false: the refiner runs in its own thread; once its refinement of frame A
+    is out, frame B's published pose is T_ref(A) inv(T_net(A)) T_net(B)."""
+    from sensor_msgs.msg import Image
+
+    from camreloc_ros.core.engine import InferenceEngine
+    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
+    from camreloc_ros.ros.localizer_node import LocalizerNode
+
+    ckpt, map_path, queries = map_setup
+    images = [read_rgb(f.image_path) for f in queries]
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime='torch', device='cpu')
+    refiner = Refiner.from_files(map_path, ckpt)
+    nets = [engine.predict(image) for image in images]
+    a = next(k for k, (im, p) in enumerate(zip(images, nets))
+             if refiner.refine(im, p.position, p.quaternion, p.covariance).refined)
+    b = (a + 1) % len(images)
+    ref = refiner.refine(images[a], nets[a].position, nets[a].quaternion, nets[a].covariance)
+    expected = compose_correction(ref.position, ref.quaternion, ref.covariance,
+                                  nets[a].position, nets[a].quaternion, nets[b].position,
+                                  nets[b].quaternion, 0.1)
+    domain = DOMAIN_ID + 1
+    with ros_environment(domain, tmp_path / 'ros_log'):
+        ros = RosHarness(domain)
+        node = None
+        try:
+            lock = threading.Lock()
+            refined, poses = {}, {}
+
+            def keep(store):
+                def callback(msg):
+                    with lock:
+                        store[stamp_to_ns(msg.header.stamp)] = msg
+                return callback
+            ros.node.create_subscription(PoseWithCovarianceStamped,
+                                         '/async/camreloc/refined_pose', keep(refined), 10)
+            ros.node.create_subscription(PoseWithCovarianceStamped,
+                                         '/async/pose_with_covariance', keep(poses), 10)
+            params = {'model': str(ckpt), 'map': str(map_path), 'runtime': 'torch',
+                      'device': 'cpu', 'qos.reliability': 'reliable'}
+            node = ros.add(LocalizerNode(
+                namespace='async', context=ros.context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
+            assert node.is_active
+            pub = ros.node.create_publisher(Image, '/async/image', 10)
+            assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
+
+            def send(k, stamp):
+                msg = rgb_to_image(images[k], 'rgb8')
+                msg.header.stamp = sec_to_stamp(stamp)
+                key = stamp_to_ns(msg.header.stamp)
+                pub.publish(msg)
+                assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose for {k}'
+                return key
+            key_a = send(a, 200.0)
+            p = poses[key_a].pose.pose.position   # no refinement yet: the network's pose
+            np.testing.assert_allclose([p.x, p.y, p.z], nets[a].position, atol=1e-4)
+            assert ros.wait_for(lambda: key_a in refined, TIMEOUT_S), 'no refinement of A'
+            key_b = send(b, 200.5)
+            msg = poses[key_b].pose
+            p, q = msg.pose.position, msg.pose.orientation
+            np.testing.assert_allclose([p.x, p.y, p.z], expected[0], atol=1e-4)
+            np.testing.assert_allclose([q.x, q.y, q.z, q.w], expected[1], atol=1e-4)
+            np.testing.assert_allclose(np.asarray(msg.covariance).reshape(6, 6), expected[2],
+                                       rtol=1e-3, atol=1e-9)
+            assert ros.wait_for(lambda: node._refiner.diagnostics()['refine_corrected_poses']
+                                >= 1, TIMEOUT_S)
+        finally:
+            if node is not None:
+                ros.remove(node)
+            ros.shutdown()
