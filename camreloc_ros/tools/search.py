@@ -42,7 +42,6 @@ from camreloc_ros.core.config import ConfigError, deep_update, load_yaml, merge_
     parse_overrides
 from camreloc_ros.core.data.datasets import FORMATS
 from camreloc_ros.core.io import atomic_write_text, pid_alive
-from camreloc_ros.core.training import train_conf, Trainer
 from camreloc_ros.tools.search_report import (  # noqa: F401 - re-exported
     _counts, _optuna, format_results, override_value, shown_url, trial_records, write_plots,
     write_results)
@@ -143,6 +142,8 @@ def check_space(space: dict, base: dict | None = None) -> None:
     Every choice and the ends and middle of every range go through the training config's own
     checks, so a misspelt key or a value of the wrong type is named now, not in trial 7.
     """
+    from camreloc_ros.core.training import train_conf  # torch: not for --help
+
     if not isinstance(space, dict) or not space:
         raise ValueError('the search space must be a non-empty mapping of dotted training-'
                          'config keys to distributions')
@@ -306,6 +307,8 @@ def _study_settings(conf: dict, n_train: int, n_val: int) -> dict:
 
 def main(conf: dict, paths: dict, log=print) -> Path:
     """Run (or continue) the study; ``paths``: ``data`` and ``out``; returns results.md."""
+    from camreloc_ros.core.training import train_conf, Trainer  # torch: not for --help
+
     optuna = _optuna()
     conf = _load_conf(conf)
     out = Path(paths['out'])
@@ -386,7 +389,7 @@ def main(conf: dict, paths: dict, log=print) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``camreloc search``."""
     parser.add_argument('--data', required=True, help='dataset folder')
-    parser.add_argument('--format', required=True, choices=FORMATS)
+    parser.add_argument('--format', required=True, choices=FORMATS, help='dataset layout')
     parser.add_argument('--config', help='YAML with search settings (trials, epochs, space, '
                         'base, pruner, ...)')
     parser.add_argument('--trials', type=int,
@@ -396,7 +399,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'postgresql://user:pass@host/db (default: sqlite:///OUT/search.db)')
     parser.add_argument('--study-name', help='study to create or continue '
                         f'(default {default_conf["study_name"]})')
-    parser.add_argument('--out', default='runs/search')
+    parser.add_argument('--out', default='runs/search',
+                        help='results folder (default runs/search; the sqlite study lives here)')
     parser.add_argument('overrides', nargs='*', metavar='key=value',
                         help='search-config overrides, e.g. base.train.batch_size=16')
 

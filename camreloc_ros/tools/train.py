@@ -29,13 +29,11 @@ import sys
 
 import yaml
 
-from camreloc_ros.core import distributed
 from camreloc_ros.core.camera import camera_record
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation import atomic_write_text
-from camreloc_ros.core.training import train_conf, Trainer
 
 
 class FrameSplit(tuple):
@@ -165,6 +163,9 @@ def main(conf: dict, paths: dict, resume: bool = False, log=print,
     folder (an existing run is continued only with ``resume``) and, when resuming, that
     ``last.pt`` was trained with the same model and loss. ``train_conf.yaml`` is written last.
     """
+    from camreloc_ros.core import distributed   # torch: not needed for --help
+    from camreloc_ros.core.training import train_conf, Trainer
+
     conf = train_conf(conf)
     out = Path(paths['out'])
     check_out_dir(out, resume)   # every rank, before the rendezvous: nothing written yet
@@ -230,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def conf_from_args(args: argparse.Namespace) -> dict:
     """Config file, then key=value overrides, then shortcuts."""
+    from camreloc_ros.core.training import train_conf
+
     conf = load_yaml(args.config) if args.config else {}
     shortcuts = {}
     if args.format is not None:
