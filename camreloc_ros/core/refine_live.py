@@ -51,7 +51,7 @@ from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_rad,
 
 
 def skew(v: np.ndarray) -> np.ndarray:
-    """The cross-product matrix ``[v]x``."""
+    """Return the cross-product matrix ``[v]x``."""
     x, y, z = (float(c) for c in v)
     return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
 
@@ -107,7 +107,7 @@ class PoseCorrector:
 
     @property
     def stamp(self) -> float | None:
-        """Image stamp (s) of the refinement in use; None without one."""
+        """Return the image stamp (s) of the refinement in use; None without one."""
         ref = self._ref
         return None if ref is None else ref[0]
 
@@ -124,7 +124,7 @@ class PoseCorrector:
 
     def correct(self, stamp: float, position: np.ndarray, quaternion: np.ndarray
                 ) -> Correction | None:
-        """The corrected pose of a network pose stamped ``stamp``; None: none applies."""
+        """Correct a network pose stamped ``stamp``; None when no refinement applies."""
         with self._lock:
             ref = self._ref
         if ref is None:

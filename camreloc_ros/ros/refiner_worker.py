@@ -53,7 +53,7 @@ LOG_PERIOD_S = 5.0
 
 
 def refiner_device(device: str) -> str:
-    """The retrieval descriptor's torch device for the node's ``device`` parameter."""
+    """Return the retrieval descriptor's torch device for the ``device`` parameter."""
     from camreloc_ros.core.runtimes import resolve_device
     return str(resolve_device(device))
 
@@ -199,7 +199,7 @@ class RefinerWorker:
 
     # ---- diagnostics ----------------------------------------------------------------------
     def diagnostics(self) -> dict:
-        """``refine_*`` values for /diagnostics (rate over the last diagnostics period)."""
+        """Return the ``refine_*`` values of /diagnostics (rate over the last period)."""
         now = time.monotonic()
         with self._lock:
             done = self.refined + self.fallbacks
