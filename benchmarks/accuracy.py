@@ -32,6 +32,7 @@ import json
 import os
 from pathlib import Path
 import platform
+import re
 import time
 
 import numpy as np
@@ -124,6 +125,18 @@ def baselines(device: str) -> dict:
     return rows
 
 
+def kept_sections(doc: str | Path) -> str:
+    """Sections other benchmarks keep in the same file (``<!-- name:start -->`` .. ``end``).
+
+    ``benchmarks/refine.py`` writes its "Refined poses" section into results.md between
+    such markers; rewriting the accuracy part must not delete it.
+    """
+    path = Path(doc)
+    text = path.read_text() if path.is_file() else ''
+    found = re.finditer(r'<!-- ([\w-]+):start -->.*?<!-- \1:end -->', text, flags=re.S)
+    return ''.join('\n' + m.group(0) + '\n' for m in found)
+
+
 def _fmt(value) -> str:
     return 'n/a' if value is None else f'{value:+.2f}'
 
@@ -205,7 +218,7 @@ error, what robot_localization needs):
 
 Regenerate: `make accuracy` (or `.venv/bin/python benchmarks/accuracy.py --epochs N`).
 '''
-    atomic_write_text(args.doc, doc)
+    atomic_write_text(args.doc, doc + kept_sections(args.doc))
     print('\n' + table + f'\n\nwritten to {args.doc}')
     return table
 
