@@ -107,7 +107,7 @@ class PoseCorrector:
 
     @property
     def stamp(self) -> float | None:
-        """Return the image stamp (s) of the refinement in use; None without one."""
+        """Return the image stamp, in seconds, of the refinement in use; None without one."""
         ref = self._ref
         return None if ref is None else ref[0]
 

@@ -199,7 +199,7 @@ class RefinerWorker:
 
     # ---- diagnostics ----------------------------------------------------------------------
     def diagnostics(self) -> dict:
-        """Return the ``refine_*`` values of /diagnostics (rate over the last period)."""
+        """Return the ``refine_*`` values of the node's diagnostics, rate over the last period."""
         now = time.monotonic()
         with self._lock:
             done = self.refined + self.fallbacks
