@@ -23,7 +23,8 @@ from pathlib import Path
 from camreloc_ros.tools.common import shared_data_dir
 from camreloc_ros.core.data.datasets import (
     Dataset, DatasetError, Frame, FORMATS, Intrinsics, read_dataset)
-from camreloc_ros.core.data.split import (block_split, causal_window_starts, frame_breaks,
+from camreloc_ros.core.data.split import (block_split, causal_window_groups,
+                                          causal_window_starts, frame_breaks,
                                           split_dataset, temporal_windows)
 import numpy as np
 import pytest
@@ -433,3 +434,17 @@ def test_causal_window_starts_restart_at_breaks():
     assert breaks == [True, False, False, False, True, False, True, False]
     assert causal_window_starts(breaks, 3).tolist() == [0, 0, 0, 1, 4, 4, 6, 6]
     assert causal_window_starts(breaks, 1).tolist() == list(range(8))
+
+
+def test_causal_window_groups_batch_every_frame_once():
+    breaks = [True, False, False, False, True, False, True, False]
+    lo = causal_window_starts(breaks, 3)
+    seen = []
+    for idx, gather in causal_window_groups(breaks, 3, chunk=2):
+        assert len(idx) <= 2
+        for i, g in zip(idx, gather):
+            assert g.tolist() == list(range(lo[i], i + 1))   # oldest first, frame last
+            seen.append(int(i))
+    assert sorted(seen) == list(range(8))
+    later = [int(i) for idx, _ in causal_window_groups(breaks, 3, first=5) for i in idx]
+    assert sorted(later) == [5, 6, 7]

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, TYPE_CHECKING
 
 import numpy as np
 
-from camreloc_ros.core.data.split import causal_window_starts
+from camreloc_ros.core.data.split import causal_window_groups
 from camreloc_ros.core.data.transforms import Preprocessor
 from camreloc_ros.core.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
                                         TorchRuntime)
@@ -277,17 +277,12 @@ class _CausalWindows:
         feats = np.concatenate(([self.history] if h else []) + self.feats)
         # the history starts its run; with none, the first pending frame starts one
         flags = [True] + [False] * (h - 1) + self.restarts if h else [True] + self.restarts[1:]
-        lo = causal_window_starts(flags, engine.window)
-        lengths = np.arange(len(flags)) - lo + 1
         preds: list[Prediction | None] = [None] * len(self.restarts)
-        for length in np.unique(lengths[h:]):
-            frames = h + np.flatnonzero(lengths[h:] == length)
-            for c in range(0, frames.size, HEAD_CHUNK):
-                idx = frames[c:c + HEAD_CHUNK]
-                out = engine.runtime.head(feats[lo[idx][:, None] + np.arange(length)])
-                last = {k: v[:, -1] for k, v in out.items()}
-                for g, i in enumerate(idx):
-                    preds[i - h] = engine._prediction(last, g, int(length))
+        for idx, gather in causal_window_groups(flags, engine.window, HEAD_CHUNK, first=h):
+            out = engine.runtime.head(feats[gather])
+            last = {k: v[:, -1] for k, v in out.items()}
+            for g, i in enumerate(idx):
+                preds[i - h] = engine._prediction(last, g, gather.shape[1])
         run_start = max(i for i, f in enumerate(flags) if f)
         keep = max(run_start, len(flags) - (engine.window - 1))
         self.history = feats[keep:].copy()

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
 from camreloc_ros.core.data.datasets import FORMATS
-from camreloc_ros.core.data.split import causal_window_starts, frame_breaks, temporal_windows
+from camreloc_ros.core.data.split import causal_window_groups, frame_breaks, temporal_windows
 from camreloc_ros.core.data.loading import CachedFrozen, EpochBatches, FrameImages, make_loader, \
     shard
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor
@@ -501,13 +501,13 @@ class Trainer:
 
 
 def _causal_windows(model: PoseModel, feats: torch.Tensor, frames: Sequence):
-    """Predict each frame from a window ending at it (as the live engine does)."""
-    pos, quat = [], []
-    for i, lo in enumerate(causal_window_starts(frame_breaks(frames), model.window)):
-        out = model.head_forward(feats[lo:i + 1][None])
-        pos.append(out['pos'][0, -1].cpu().numpy())
-        quat.append(out['quat'][0, -1].cpu().numpy())
-    return np.stack(pos), np.stack(quat)
+    """Predict each frame from a window ending at it, batched as the engine does offline."""
+    pos, quat = np.empty((len(frames), 3)), np.empty((len(frames), 4))
+    for idx, gather in causal_window_groups(frame_breaks(frames), model.window):
+        out = model.head_forward(feats[torch.from_numpy(gather).to(feats.device)])
+        pos[idx] = out['pos'][:, -1].cpu().numpy()
+        quat[idx] = out['quat'][:, -1].cpu().numpy()
+    return pos, quat
 
 
 def _bar(total: int, desc: str, enabled: bool):

@@ -24,7 +24,7 @@ block edges still have close training neighbours.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -117,6 +117,24 @@ def causal_window_starts(breaks: Sequence[bool], window: int) -> np.ndarray:
             start = i
         lo[i] = max(start, i - window + 1)
     return lo
+
+
+def causal_window_groups(breaks: Sequence[bool], window: int, chunk: int = 256,
+                         first: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Group frames by the length of their causal window, for batched head calls.
+
+    Yields ``(frames, gather)``: positions of up to ``chunk`` frames whose windows have the
+    same length ``L``, and the ``(len(frames), L)`` positions of those windows (oldest first,
+    the frame itself last). Frames before ``first`` only serve as history. The one batching
+    rule of the engine (offline inference) and the trainer (validation).
+    """
+    lo = causal_window_starts(breaks, window)
+    lengths = np.arange(len(lo)) - lo + 1
+    for length in np.unique(lengths[first:]):
+        frames = first + np.flatnonzero(lengths[first:] == length)
+        for c in range(0, frames.size, chunk):
+            idx = frames[c:c + chunk]
+            yield idx, lo[idx][:, None] + np.arange(length)
 
 
 def temporal_windows(frames: Sequence[Frame], window: int, stride: int = 1) -> list[list[int]]:
