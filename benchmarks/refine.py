@@ -129,11 +129,17 @@ def main(argv: list[str] | None = None) -> str:
     goal = (refined_row is not None and refined_row['position_m']['median'] <= 0.10
             and refined_row['orientation_deg']['median'] <= 2.0 and shares['refined'] >= 0.8)
     table = format_table(summary['rows'])
+    tconf = (model.checkpoint_extra or {}).get('train_conf') or {}
+    mconf = model.conf
+    stages = mconf['backbone']['trainable_stages']
+    described = (f"{mconf['backbone']['name']} + {mconf['head']['name']}, "
+                 f"{'default' if stages is None else stages} trainable stages, "
+                 f"{(tconf.get('train') or {}).get('epochs', '?')} epochs")
     section = f'''{START}
 ## Refined poses (localization map + PnP on top of the network)
 
-Measured {where}. Checkpoint: default model (EfficientNet-Lite0 + Regressor + QEH),
-{args.epochs} epochs, last epoch, on the training blocks; map: SIFT (OpenCV, RootSIFT) on the
+Measured {where}. Checkpoint: {described}, last epoch, trained on the
+training blocks; map: SIFT (OpenCV, RootSIFT) on the
 {n} training images, 3D points triangulated from the known poses (the walk has no depth),
 GeM descriptors of the checkpoint's own trunk. Held-out blocks: 75 frames.
 
