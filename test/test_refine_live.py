@@ -332,3 +332,32 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
             if node is not None:
                 ros.remove(node)
             ros.shutdown()
+
+
+def test_node_refuses_a_bad_map_clearly(map_setup, tmp_path):
+    """A missing or corrupt map: configure fails with the map named, the node stays up."""
+    from camreloc_ros.ros.localizer_node import LocalizerNode
+
+    ckpt, _, _ = map_setup
+    corrupt = tmp_path / 'corrupt.npz'
+    corrupt.write_bytes(b'not a map' * 10)
+    cases = [(str(ckpt), str(tmp_path / 'missing.npz'), 'does not exist'),
+             (str(ckpt), str(corrupt), 'not a readable .npz')]
+    domain = DOMAIN_ID + 2
+    with ros_environment(domain, tmp_path / 'ros_log'):
+        ros = RosHarness(domain)
+        try:
+            for k, (model, map_path, message) in enumerate(cases):
+                params = {'model': model, 'map': map_path, 'runtime': 'torch',
+                          'device': 'cpu', 'autostart': False}
+                node = LocalizerNode(namespace=f'bad{k}', context=ros.context,
+                                     parameter_overrides=[Parameter(n, value=v)
+                                                          for n, v in params.items()])
+                try:
+                    node.trigger_configure()
+                    assert not node.is_active and node.engine is None
+                    assert message in (node.health.error or ''), node.health.error
+                finally:
+                    node.destroy_node()
+        finally:
+            ros.shutdown()
