@@ -15,11 +15,15 @@
 """``camreloc demo`` (``make demo``): the whole user story on the shared HoloLens walk.
 
 1. train EfficientNet-Lite0 + Regressor with the QEH loss on the training blocks (CPU),
-2. evaluate the last epoch on the held-out blocks: thesis table, per-frame file, plots,
-3. write the held-out frames into a rosbag, play it through the live node over real ROS 2,
+2. build a localization map of the training frames (SIFT, 3D points triangulated from the
+   known poses: the walk is RGB-only) for that checkpoint,
+3. evaluate the last epoch on the held-out blocks: thesis table, per-frame file, plots, and
+   network vs retrieval vs oracle vs PnP-refined poses (``evaluate --map``),
+4. write the held-out frames into a rosbag, play it through the live node over real ROS 2,
    and score the live poses next to the offline ones.
 
-Outputs go to ``--out`` (default ``runs/demo``); a second run reuses the trained model.
+Outputs go to ``--out`` (default ``runs/demo``); a second run reuses the trained model and
+its map.
 """
 
 import argparse
@@ -45,6 +49,33 @@ def _banner(text: str) -> None:
     logger.info(f'\n=== {text}')
 
 
+def demo_map(ckpt: Path, data: Path, path: Path) -> Path:
+    """Build the map of ``ckpt``'s training frames; reuse one that belongs to ``ckpt``.
+
+    A map of an earlier checkpoint in the demo's own output folder (``--epochs`` changed) is
+    rebuilt in place; anything else at ``path`` that is not a map is left alone (an error).
+    """
+    from camreloc_ros.core.mapping import MapError
+    from camreloc_ros.tools import map as map_tool
+
+    overwrite = False
+    if path.exists():
+        try:
+            map_tool.open_map(path, ckpt)
+            logger.info(f'reusing {path} (built for {ckpt})')
+            return path
+        except MapError as exc:
+            if 'does not belong' not in str(exc):
+                raise
+            logger.info(f'{path} belongs to an earlier checkpoint: rebuilding it')
+            overwrite = True
+    t0 = time.monotonic()
+    map_tool.main({'format': 'posed', 'overwrite': overwrite},
+                  {'model': ckpt, 'data': data, 'out': path}, log=logger.info)
+    logger.info(f'map built in {time.monotonic() - t0:.0f} s')
+    return path
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Run the demo; ``paths``: ``data`` (posed dataset) and ``out``. Returns ``out``."""
     from camreloc_ros.tools import bag_eval, evaluate, train
@@ -58,17 +89,22 @@ def main(conf: dict, paths: dict) -> Path:
     run = out / 'train'
     ckpt = run / 'last.pt'
     epochs = conf['train']['epochs']
-    _banner(f'1/3 training on {data} ({epochs} epochs; resumes if interrupted)')
+    _banner(f'1/4 training on {data} ({epochs} epochs; resumes if interrupted)')
     train.main(conf, {'data': data, 'out': run}, resume=True)
-    _banner('2/3 evaluating the last epoch on the held-out blocks')
+    _banner('2/4 localization map of the training frames (SIFT, triangulated: RGB only)')
+    map_path = demo_map(ckpt, data, out / 'map.npz')
+    _banner('3/4 evaluating the last epoch on the held-out blocks: network vs refined')
     eval_dir = evaluate.main({'format': 'posed', 'split': 'test'},
-                             {'checkpoint': ckpt, 'data': data, 'out': out / 'eval'})
-    _banner('3/3 held-out frames -> rosbag -> live node -> scores')
+                             {'checkpoint': ckpt, 'data': data, 'out': out / 'eval',
+                              'map': map_path})
+    _banner('4/4 held-out frames -> rosbag -> live node -> scores')
     live = bag_eval.demo_live(ckpt, data, out / 'live')
     _banner(f'done in {(time.monotonic() - t0) / 60:.1f} min')
     logger.info(f'  checkpoint:      {ckpt}')
     logger.info(f'  offline results: {eval_dir} (results.md, per_frame.txt, '
                 'trajectory_topdown.png, error_cdf.png, *_tum.txt)')
+    logger.info(f'  refined poses:   {eval_dir / "map_results.md"} (map {map_path}; '
+                "refined/ holds the refined row's files)")
     logger.info(f'  live results:    {live}')
     return out
 
