@@ -80,7 +80,7 @@ def test_subcommand_help_does_not_import_torch(name):
 
 
 def test_node_help_lists_the_parameters_without_starting_a_node(capsys):
-    from camreloc_ros.ros.localizer_node import PARAMETERS
+    from camreloc_ros.ros.parameters import PARAMETERS
 
     assert cli.main(['node', '--help']) == 0
     out = capsys.readouterr().out

@@ -60,8 +60,8 @@ from camreloc_ros.core.models.pose_model import (build_model, CheckpointError,
 from camreloc_ros.core.training import train_conf, Trainer
 from camreloc_ros.ros.conversions import (rgb_to_compressed, rgb_to_image, sec_to_stamp,
                                           stamp_to_ns)
-from camreloc_ros.ros.localizer_node import (ConfigurationError, LocalizerNode,
-                                             min_image_side)
+from camreloc_ros.ros.localizer_node import LocalizerNode
+from camreloc_ros.ros.parameters import ConfigurationError, min_image_side
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, export, train
 from camreloc_ros.tools.common import shared_data_dir
 

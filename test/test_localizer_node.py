@@ -416,7 +416,7 @@ def test_pose_gate_rules():
     """Speed, angular speed and uncertainty rules; the reference expires after max_gap."""
     from camreloc_ros.core.engine import Prediction
     from camreloc_ros.core.geometry import quat_from_rotvec
-    from camreloc_ros.ros.localizer_node import PoseGate
+    from camreloc_ros.core.live import PoseGate
 
     def pred(x: float, yaw_deg: float = 0.0, var: float = 0.01) -> Prediction:
         quat = quat_from_rotvec([0.0, 0.0, np.radians(yaw_deg)])

@@ -28,7 +28,8 @@ import pytest
 from ros_env import ros_environment
 import yaml
 
-from camreloc_ros.ros.localizer_node import LocalizerNode, PARAMETERS
+from camreloc_ros.ros.localizer_node import LocalizerNode
+from camreloc_ros.ros.parameters import PARAMETERS
 
 DOMAIN_ID = 102
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,6 @@ never builds a queue (latest-frame policy: older waiting frames are dropped and 
 """
 
 from collections import deque
-from dataclasses import dataclass
 import math
 import os
 import sys
@@ -34,8 +33,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
 import numpy as np
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -49,13 +47,16 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
-from camreloc_ros.core.geometry import orientation_error_rad
 from camreloc_ros.core.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
+from camreloc_ros.core.live import LiveStats, PoseGate
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_to_rgb, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
+from camreloc_ros.ros.parameters import (check_value, ConfigurationError, expected_value,
+                                         min_image_side, MIN_IMAGE_SIDE, parameter_descriptor,
+                                         PARAMETERS, PARAMETERS_BY_NAME)
 from camreloc_ros.ros.refiner_worker import RefinerWorker
 from camreloc_ros.ros.frame_io import FrameIO
 from camreloc_ros.ros.tf_io import TF_QOS  # noqa: F401 - re-exported
@@ -67,239 +68,7 @@ RELIABILITY = {'best_effort': QoSReliabilityPolicy.BEST_EFFORT,
                'reliable': QoSReliabilityPolicy.RELIABLE}
 INPUT_TOPICS = {'raw': 'image', 'compressed': 'image/compressed'}
 BAD_LOG_PERIOD_S = 5.0
-# Smallest shorter image side the node localizes: a quarter of the model's input size (the
-# preprocessing would upscale more than 4x, so the pose says nothing about the image) and
-# never below 32 px. Smaller images are counted as bad messages.
-MIN_IMAGE_SIDE = 32
-MIN_SIDE_FRACTION = 0.25
 
-
-@dataclass(frozen=True)
-class Param:
-    """One node parameter: the single source of truth for the node, the YAML and the docs.
-
-    ``when``: ``startup`` (read-only), ``configure`` (read in on_configure; changes are refused
-    while configured, so a value never silently fails to apply) or ``live`` (applied at once).
-    """
-
-    name: str
-    default: Any
-    description: str
-    when: str = 'configure'
-    limits: tuple[float, float] | None = None
-    choices: tuple[str, ...] = ()
-
-
-PARAMETERS: list[Param] = [
-    Param('autostart', True, 'Configure and activate on start, so a plain `ros2 run` '
-          'localizes; false leaves the transitions to a lifecycle manager.', 'startup'),
-    Param('model', '', 'Checkpoint file (.pt) written by `camreloc train`, or an .onnx '
-          'written by `camreloc export` (runtime onnx).'),
-    Param('runtime', 'auto', 'auto: onnx on a CPU, torch on CUDA; torch: eager PyTorch (CPU '
-          'or CUDA); onnx: ONNX Runtime, the fast path on a CPU (a .pt model is exported once '
-          'into ~/.cache/camreloc_ros).', choices=('auto', 'torch', 'onnx')),
-    Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
-    Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
-    Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '
-          'half the cores (at least 1), leaving the rest to the camera driver and DDS.',
-          limits=(0, 1024)),
-    Param('input', 'raw', 'raw: sensor_msgs/Image on `image`; compressed: '
-          'sensor_msgs/CompressedImage (JPEG, PNG) on `image/compressed`.',
-          choices=('raw', 'compressed')),
-    Param('qos.reliability', 'best_effort', 'Image subscription reliability (best_effort is '
-          'the sensor-data profile).', choices=('best_effort', 'reliable')),
-    Param('qos.depth', 1, 'Image subscription history depth (keep last).', limits=(1, 100)),
-    Param('map_frame', 'map', 'Frame of the published poses and parent frame of the TF.'),
-    Param('camera_pose_frame', 'camreloc_camera', 'Child frame of the TF: the estimated '
-          'camera pose.'),
-    Param('publish_tf', True, 'Deprecated, use tf_mode: false turns TF off whatever tf_mode '
-          'says (as tf_mode none).'),
-    Param('tf_mode', 'camera', 'TF output. none; camera: map_frame -> camera_pose_frame (a '
-          'leaf frame, the camera pose); map_to_odom: map_frame -> odom_frame as nav2_amcl '
-          'publishes it (odom -> base from TF at the image stamp, future-dated by '
-          'transform_tolerance).', choices=('none', 'camera', 'map_to_odom')),
-    Param('base_frame', 'base_link', 'Robot frame the pose topics describe; the camera '
-          'extrinsics come from TF (base_frame -> image header.frame_id) at the image stamp. '
-          'An empty image frame_id or one equal to base_frame means identity extrinsics.'),
-    Param('odom_frame', 'odom', 'Odometry frame: the child of the map_frame -> odom_frame '
-          'transform of tf_mode map_to_odom.'),
-    Param('transform_tolerance', 1.0, 'Seconds the map -> odom transform is post-dated by, '
-          'i.e. how long it stays valid (nav2_amcl transform_tolerance).',
-          limits=(0.0, 60.0)),
-    Param('transform_timeout', 0.1, 'Seconds to wait for a TF lookup at an image stamp '
-          '(extrinsics, odometry) and, on configure, for the published child frame to show '
-          'up in TF (robot_localization transform_timeout).', limits=(0.0, 10.0)),
-    Param('latched_pose', False, 'pose and pose_with_covariance transient-local, keep last 1 '
-          '(amcl_pose QoS): a late subscriber gets the last pose.'),
-    Param('path_length', 1000, 'Poses kept in `path`; 0 turns the path off.', 'live',
-          limits=(0, 100000)),
-    Param('max_gap', 1.0, 'Seconds between image stamps that restart the temporal window '
-          'and the reference pose of the gate.', 'live', limits=(0.001, 3600.0)),
-    Param('gate.max_speed', 0.0, 'm/s from the last published pose above which a pose is '
-          'not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
-    Param('gate.max_angular_speed', 0.0, 'deg/s from the last published pose above which a '
-          'pose is not published; 0 = off.', 'live', limits=(0.0, 100000.0)),
-    Param('gate.max_position_std', 0.0, 'm; poses whose largest position standard '
-          'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
-    Param('map', '', 'Localization map (.npz) from `camreloc map` for the .pt `model`: '
-          'poses are refined by 2D-3D matching + PnP in a worker of their own (latest frame) '
-          'and later network poses corrected by the last refinement; empty = off.'),
-    Param('refine.sync', False, 'Refine every frame before its pose is published (tests, '
-          'evaluation: live poses equal `camreloc evaluate --map`); false: the refiner takes '
-          'the latest frame in its own thread and the network answers every frame.'),
-    Param('refine.max_age', 10.0, 'Seconds (image stamps) a refinement keeps correcting '
-          'later network poses.', limits=(0.0, 3600.0)),
-    Param('refine.motion_noise', 0.1, 'Growth of the corrected covariance: position std '
-          'per metre and rotation std per radian of the network motion since the refinement.',
-          limits=(0.0, 10.0)),
-    Param('refine.min_inliers', 20, 'PnP inliers below which a refinement falls back to '
-          "the network's pose.", limits=(4, 100000)),
-    Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',
-          limits=(0.1, 60.0)),
-    Param('camera_check.fov_tolerance_deg', 5.0, 'Degrees the horizontal or vertical field '
-          'of view of the live camera (camera_info) may differ from the training camera.',
-          limits=(0.0, 180.0)),
-    Param('camera_check.aspect_tolerance', 0.02, 'Relative difference of the image aspect '
-          'ratio (width/height) allowed between the live and the training camera.',
-          limits=(0.0, 10.0)),
-    Param('camera_check.refuse', False, 'Refuse (do not localize, count) images while the '
-          'live camera differs from the training camera; false only warns.'),
-]
-PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
-
-
-class ConfigurationError(ValueError):
-    """A parameter value the node cannot start with."""
-
-
-def parameter_descriptor(param: Param) -> ParameterDescriptor:
-    """ROS descriptor of a :class:`Param` (ranges, read-only, allowed values)."""
-    desc = ParameterDescriptor(name=param.name, description=param.description,
-                               read_only=param.when == 'startup')
-    if param.choices:
-        desc.additional_constraints = 'one of: ' + ', '.join(param.choices)
-    elif param.when == 'configure':
-        desc.additional_constraints = 'read in on_configure (clean up to change it)'
-    if param.limits is not None:
-        lo, hi = param.limits
-        if isinstance(param.default, bool):
-            pass
-        elif isinstance(param.default, int):
-            desc.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
-        else:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(lo),
-                                                            to_value=float(hi), step=0.0)]
-    return desc
-
-
-def expected_value(param: Param) -> str:
-    """Describe in words what ``param`` accepts (for start-failure messages)."""
-    default = param.default
-    if isinstance(default, bool):
-        return 'a boolean (true or false)'
-    text = {int: 'an integer', float: 'a floating-point number'}.get(type(default), 'a string')
-    if param.limits is not None:
-        lo, hi = param.limits
-        text += f' in {lo:g}..{hi:g}'
-    if param.choices:
-        text += ': one of ' + ', '.join(param.choices)
-    if isinstance(default, float):
-        text += ' (write 2.0, not 2)'
-    return text
-
-
-def min_image_side(input_size: int) -> int:
-    """Smallest shorter side (px) of an image the node localizes, for a model input size."""
-    return max(MIN_IMAGE_SIDE, math.ceil(MIN_SIDE_FRACTION * input_size))
-
-
-def check_value(param: Param, value: Any) -> str | None:
-    """Why ``value`` is not allowed for ``param`` (None when it is)."""
-    if param.choices and value not in param.choices:
-        return f'{param.name} must be one of {", ".join(param.choices)}, got {value!r}'
-    if param.name == 'device' and not (value in ('auto', 'cpu') or value.startswith('cuda')):
-        return f'device must be auto, cpu, cuda or cuda:N, got {value!r}'
-    return None
-
-
-# ---------------------------------------------------------------------------- plain helpers
-
-class PoseGate:
-    """Refuses implausible poses: a jump too fast from the last accepted pose, or too unsure.
-
-    The reference expires after ``max_gap`` seconds, so a robot that really moved (kidnapped,
-    or a long occlusion) is accepted again instead of being gated forever.
-    """
-
-    def __init__(self) -> None:
-        self.max_speed = 0.0
-        self.max_angular_speed_rad = 0.0
-        self.max_position_std = 0.0
-        self.max_gap = 1.0
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the reference pose (``~/reset``, cleanup)."""
-        self._last: tuple[float, np.ndarray, np.ndarray] | None = None
-
-    def seed(self, stamp: float, position: np.ndarray, quaternion: np.ndarray) -> None:
-        """Make a pose the reference (an ``initialpose``): later jumps are measured from it."""
-        self._last = (float(stamp), np.asarray(position, np.float64).copy(),
-                      np.asarray(quaternion, np.float64).copy())
-
-    def check(self, stamp: float, pred: Prediction) -> str | None:
-        """None to publish ``pred`` (it becomes the reference), else the reason it is gated."""
-        if self.max_position_std > 0:
-            std = math.sqrt(float(np.max(np.diag(pred.covariance)[:3])))
-            if std > self.max_position_std:
-                return f'position std {std:.3f} m > {self.max_position_std:g} m'
-        if self._last is not None and (self.max_speed > 0 or self.max_angular_speed_rad > 0):
-            last_stamp, last_pos, last_quat = self._last
-            dt = stamp - last_stamp
-            if 0 < dt <= self.max_gap:
-                speed = float(np.linalg.norm(pred.position - last_pos)) / dt
-                if self.max_speed > 0 and speed > self.max_speed:
-                    return f'speed {speed:.3f} m/s > {self.max_speed:g} m/s'
-                turn = float(orientation_error_rad(pred.quaternion, last_quat)) / dt
-                if self.max_angular_speed_rad > 0 and turn > self.max_angular_speed_rad:
-                    return (f'angular speed {math.degrees(turn):.1f} deg/s > '
-                            f'{math.degrees(self.max_angular_speed_rad):g} deg/s')
-        self._last = (stamp, pred.position.copy(), pred.quaternion.copy())
-        return None
-
-
-class LiveStats:
-    """Counters and recent latencies, shared by the callback, the worker and diagnostics."""
-
-    def __init__(self, latency_samples: int = 300) -> None:
-        self.lock = threading.Lock()
-        self.received = 0     # messages that reached the callback while active
-        self.processed = 0    # frames the engine ran on
-        self.published = 0    # poses published (processed minus gated)
-        self.dropped = 0      # frames replaced by a newer one before the worker took them
-        self.bad = 0          # malformed messages (encoding, size, corrupt data)
-        self.gated = 0        # poses the gate refused
-        self.errors = 0       # unexpected inference errors
-        self.latencies_s: deque = deque(maxlen=latency_samples)
-
-    def add(self, **counts: int) -> None:
-        """Increment counters atomically."""
-        with self.lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
-
-    def snapshot(self) -> dict:
-        """Copy the counters consistently, plus latency percentiles (ms, NaN when empty)."""
-        with self.lock:
-            lat = np.asarray(self.latencies_s, np.float64) * 1e3
-            snap = {k: getattr(self, k) for k in ('received', 'processed', 'published',
-                                                  'dropped', 'bad', 'gated', 'errors')}
-        snap['latency_p50_ms'] = float(np.percentile(lat, 50)) if lat.size else math.nan
-        snap['latency_p95_ms'] = float(np.percentile(lat, 95)) if lat.size else math.nan
-        return snap
-
-
-# ---------------------------------------------------------------------------- the node
 
 class LocalizerNode(LifecycleNode):
     """Camera relocalization: ``image`` -> ``pose``, ``pose_with_covariance``, TF, ``path``."""

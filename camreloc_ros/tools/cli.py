@@ -108,7 +108,7 @@ def subcommand_parser(name: str) -> argparse.ArgumentParser:
 def _node(argv: list[str]) -> int:
     own = argv[:argv.index('--ros-args')] if '--ros-args' in argv else argv   # not rclpy's
     if '-h' in own or '--help' in own:
-        from camreloc_ros.ros.localizer_node import PARAMETERS
+        from camreloc_ros.ros.parameters import PARAMETERS   # no torch, no node
         sys.stdout.write(node_help(PARAMETERS))
         return 0
     from camreloc_ros.ros import localizer_node
