@@ -63,32 +63,26 @@ def covariance_from_var(var_6: np.ndarray) -> np.ndarray:
     return np.diag(np.maximum(np.asarray(var_6, np.float64), 1e-12))
 
 
-def _precision(fp16: bool, precision: str | None) -> str:
-    return precision or ('fp16' if fp16 else 'fp32')
-
-
 class InferenceEngine:
     """Preprocess, run the CNN once per frame, run the head, decode a :class:`Prediction`.
 
     ``model`` is a :class:`PoseModel` (run by ``runtime``: ``torch`` or ``onnx``, the latter
     exported in memory) or a ready :class:`~camreloc_ros.core.runtimes.Runtime`.
-    ``precision`` (``fp32``, ``fp16``, ``bf16``; ``fp16=True`` is ``fp16``) applies to the
-    CNN on CUDA only; the head always runs in float32.
+    ``precision`` (``fp32``, ``fp16``, ``bf16``) applies to the CNN on CUDA only; the head
+    always runs in float32.
     """
 
-    def __init__(self, model: PoseModel | Runtime, device: str = 'cpu', fp16: bool = False,
+    def __init__(self, model: PoseModel | Runtime, device: str = 'cpu',
                  threads: int | None = None, max_gap: float = 1.0, runtime: str = 'torch',
-                 precision: str | None = None):
+                 precision: str = 'fp32'):
         if isinstance(model, Runtime):
             self.runtime = model
         else:
-            self.runtime = make_runtime(model, runtime, device, _precision(fp16, precision),
-                                        threads)
+            self.runtime = make_runtime(model, runtime, device, precision, threads)
         backend = self.runtime
         self.model: PoseModel | None = backend.model if isinstance(backend, TorchRuntime) \
             else None
         self.device = backend.device
-        self.fp16 = isinstance(backend, TorchRuntime) and backend.precision == 'fp16'
         pre = backend.preprocessing
         self.pre = Preprocessor(pre['size'], pre['mean'], pre['std'])
         self.window = backend.window
@@ -102,16 +96,15 @@ class InferenceEngine:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, runtime: str = 'torch', device: str = 'cpu',
-                        fp16: bool = False, threads: int | None = None, max_gap: float = 1.0,
-                        precision: str | None = None,
+                        threads: int | None = None, max_gap: float = 1.0,
+                        precision: str = 'fp32',
                         cache_dir: str | Path | None = None) -> 'InferenceEngine':
         """Load a checkpoint (``.pt``) or an exported ``.onnx`` and wrap it.
 
         ``runtime='onnx'`` with a checkpoint exports it once to ``cache_dir`` (default
         ``~/.cache/camreloc_ros/onnx``), keyed by the checkpoint's hash.
         """
-        backend = make_runtime(path, runtime, device, _precision(fp16, precision), threads,
-                               cache_dir)
+        backend = make_runtime(path, runtime, device, precision, threads, cache_dir)
         return cls(backend, max_gap=max_gap)
 
     @property
@@ -165,9 +158,14 @@ class InferenceEngine:
         end = pos + w + 1
         return self._ring[:, end - self._count:end]
 
-    def predict(self, image: np.ndarray, stamp: float | None = None) -> Prediction:
-        """One RGB ``uint8 (H, W, 3)`` frame -> its pose (temporal models use the window)."""
-        self.pre(image, out=self._input[0])
+    def predict(self, image: np.ndarray, stamp: float | None = None,
+                order: str = 'rgb') -> Prediction:
+        """One ``uint8 (H, W, 3)`` frame -> its pose (temporal models use the window).
+
+        ``order='bgr'`` takes a BGR frame as it is (e.g. a bgr8 message's zero-copy view):
+        the preprocessor swaps the small resized planes instead of the whole frame.
+        """
+        self.pre(image, out=self._input[0], order=order)
         if not self.temporal:
             return self._prediction(self.runtime.pose(self._input), 0, 1)
         feat_1c = self.runtime.features(self._input)

@@ -34,7 +34,7 @@ from std_msgs.msg import Header
 
 from camreloc_ros.core.data.images import (  # noqa: F401 - re-exported for the node
     check_compressed, check_image, COMPRESSED_SIGNATURES, compressed_format, compressed_to_rgb,
-    ENCODINGS, image_to_rgb, ImageConversionError, UnsupportedEncodingError)
+    ENCODINGS, image_pixels, image_to_rgb, ImageConversionError, UnsupportedEncodingError)
 from camreloc_ros.core.messages import (compressed_format_string, covariance_fields,
                                         image_fields, quaternion_fields, seconds_to_ns,
                                         stamp_ns, stamp_seconds, time_fields, vector_fields)

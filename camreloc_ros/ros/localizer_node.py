@@ -29,6 +29,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+import cv2
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Path
@@ -51,7 +52,7 @@ from camreloc_ros.core.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.core.live import LiveStats, PoseGate
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
-                                          image_to_rgb, ImageConversionError, pose_stamped,
+                                          image_pixels, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
 from camreloc_ros.ros.parameters import (check_value, ConfigurationError, expected_value,
@@ -94,7 +95,7 @@ class LocalizerNode(LifecycleNode):
         self.gate = PoseGate()
         self._engine_lock = threading.Lock()   # engine, gate and path: worker vs services
         self._min_side = MIN_IMAGE_SIDE     # set from the model in on_configure
-        self._to_rgb: Callable = image_to_rgb
+        self._pixels: Callable = self._raw_pixels
         self._check: Callable = check_image
         self._entities: dict[str, Any] = {}
         self._path_poses: deque = deque(maxlen=1)
@@ -203,7 +204,8 @@ class LocalizerNode(LifecycleNode):
         # TF listener first: it hears the tree while the model loads (second-parent check)
         self._frames = FrameIO(self, conf, self._seed_gate)
         engine = InferenceEngine.from_checkpoint(
-            conf['model'], runtime=conf['runtime'], device=conf['device'], fp16=conf['fp16'],
+            conf['model'], runtime=conf['runtime'], device=conf['device'],
+            precision=conf['precision'],
             threads=conf['threads'] or live_threads(), max_gap=conf['max_gap'])
         size = engine.pre.size
         for _ in range(3):   # warm-up (allocator, kernels): the first frames are not slow
@@ -221,6 +223,8 @@ class LocalizerNode(LifecycleNode):
         ents['pose_cov'] = self.create_lifecycle_publisher(
             PoseWithCovarianceStamped, 'pose_with_covariance', pose_qos)
         ents['path'] = self.create_lifecycle_publisher(Path, 'path', OUTPUT_QOS)
+        # a Path of up to path_length poses per frame is O(frames x length): on a timer instead
+        ents['path_timer'] = self.create_timer(conf['path_period'], self._publish_path)
         if conf['map']:   # imports torch (the map's retrieval trunk): only with a map
             self._refiner = RefinerWorker.from_conf(self, conf, OUTPUT_QOS)
             ents['refined_pose'] = self._refiner.publisher
@@ -233,10 +237,10 @@ class LocalizerNode(LifecycleNode):
                          durability=QoSDurabilityPolicy.VOLATILE)
         self._min_side = min_image_side(size)
         if conf['input'] == 'compressed':   # the size is known once decoded (worker)
-            self._check, self._to_rgb = check_compressed, self._compressed_to_rgb
+            self._check, self._pixels = check_compressed, self._compressed_pixels
             msg_type = CompressedImage
         else:                               # the size is in the header (callback)
-            self._check, self._to_rgb = self._check_raw, image_to_rgb
+            self._check, self._pixels = self._check_raw, self._raw_pixels
             msg_type = Image
         ents['sub'] = self.create_subscription(msg_type, INPUT_TOPICS[conf['input']],
                                                self._on_image, qos)
@@ -316,7 +320,7 @@ class LocalizerNode(LifecycleNode):
                 self.destroy_subscription(entity)
             elif name == 'reset':
                 self.destroy_service(entity)
-            elif name == 'timer':
+            elif name in ('timer', 'path_timer'):
                 self.destroy_timer(entity)
             else:
                 self.destroy_lifecycle_publisher(entity)
@@ -355,10 +359,15 @@ class LocalizerNode(LifecycleNode):
         check_image(msg)
         self._check_size(int(msg.height), int(msg.width))
 
-    def _compressed_to_rgb(self, msg: CompressedImage) -> np.ndarray:
+    def _compressed_pixels(self, msg: CompressedImage) -> tuple[np.ndarray, str]:
         rgb = compressed_to_rgb(msg)
         self._check_size(rgb.shape[0], rgb.shape[1])
-        return rgb
+        return rgb, 'rgb'
+
+    @staticmethod
+    def _raw_pixels(msg: Image) -> tuple[np.ndarray, str]:
+        """Checked in the callback already: convert only (bgr8 stays a zero-copy view)."""
+        return image_pixels(msg, checked=True)
 
     def _check_size(self, height: int, width: int) -> None:
         if min(height, width) < self._min_side:
@@ -412,7 +421,7 @@ class LocalizerNode(LifecycleNode):
 
     def _process(self, msg: Image | CompressedImage, received: float) -> None:
         try:
-            rgb = self._to_rgb(msg)
+            pixels, order = self._pixels(msg)
         except ImageConversionError as exc:
             self._count_bad(exc)
             return
@@ -420,9 +429,10 @@ class LocalizerNode(LifecycleNode):
         with self._engine_lock:
             if self.engine is None:
                 return
-            pred = self.engine.predict(rgb, stamp)
+            pred = self.engine.predict(pixels, stamp, order=order)
         refiner = self._refiner
         if refiner is not None:   # the camera pose, refined or corrected by the last refinement
+            rgb = pixels if order == 'rgb' else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
             pred = refiner.process(rgb, msg.header, pred)
         frames = self._frames
         base = frames.to_base(msg.header, pred) if frames is not None else None
@@ -455,11 +465,18 @@ class LocalizerNode(LifecycleNode):
         if self._path_length > 0:
             with self._engine_lock:
                 self._path_poses.append(pose)
-            if ents['path'].get_subscription_count() > 0:   # build the Path only when read
-                with self._engine_lock:
-                    poses = list(self._path_poses)
-                ents['path'].publish(Path(header=header, poses=poses))
         ents['pose'].publish(pose)   # last: a subscriber waiting on it sees the rest first
+
+    def _publish_path(self) -> None:
+        """Timer: the kept poses as one Path, only while active and someone subscribes."""
+        path = self._entities.get('path')
+        if path is None or not self._active or path.get_subscription_count() == 0:
+            return
+        with self._engine_lock:
+            poses = list(self._path_poses) if self._path_length > 0 else []
+        if poses:
+            path.publish(Path(header=Header(stamp=poses[-1].header.stamp,
+                                            frame_id=self._map_frame), poses=poses))
 
     # ---- diagnostics (timer) -------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -58,7 +58,8 @@ PARAMETERS: list[Param] = [
           'or CUDA); onnx: ONNX Runtime, the fast path on a CPU (a .pt model is exported once '
           'into ~/.cache/camreloc_ros).', choices=('auto', 'torch', 'onnx')),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
-    Param('fp16', False, 'Half-precision autocast on CUDA; ignored on the CPU.'),
+    Param('precision', 'fp32', 'CNN precision on CUDA (autocast; the head stays float32); '
+          'ignored on the CPU.', choices=('fp32', 'fp16', 'bf16')),
     Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '
           'half the cores (at least 1), leaving the rest to the camera driver and DDS.',
           limits=(0, 1024)),
@@ -90,6 +91,8 @@ PARAMETERS: list[Param] = [
           'up in TF (robot_localization transform_timeout).', limits=(0.0, 10.0)),
     Param('latched_pose', False, 'pose and pose_with_covariance transient-local, keep last 1 '
           '(amcl_pose QoS): a late subscriber gets the last pose.'),
+    Param('path_period', 1.0, 'Seconds between `path` messages (built from the kept poses, '
+          'only while someone subscribes).', limits=(0.05, 60.0)),
     Param('path_length', 1000, 'Poses kept in `path`; 0 turns the path off.', 'live',
           limits=(0, 100000)),
     Param('max_gap', 1.0, 'Seconds between image stamps that restart the temporal window '

@@ -106,23 +106,37 @@ def check_image(msg: Any) -> int:
     return channels
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: Any, checked: bool = False) -> np.ndarray:
     """``sensor_msgs/Image`` -> RGB ``uint8 (H, W, 3)``.
 
     rgb8 with ``step == width * 3`` is returned as a read-only view of ``msg.data`` (no copy);
-    other encodings are converted (Bayer patterns debayered) by OpenCV.
+    other encodings are converted (Bayer patterns debayered) by OpenCV. ``checked``: the
+    message already passed :func:`check_image` (the node checks in its callback, once).
     """
-    channels = check_image(msg)
+    image, order = image_pixels(msg, checked)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if order == 'bgr' else image
+
+
+def image_pixels(msg: Any, checked: bool = False) -> tuple[np.ndarray, str]:
+    """``sensor_msgs/Image`` -> ``(uint8 (H, W, 3), 'rgb' | 'bgr')`` with the least work.
+
+    rgb8 and bgr8 come back as read-only views of ``msg.data`` in their own channel order
+    (the preprocessor reads either), every other encoding converted to RGB by OpenCV.
+    """
+    channels = ENCODINGS[msg.encoding.lower()][0] if checked else check_image(msg)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     rows = np.frombuffer(msg.data, np.uint8, count=height * step).reshape(height, step)
     pixels = rows[:, :width * channels]
     image = pixels.reshape(height, width, channels) if channels > 1 else pixels
-    code = ENCODINGS[msg.encoding.lower()][1]
+    encoding = msg.encoding.lower()
+    if encoding == 'bgr8':
+        return image, 'bgr'
+    code = ENCODINGS[encoding][1]
     if code is None:
-        return image
+        return image, 'rgb'
     if not image.flags.c_contiguous:
         image = np.ascontiguousarray(image)   # OpenCV wants dense rows for Bayer patterns
-    return cv2.cvtColor(image, code)
+    return cv2.cvtColor(image, code), 'rgb'
 
 
 def compressed_format(msg: Any) -> str:

@@ -87,23 +87,31 @@ class Preprocessor:
             return cv2.resize(roi, (self.size, self.size), interpolation=interp)
         return cv2.resize(roi, (self.size, self.size), dst=out, interpolation=interp)
 
-    def normalize(self, resized_hw3: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def normalize(self, resized_hw3: np.ndarray, out: np.ndarray | None = None,
+                  order: str = 'rgb') -> np.ndarray:
         """``(S, S, 3)`` uint8 -> ``(3, S, S)`` float32, optionally into a preallocated ``out``.
 
         Channels are split into dense planes first (OpenCV, ~5 us): multiplying dense planes is
-        twice as fast as reading the interleaved channels with a stride of 3.
+        twice as fast as reading the interleaved channels with a stride of 3. ``order='bgr'``
+        reads the planes in reverse: a BGR frame costs no colour conversion of the full frame
+        (resizing works per channel, so the result is the same as converting first).
         """
+        if order not in ('rgb', 'bgr'):
+            raise ValueError(f"channel order must be 'rgb' or 'bgr', got {order!r}")
         if out is None:
             out = np.empty((3, self.size, self.size), np.float32)
         planes = cv2.split(np.ascontiguousarray(resized_hw3), self._buffers()[1])
+        if order == 'bgr':
+            planes = planes[::-1]
         for c in range(3):
             np.multiply(planes[c], self._scale[c], out=out[c], casting='unsafe')
             np.add(out[c], self._offset[c], out=out[c])
         return out
 
-    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None,
+                 order: str = 'rgb') -> np.ndarray:
         """One pass: crop box, resize, normalise into CHW float32 (``out`` when given)."""
-        return self.normalize(self.resized(image, out=self._buffers()[0]), out)
+        return self.normalize(self.resized(image, out=self._buffers()[0]), out, order)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
