@@ -275,3 +275,37 @@ def test_yuv422_odd_width_and_short_step_are_refused(real_rgb):
     msg.step = packed.shape[1]   # one byte per pixel: too small for two
     with pytest.raises(ImageConversionError, match='step'):
         image_to_rgb(msg)
+
+
+def test_bgr8_stays_a_view_and_the_preprocessor_swaps_the_small_planes():
+    """No full-frame colour conversion for bgr8: same network input as converting first."""
+    from camreloc_ros.core.data.transforms import Preprocessor
+    from camreloc_ros.ros.conversions import image_pixels
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (360, 540, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb, 'bgr8')
+    pixels, order = image_pixels(msg)
+    assert order == 'bgr'
+    assert np.shares_memory(pixels, np.frombuffer(msg.data, np.uint8))   # zero-copy
+    pre = Preprocessor(224, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    np.testing.assert_array_equal(pre(pixels, order='bgr'), pre(rgb))
+    np.testing.assert_array_equal(image_to_rgb(msg), rgb)
+    with pytest.raises(ValueError, match="'rgb' or 'bgr'"):
+        pre(pixels, order='rgba')
+    pixels, order = image_pixels(rgb_to_image(rgb, 'rgb8'))
+    assert order == 'rgb' and pixels.base is not None
+
+
+def test_a_checked_image_is_not_checked_again(monkeypatch):
+    """The node checks in its callback; the worker's conversion must not repeat it."""
+    from camreloc_ros.core.data import images
+
+    msg = rgb_to_image(np.zeros((8, 8, 3), np.uint8), 'mono8')
+    calls = []
+    real = images.check_image
+    monkeypatch.setattr(images, 'check_image', lambda m: calls.append(1) or real(m))
+    images.image_pixels(msg, checked=True)
+    assert calls == []
+    images.image_pixels(msg)
+    assert calls == [1]
