@@ -29,6 +29,7 @@ node instead and scores the poses it publishes (with ``--model`` too: both, side
 from __future__ import annotations
 
 import argparse
+from collections import deque
 import contextlib
 import json
 import logging
@@ -75,6 +76,7 @@ default_conf = {
     'map_frame': 'map',
     'camera_frame': 'camreloc_camera',
     'path_length': 1000,
+    'path_period': 1.0,         # seconds of bag time between /camreloc/path messages
     # --live: play the images to a running node and score what it publishes
     'live': False,
     'pose_topic': '/pose',
@@ -175,7 +177,10 @@ def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int]
     """
     by_index = dict(zip(indices, preds))
     frame, child = conf['map_frame'], conf['camera_frame']
-    path_poses: list = []
+    # a Path per frame would grow as frames x path_length: one every path_period s, as live
+    path_poses: deque = deque(maxlen=max(int(conf['path_length']), 1))
+    period_ns = int(float(conf['path_period']) * 1e9)
+    next_path = None
     with BagWriter(path, conf['storage'], overwrite=conf['overwrite']) as out:
         m = out.msgs
         if conf['with_images']:
@@ -198,9 +203,11 @@ def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int]
                 transforms.append(m.transform_stamped(stamp, frame, child, pred.position,
                                                       pred.quaternion))
                 if conf['path_length'] > 0:
-                    path_poses = (path_poses + [pose])[-int(conf['path_length']):]
-                    out.write('/camreloc/path', 'nav_msgs/msg/Path', log,
-                              m.path(stamp, frame, path_poses))
+                    path_poses.append(pose)
+                    if next_path is None or log >= next_path or i == len(scan) - 1:
+                        out.write('/camreloc/path', 'nav_msgs/msg/Path', log,
+                                  m.path(stamp, frame, list(path_poses)))
+                        next_path = log + period_ns
             if scan.gt_ok[i]:
                 out.write('/camreloc/ground_truth', 'geometry_msgs/msg/PoseStamped', log,
                           m.pose_stamped(stamp, frame, scan.gt_pos[i], scan.gt_quat[i]))
