@@ -232,8 +232,9 @@ def test_bag_eval_equals_evaluate(storage, image, gt, ckpt, reference, eval_fram
 
 def test_write_bag_reads_back(jpeg_mcap, ckpt, tmp_path, eval_frames):
     written = tmp_path / 'pred_bag'
+    # path_period 0: a Path with every frame, so every topic has one message per frame
     out = _eval(jpeg_mcap, ckpt, tmp_path / 'out', write_bag=written, storage='sqlite3',
-                with_images=True)
+                with_images=True, path_period=0.0)
     per = load_per_frame(out / 'per_frame.txt')
     stamps = [stamp_of(f) for f in eval_frames]
     got: dict = {}
@@ -272,6 +273,20 @@ def test_write_bag_reads_back(jpeg_mcap, ckpt, tmp_path, eval_frames):
     assert [len(m.poses) for _, m in got['/camreloc/path']] == list(range(1, N_EVAL + 1))
     image = got[JPEG_TOPIC][0][1]
     assert image.data.tobytes() == eval_frames[0].image_path.read_bytes()
+
+
+def test_write_bag_paths_come_every_path_period_not_every_frame(jpeg_mcap, ckpt, tmp_path):
+    """A Path per frame grows as frames x path_length: by default one per second of bag time."""
+    written = tmp_path / 'pred_bag'
+    _eval(jpeg_mcap, ckpt, tmp_path / 'out', write_bag=written, path_period=0.5)
+    with Reader(written) as reader:
+        conns = [c for c in reader.connections if c.topic == '/camreloc/path']
+        paths = [(log, TS.deserialize_cdr(raw, c.msgtype))
+                 for c, log, raw in reader.messages(connections=conns)]
+        poses = sum(c.msgcount for c in reader.connections if c.topic == '/camreloc/pose')
+    logs = [log for log, _ in paths]
+    assert all(b - a >= NS // 2 for a, b in zip(logs[:-2], logs[1:-1]))   # last: the final one
+    assert len(paths) < poses and len(paths[-1][1].poses) == poses
 
 
 # ---------------------------------------------------------------------------- ground truth
