@@ -30,17 +30,11 @@ from __future__ import annotations
 
 import argparse
 from collections import deque
-import contextlib
 import json
 import logging
-import os
 from pathlib import Path
-import signal
-import subprocess
-import sys
 import threading
 import time
-from typing import Iterator
 
 import numpy as np
 
@@ -53,7 +47,7 @@ from camreloc_ros.core.evaluation import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.core.messages import NS
 from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
-    scoped_environ, tool_logging
+    tool_logging
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -295,113 +289,6 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
     return summary, {'title': title, 'positions': dict(zip(scored, pos))}
 
 
-# ----------------------------------------------------------------------------- live
-
-@contextlib.contextmanager
-def _ros(name: str) -> Iterator:
-    """Yield a node of a private rclpy context, spun by a background executor."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node(name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-
-    def spin() -> None:
-        with contextlib.suppress(ExternalShutdownException):
-            executor.spin()
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown(timeout_sec=2.0)
-        node.destroy_node()
-        context.try_shutdown()
-        thread.join(timeout=5.0)
-
-
-def _reset_node(node, service: str, timeout_s: float = 2.0) -> bool:
-    """Call the localizer's ``~/reset`` so no earlier frame is in its temporal window."""
-    from std_srvs.srv import Trigger
-
-    client = node.create_client(Trigger, service)
-    try:
-        if not client.wait_for_service(timeout_sec=timeout_s):
-            return False
-        future = client.call_async(Trigger.Request())
-        deadline = time.monotonic() + timeout_s
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return bool(future.done() and future.result() is not None and future.result().success)
-    finally:
-        node.destroy_client(client)
-
-
-def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
-          stop: threading.Event | None = None) -> tuple[dict, dict]:
-    from camreloc_ros.ros.bag_player import BagPlayer, PoseCollector
-
-    target = conf['live_image_topic'] or scan.image_topic
-    stamps = [int(s) for s in scan.stamps_ns]
-    with _ros('camreloc_bag_eval') as node:
-        collector = PoseCollector(node, conf['pose_topic'])
-        player = BagPlayer(node, bag, [scan.image_topic], remap={scan.image_topic: target})
-        logger.info(f'waiting up to {conf["wait_node"]:g} s for a localizer on {target} ...')
-        deadline = time.monotonic() + float(conf['wait_node'])
-        missing = player.wait_for_subscribers(float(conf['wait_node']), stop=stop)
-        while not missing and node.count_publishers(conf['pose_topic']) == 0:
-            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
-                missing = [conf['pose_topic']]
-                break
-            time.sleep(0.02)
-        if stop is not None and stop.is_set():
-            raise RuntimeError('the localizer stopped before the bag was played')
-        if missing:
-            raise RuntimeError(
-                f'no localizer found after {conf["wait_node"]:g} s: nothing subscribes to '
-                f'{target} or publishes {conf["pose_topic"]} (ROS_DOMAIN_ID='
-                f'{os.environ.get("ROS_DOMAIN_ID", "0")}). Start one, e.g. `camreloc node '
-                '--ros-args -p model:=CKPT -p input:=compressed -p base_frame:=CAMERA_FRAME '
-                f'-r image/compressed:={target}`')
-        service = conf['reset_service']
-        if service is None:
-            service = conf['pose_topic'].rsplit('/', 1)[0] + '/camreloc/reset'
-        if service and not _reset_node(node, service):
-            logger.warning(f'could not call {service}: a temporal model may still hold earlier '
-                           'frames')
-        hook = collector.lockstep(float(conf['pose_timeout'])) if conf['lockstep'] else None
-        t0 = time.perf_counter()
-        stats = player.play(float(conf['rate_factor']), max_idle=conf['max_idle'], stop=stop,
-                            after_publish=hook)
-        collector.wait_for(stamps, float(conf['pose_timeout']))
-        seconds = time.perf_counter() - t0
-    received = [i for i, s in enumerate(stamps) if s in collector.poses]
-    scored = [i for i in received if scan.gt_ok[i]]
-    logger.info(f'live: published {stats.total} images in {seconds:.1f} s, received '
-                f'{len(received)} poses on {conf["pose_topic"]}')
-    if not scored:
-        raise RuntimeError(f'the localizer published no pose for any image with ground truth '
-                           f'({len(received)} of {len(stamps)} images got a pose)')
-    pos = np.stack([collector.poses[stamps[i]][0] for i in scored])
-    quat = np.stack([collector.poses[stamps[i]][1] for i in scored])
-    title = 'live'
-    summary = _score(out, scan, scored, pos, quat, None, title)
-    extra = {'mode': 'live', 'published': stats.total, 'received': len(received),
-             'not_received': len(stamps) - len(received), 'scored': len(scored),
-             'seconds': seconds, 'pose_topic': conf['pose_topic'], 'image_topic_out': target,
-             'lockstep': bool(conf['lockstep']), 'rate_factor': float(conf['rate_factor'])}
-    atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
-    if len(received) < len(stamps):
-        logger.warning(f'{len(stamps) - len(received)} of {len(stamps)} images got no pose '
-                       '(dropped by the latest-frame policy of the node, gated, or lost): '
-                       'not scored')
-    return summary, {'title': title, 'positions': dict(zip(scored, pos))}
-
-
 # ----------------------------------------------------------------------------- main
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -488,7 +375,8 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
             rows['offline' if both else res['title']] = summary
             positions['offline'] = res['positions']
         if conf['live']:
-            summary, res = _live(conf, bag, scan, out / 'live' if both else out, stop)
+            from camreloc_ros.tools.bag_live import live_eval   # rclpy: only --live
+            summary, res = live_eval(conf, bag, scan, out / 'live' if both else out, stop)
             rows['live'] = summary
             positions['live'] = res['positions']
     table = format_table(rows)
@@ -581,72 +469,3 @@ def from_args(args: argparse.Namespace) -> Path:
             'pose_timeout': args.pose_timeout, 'reset_service': args.reset_service}
     return main(conf, {'bag': args.bag, 'checkpoint': args.model, 'out': args.out,
                        'map': args.map})
-
-
-# ----------------------------------------------------------------------------- demo
-
-DEMO_IMAGE_TOPIC = '/camera/image_raw/compressed'
-DEMO_GT_TOPIC = '/ground_truth/pose'
-
-
-def _stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
-    """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait()
-
-
-def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
-    """``make demo`` step 3: held-out frames -> JPEG bag -> live node -> offline vs live table.
-
-    The node runs as a separate process (``camreloc node``) in a private ROS domain on this
-    host; images go to it in lock-step (the next one once the previous pose came back), so
-    every frame is localized whatever the CPU's speed.
-    """
-    from camreloc_ros.tools import bag_from_dataset
-
-    ckpt, out = Path(ckpt).resolve(), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    bag = bag_from_dataset.main({'format': 'posed', 'split': 'test', 'block': 25, 'every': 4,
-                                 'compressed': True, 'rate': 10.0, 'overwrite': True},
-                                {'data': data, 'out': out / 'heldout_bag'})
-    domain = 200 + os.getpid() % 30
-    env = {'ROS_DOMAIN_ID': str(domain), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-           'ROS_LOG_DIR': os.environ.get('ROS_LOG_DIR') or str(out / 'ros_log')}
-    root = str(Path(__file__).resolve().parents[2])
-    child_env = dict(os.environ, **env)
-    child_env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (root, os.environ.get('PYTHONPATH')) if p)
-    command = [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
-               '-p', f'model:={ckpt}', '-p', 'input:=compressed', '-p', 'device:=cpu',
-               '-p', 'qos.reliability:=reliable', '-r', f'image/compressed:={DEMO_IMAGE_TOPIC}',
-               '-p', 'base_frame:=camera']   # the bag's images are in 'camera': its poses
-    log_path = out / 'node.log'
-    logger.info(f'starting the localizer node (ROS_DOMAIN_ID={domain}, log {log_path})')
-    stop = threading.Event()
-    with open(log_path, 'w') as log, scoped_environ(env):
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env)
-        watcher = threading.Thread(target=lambda: (proc.wait(), stop.set()), daemon=True)
-        watcher.start()
-        try:
-            conf = {'image_topic': DEMO_IMAGE_TOPIC, 'gt_topic': DEMO_GT_TOPIC, 'live': True,
-                    'lockstep': True, 'rate_factor': 1.0, 'max_idle': 0.5, 'wait_node': 120.0,
-                    'device': 'cpu', 'title': 'offline'}
-            try:
-                main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': out}, stop=stop)
-            except RuntimeError as exc:
-                if proc.poll() is not None:
-                    tail = log_path.read_text()[-2000:]
-                    raise RuntimeError(f'{exc}; the node exited with {proc.returncode}:\n'
-                                       f'{tail}') from None
-                raise
-        finally:
-            code = _stop_process(proc)
-    logger.info(f'localizer node stopped (exit code {code})')
-    return out

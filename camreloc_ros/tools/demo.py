@@ -78,7 +78,7 @@ def demo_map(ckpt: Path, data: Path, path: Path) -> Path:
 
 def main(conf: dict, paths: dict) -> Path:
     """Run the demo; ``paths``: ``data`` (posed dataset) and ``out``. Returns ``out``."""
-    from camreloc_ros.tools import bag_eval, evaluate, train
+    from camreloc_ros.tools import bag_live, evaluate, train
 
     tool_logging()
     data, out = Path(paths['data']), Path(paths['out'])
@@ -98,7 +98,7 @@ def main(conf: dict, paths: dict) -> Path:
                              {'checkpoint': ckpt, 'data': data, 'out': out / 'eval',
                               'map': map_path})
     _banner('4/4 held-out frames -> rosbag -> live node -> scores')
-    live = bag_eval.demo_live(ckpt, data, out / 'live')
+    live = bag_live.demo_live(ckpt, data, out / 'live')
     _banner(f'done in {(time.monotonic() - t0) / 60:.1f} min')
     logger.info(f'  checkpoint:      {ckpt}')
     logger.info(f'  offline results: {eval_dir} (results.md, per_frame.txt, '
