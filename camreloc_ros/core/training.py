@@ -27,6 +27,7 @@ schema, the trainer and its DDP step belong together; the data pipeline lives in
 
 import copy
 import json
+import logging
 import math
 from pathlib import Path
 import time
@@ -53,6 +54,8 @@ from camreloc_ros.core.losses import build_loss, LOSS_DEFAULTS
 from camreloc_ros.core.models.pose_model import default_conf as model_default_conf
 from camreloc_ros.core.models.pose_model import load_checkpoint_file, model_conf, PoseModel, \
     save_atomic
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'model': model_default_conf,
@@ -213,9 +216,10 @@ class Trainer:
     """
 
     def __init__(self, conf: dict, train_frames: Sequence, val_frames: Sequence,
-                 out_dir: str | Path, log: Callable[[str], None] = print,
+                 out_dir: str | Path, log: Callable[[str], None] | None = None,
                  progress_bars: bool = True, dist: Dist | None = None,
                  split_info: dict | None = None):
+        log = log or logger.info
         self.conf = train_conf(conf)
         tconf = self.conf['train']
         if tconf['limit']:

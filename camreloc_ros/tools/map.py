@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import logging
 from pathlib import Path
 import time
 from typing import Callable, Sequence
@@ -46,8 +47,11 @@ from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, GlobalDe
 from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
 from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.refine import pose_neighbours, Refiner
+from camreloc_ros.tools.common import tool_logging
 from camreloc_ros.tools.common import require_exists, require_file
 from camreloc_ros.tools.evaluate import split_params
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'format': None,          # None = the checkpoint's training format
@@ -70,8 +74,11 @@ def train_frames(data, fmt: str | None, extra: dict, conf: dict) -> tuple:
     return dataset, frames, fmt, block, every
 
 
-def main(conf: dict, paths: dict, log=print) -> Path:
+def main(conf: dict, paths: dict, log=None) -> Path:
     """Build the map of ``paths['data']`` for ``paths['model']`` into ``paths['out']``."""
+    if log is None:
+        tool_logging()
+        log = logger.info
     conf = merge_conf(default_conf, conf)
     ckpt = require_file(paths['model'], 'checkpoint')
     data = require_exists(paths['data'], 'dataset')
@@ -133,7 +140,7 @@ def _row(pos: np.ndarray, quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndar
 def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], names: list,
                  stamps: list, preds: list, gt_pos: np.ndarray, gt_quat: np.ndarray,
                  out: Path, title: str, conf: dict | None = None, info: dict | None = None,
-                 log=print, K: np.ndarray | None = None) -> dict:
+                 log=None, K: np.ndarray | None = None) -> dict:
     """Refine every frame; write the comparison table and the refined row's result files.
 
     ``images`` are callables returning RGB frames, ``preds`` the network's
@@ -144,6 +151,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     (the usual per-frame file, TUM files and plots of the refined row). Returns the summary.
     ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
     """
+    log = log or logger.info
     model = PoseModel.from_checkpoint(checkpoint)
     refiner = Refiner(lmap, GlobalDescriptor(model, (lmap.meta.get('descriptor') or {})
                                              .get('p', 3.0)), conf)

@@ -30,6 +30,7 @@ part is paid for per trial.
 
 import argparse
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -46,6 +47,9 @@ from camreloc_ros.tools.search_report import (  # noqa: F401 - re-exported
     _counts, _optuna, format_results, override_value, shown_url, trial_records, write_plots,
     write_results)
 from camreloc_ros.tools.train import load_frames
+from camreloc_ros.tools.common import tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 DISTRIBUTIONS = ('choice', 'uniform', 'log_uniform')
 
@@ -237,12 +241,13 @@ def _worker_id() -> str:
     return f'{socket.gethostname()}:{os.getpid()}'
 
 
-def fail_dead_trials(study, storage, log=print) -> list[int]:
+def fail_dead_trials(study, storage, log=None) -> list[int]:
     """Mark RUNNING trials of dead processes FAIL; returns their numbers.
 
     A trial started on this machine by a process that no longer runs is failed at once;
     other machines' trials are failed by Optuna's heartbeat check after the grace period.
     """
+    log = log or logger.info
     optuna = _optuna()
     host = socket.gethostname()
     failed = []
@@ -305,8 +310,11 @@ def _study_settings(conf: dict, n_train: int, n_val: int) -> dict:
     return json.loads(json.dumps(settings))   # what the storage gives back (lists, not tuples)
 
 
-def main(conf: dict, paths: dict, log=print) -> Path:
+def main(conf: dict, paths: dict, log=None) -> Path:
     """Run (or continue) the study; ``paths``: ``data`` and ``out``; returns results.md."""
+    if log is None:
+        tool_logging()
+        log = logger.info
     from camreloc_ros.core.training import train_conf, Trainer  # torch: not for --help
 
     optuna = _optuna()

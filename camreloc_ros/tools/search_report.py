@@ -18,12 +18,15 @@ Kept apart from the study driver (:mod:`camreloc_ros.tools.search`), which only 
 """
 
 import json
+import logging
 import math
 from pathlib import Path
 import time
 import warnings
 
 from camreloc_ros.core.io import atomic_output, atomic_write_text
+
+logger = logging.getLogger('camreloc_ros')
 
 
 def _optuna():
@@ -166,8 +169,9 @@ def write_plots(study, out: Path) -> dict:
     return plots
 
 
-def write_results(study, out: Path, url: str, log=print) -> Path:
+def write_results(study, out: Path, url: str, log=None) -> Path:
     """results.json, results.md and the plots of the whole study (all workers' trials)."""
+    log = log or logger.info
     plots = write_plots(study, out)
     data = {'study': {'name': study.study_name, 'storage': shown_url(url),
                       'written': time.strftime('%Y-%m-%dT%H:%M:%S'),

@@ -23,6 +23,7 @@ and interpolated ground truth of rosbags are extracted once into a cache
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 import sys
@@ -34,6 +35,9 @@ from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation import atomic_write_text
+from camreloc_ros.tools.common import tool_logging
+
+logger = logging.getLogger('camreloc_ros')
 
 
 class FrameSplit(tuple):
@@ -55,13 +59,14 @@ def split_info(train: list, val: list, test: int | None, val_source: str) -> dic
 
 
 def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None,
-                log=print) -> FrameSplit:
+                log=None) -> FrameSplit:
     """Training and validation frames of a dataset folder; the test split is never used.
 
     The test split (official files, or ``data.block``/``data.every`` blocks) is set aside
     first; validation is ``val_data`` (a second folder of the same format, read whole) or
     held-out blocks of the training side (``data.val_block``/``data.val_every``).
     """
+    log = log or logger.info
     dconf = conf['data']
     dataset = read_dataset(data, dconf['format'])
     train = split_dataset(dataset, 'train', dconf['block'], dconf['every']).frames
@@ -87,7 +92,7 @@ def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None
 
 def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: str,
                     gt_topic: str | None = None, gt_tf: str | None = None,
-                    tolerance: float | None = None, log=print) -> FrameSplit:
+                    tolerance: float | None = None, log=None) -> FrameSplit:
     """Training and validation frames from bags: ``val_bags``, else a block split.
 
     Each bag is one sequence; without ``val_bags`` its held-out blocks (``data.val_block`` /
@@ -95,6 +100,7 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
     a dataset folder (a bag has no test split: test recordings are scored with bag-eval).
     Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
     """
+    log = log or logger.info
     from camreloc_ros.core import bags as bag_io
 
     cache = conf['train'].get('cache_dir')
@@ -155,7 +161,7 @@ def check_out_dir(out: Path, resume: bool) -> None:
                          'from; choose a new --out')
 
 
-def main(conf: dict, paths: dict, resume: bool = False, log=print,
+def main(conf: dict, paths: dict, resume: bool = False, log=None,
          progress_bars: bool = True) -> Path:
     """Train; ``paths``: ``data`` (dataset folder) and ``out`` (run folder). Returns ``out``.
 
@@ -163,6 +169,9 @@ def main(conf: dict, paths: dict, resume: bool = False, log=print,
     folder (an existing run is continued only with ``resume``) and, when resuming, that
     ``last.pt`` was trained with the same model and loss. ``train_conf.yaml`` is written last.
     """
+    if log is None:
+        tool_logging()
+        log = logger.info
     from camreloc_ros.core import distributed   # torch: not needed for --help
     from camreloc_ros.core.training import train_conf, Trainer
 

@@ -25,6 +25,7 @@ pixels and the views see it under a useful angle.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +37,8 @@ from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.mapping.features import (extract_sift, match_descriptors, root_sift,
                                                 SIFT_DEFAULTS)
 from camreloc_ros.core.mapping.map_file import LocalizationMap
+
+logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'points': 'auto',            # auto (depth where every frame has it) | depth | triangulate
@@ -170,12 +173,14 @@ def _dlt(track: np.ndarray, img: np.ndarray, xn: np.ndarray, R: np.ndarray, t: n
 
 def triangulate(keypoints: Sequence[np.ndarray], descriptors: Sequence[np.ndarray],
                 poses_c2w: np.ndarray, K: np.ndarray, conf: dict,
-                log: Callable[[str], None] = print) -> tuple[list, np.ndarray, np.ndarray, dict]:
+                log: Callable[[str], None] | None = None
+                ) -> tuple[list, np.ndarray, np.ndarray, dict]:
     """Triangulate tracks of matched keypoints.
 
     Returns per-image ``(kp_idx, point_idx)``, points ``(P, 3)``, their mean reprojection
     errors ``(P,)`` and statistics.
     """
+    log = log or logger.info
     n = len(keypoints)
     R, t = _w2c(poses_c2w)
     offsets = np.r_[0, np.cumsum([len(k) for k in keypoints])].astype(np.int64)
@@ -266,7 +271,7 @@ def _reproject(X: np.ndarray, img: np.ndarray, xy: np.ndarray, R: np.ndarray, t:
 # ------------------------------------------------------------------------------- build
 
 def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None,
-              meta: dict | None = None, log: Callable[[str], None] = print,
+              meta: dict | None = None, log: Callable[[str], None] | None = None,
               read_image: Callable | None = None) -> LocalizationMap:
     """Features, 3D points and global descriptors of ``frames`` -> a :class:`LocalizationMap`.
 
@@ -274,6 +279,7 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     (for the images as stored); ``descriptor`` a
     :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`.
     """
+    log = log or logger.info
     from camreloc_ros.core.data.transforms import read_rgb
     conf = merge_conf(default_conf, conf)
     read_image = read_image or read_rgb
