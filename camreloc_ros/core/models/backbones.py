@@ -45,7 +45,7 @@ class BackboneSpec:
     input_size: int
     mean: tuple
     std: tuple
-    default_trainable: int          # last N stages trainable, as the thesis' table
+    default_trainable: int          # last N stages trainable (thesis' table; Lite0: measured)
     weights_hint: str               # where pretrained weights come from
 
 
