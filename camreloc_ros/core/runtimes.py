@@ -29,7 +29,9 @@ eager torch at its best thread count; TorchScript, torch.compile and OpenVINO di
 for their cost here.
 
 torch is imported only by the torch backend (and :func:`resolve_device`): a robot running an
-exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory).
+exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory). Slightly
+over 450 lines: the two backends share the buffer and thread handling of the base class; the
+ONNX file format and export are in :mod:`camreloc_ros.core.onnx_format`.
 """
 
 from __future__ import annotations

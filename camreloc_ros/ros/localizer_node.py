@@ -18,6 +18,12 @@ A lifecycle node and a thin layer over :class:`~camreloc_ros.core.engine.Inferen
 the subscription callback only checks a message and keeps the newest one; a worker thread
 converts it, runs the engine and publishes, so a slow model never blocks the executor and
 never builds a queue (latest-frame policy: older waiting frames are dropped and counted).
+
+Over 450 lines because the lifecycle transitions, the callback, the worker and publishing
+are one state machine sharing one lock; everything else lives in its own module: the
+parameter table (``ros/parameters.py``), TF and Nav2 (``ros/frame_io.py``, ``ros/tf_io.py``),
+the refiner (``ros/refiner_worker.py``), diagnostics (``ros/diagnostics.py``), the camera
+check (``ros/camera_check.py``), the gate and counters (``core/live.py``).
 """
 
 from collections import deque
@@ -366,7 +372,7 @@ class LocalizerNode(LifecycleNode):
 
     @staticmethod
     def _raw_pixels(msg: Image) -> tuple[np.ndarray, str]:
-        """Checked in the callback already: convert only (bgr8 stays a zero-copy view)."""
+        """Convert a message the callback already checked (bgr8 stays a zero-copy view)."""
         return image_pixels(msg, checked=True)
 
     def _check_size(self, height: int, width: int) -> None:
