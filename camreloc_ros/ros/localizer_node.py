@@ -538,8 +538,8 @@ class LocalizerNode(LifecycleNode):
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run camreloc_ros localizer`` and ``camreloc node``.
 
-    Returns 1, after one log line, when a start parameter is refused. Written without
-    ``with rclpy.init()``: Jazzy's rclpy.init returns None.
+    Returns 1, after one log line, when a start parameter is refused. rclpy.init is not used
+    as a context manager: Jazzy's returns None (the context manager came with Kilted).
     """
     rclpy.init(args=args)
     node = None
