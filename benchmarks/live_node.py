@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--runtime', type=csv_list(str), default=['onnx', 'torch'],
                         help='node runtimes to measure, comma-separated (torch, onnx)')
     parser.add_argument('--seconds', type=float, default=20.0, help='stream duration')
+    parser.add_argument('--map', default='', help='localization map of --model: the refiner '
+                        'runs beside the network (issue 11: answered share while refining)')
     parser.add_argument('--rate', type=csv_list(float), default=[30.0, 0.0],
                         help='frames per second, comma-separated; 0 = as fast as the node '
                         'takes them')
@@ -250,7 +252,8 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
                                               Parameter('threads', value=args.threads),
                                               Parameter('device', value=args.device),
                                               Parameter('path_length', value=0),
-                                              Parameter('base_frame', value='camera')])
+                                              Parameter('base_frame', value='camera'),
+                                              Parameter('map', value=args.map)])
     if not node.is_active:
         raise RuntimeError(f'the localizer did not start with {model} ({runtime})')
     node.stats.latencies_s = type(node.stats.latencies_s)(maxlen=1_000_000)
@@ -282,6 +285,9 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
     load_after = load_average()
     time.sleep(0.5)
     stats = node.stats.snapshot()
+    refiner = node._refiner
+    refinements = 0 if refiner is None else refiner.refined + refiner.fallbacks
+    refined = 0 if refiner is None else refiner.refined
     with node.stats.lock:
         node_lat = np.asarray(node.stats.latencies_s) * 1e3
     with lock:
@@ -308,6 +314,8 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
         'e2e_p50': pct(e2e, 50), 'e2e_p95': pct(e2e, 95),
         'forward_ms': forward_ms, 'paced_ms': paced_ms,
         'load': f'{load_before} -> {load_after}',
+        'refinements': refinements, 'refined': refined,
+        'refine_hz': refinements / max(published['seconds'], 1e-9),
     }
 
 
@@ -334,6 +342,8 @@ def markdown(results: list[dict]) -> str:
             f'{r["node_p50"] / r["paced_ms"]:.2f}' if r['rate'] > 0 else '',
             '' if r['rate'] > 0 else
             f'{per_pose:.1f} ms, {per_pose / r["forward_ms"]:.2f}',
+            f'{r["refinements"]} ({r["refined"]} refined), {r["refine_hz"]:.2f} Hz'
+            if r['refinements'] else 'no map',
         ]
     names = ['model / device / runtime', 'load average (1 min) before -> after',
              'frames sent / received by the node',
@@ -346,7 +356,8 @@ def markdown(results: list[dict]) -> str:
              'overhead ratio (node p50 / bare back to back)',
              'bare engine.predict median, one call per input period',
              'overhead ratio (node p50 / bare at the input rate)',
-             'max rate: time per pose (1 / output rate), ratio to bare back to back']
+             'max rate: time per pose (1 / output rate), ratio to bare back to back',
+             'refiner (--map): refinements (refined), rate']
     heads = [f'{r["runtime"]}, ' + ('max (closed loop)' if r['rate'] <= 0 else f'{r["rate"]:g} Hz')
              for r in results]
     cols = [column(r) for r in results]
