@@ -434,3 +434,24 @@ def test_pose_gate_rules():
     gate.reset()
     gate.max_position_std = 0.0
     assert gate.check(2.2, pred(-50.0)) is None                # reset: no reference
+
+
+def test_latest_slot_keeps_only_the_newest_item():
+    """The hand-over of the node's worker and the refiner: newest item wins, close wakes."""
+    import threading
+
+    from camreloc_ros.core.live import LatestSlot
+
+    slot = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True           # 1 was never taken: replaced, and the caller knows
+    assert slot.take() == 2
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(slot.take()))
+    consumer.start()
+    slot.close()                          # wakes the waiting consumer with None
+    consumer.join(timeout=5.0)
+    assert got == [None] and not consumer.is_alive()
+    assert slot.put(3) is False and slot.take() is None   # closed: nothing comes out
+    slot.open()
+    assert slot.put(4) is False and slot.take() == 4

@@ -97,3 +97,48 @@ class LiveStats:
         snap['latency_p50_ms'] = float(np.percentile(lat, 50)) if lat.size else math.nan
         snap['latency_p95_ms'] = float(np.percentile(lat, 95)) if lat.size else math.nan
         return snap
+
+
+class LatestSlot:
+    """A one-item hand-over between threads that keeps only the newest item.
+
+    The latest-frame policy of the node's inference worker and of the refiner: a producer
+    that is faster than the consumer replaces the waiting item (and learns it did) instead of
+    building a queue. ``take`` blocks until an item arrives or :meth:`close` is called.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item = None
+        self._closed = False
+
+    def open(self) -> None:
+        """Accept items again (activate), with nothing waiting."""
+        with self._cond:
+            self._item = None
+            self._closed = False
+
+    def close(self) -> None:
+        """Drop the waiting item and wake the consumer: its ``take`` returns None."""
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+    def put(self, item) -> bool:
+        """Offer ``item``; True when it replaced one the consumer had not taken yet."""
+        with self._cond:
+            replaced = self._item is not None
+            self._item = item
+            self._cond.notify()
+        return replaced
+
+    def take(self):
+        """Wait for the newest item and remove it; None once the slot is closed."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            item, self._item = self._item, None
+            return item

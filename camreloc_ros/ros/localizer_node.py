@@ -56,7 +56,7 @@ from std_srvs.srv import Trigger
 from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
 from camreloc_ros.core.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
-from camreloc_ros.core.live import LiveStats, PoseGate
+from camreloc_ros.core.live import LatestSlot, LiveStats, PoseGate
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_pixels, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec)
@@ -83,9 +83,7 @@ class LocalizerNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         # before anything can fail: destroy_node needs them, and rclpy's context shutdown
         # calls it even on a node whose __init__ raised
-        self._cond = threading.Condition()     # guards _pending and _stopping
-        self._pending: tuple[Image | CompressedImage, float] | None = None
-        self._stopping = False
+        self._slot = LatestSlot()              # newest (message, receive time) for the worker
         self._worker: threading.Thread | None = None
         self._active = False
         self._frames: FrameIO | None = None   # TF lookups/output, Nav2 bootstrap (tf_io)
@@ -265,9 +263,7 @@ class LocalizerNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Enable the publishers and start the inference worker."""
-        with self._cond:
-            self._pending = None
-            self._stopping = False
+        self._slot.open()
         self._worker = threading.Thread(target=self._worker_loop, name='camreloc_inference',
                                         daemon=True)
         self._worker.start()
@@ -309,10 +305,7 @@ class LocalizerNode(LifecycleNode):
 
     def _stop_worker(self) -> None:
         self._active = False
-        with self._cond:
-            self._stopping = True
-            self._pending = None
-            self._cond.notify_all()
+        self._slot.close()
         if self._worker is not None:
             self._worker.join(timeout=10.0)
             self._worker = None
@@ -355,11 +348,8 @@ class LocalizerNode(LifecycleNode):
         if check is not None and check.refusing:   # camera_check.refuse: counted, no pose
             check.count_refused()
             return
-        with self._cond:
-            if self._pending is not None:
-                self.stats.add(dropped=1)
-            self._pending = (msg, received)
-            self._cond.notify()
+        if self._slot.put((msg, received)):
+            self.stats.add(dropped=1)
 
     def _check_raw(self, msg: Image) -> None:
         check_image(msg)
@@ -410,14 +400,8 @@ class LocalizerNode(LifecycleNode):
 
     # ---- worker thread: the real work --------------------------------------------------
     def _worker_loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                msg, received = self._pending
-                self._pending = None
+        while (job := self._slot.take()) is not None:
+            msg, received = job
             try:
                 self._process(msg, received)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive a bad frame

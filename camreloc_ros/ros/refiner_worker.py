@@ -45,6 +45,7 @@ import numpy as np
 from std_msgs.msg import Header
 
 from camreloc_ros.core.engine import Prediction
+from camreloc_ros.core.live import LatestSlot
 from camreloc_ros.core.refine_live import PoseCorrector
 from camreloc_ros.core.runtimes import is_onnx_file
 from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
@@ -69,9 +70,7 @@ class RefinerWorker:
         self.map_frame = map_frame
         self.sync = bool(sync)
         self.logger = logger
-        self._cond = threading.Condition()
-        self._pending: tuple | None = None
-        self._stopping = False
+        self._slot = LatestSlot()          # newest (rgb, header, prediction) to refine
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()   # counters below
         self.refined = 0        # refinements that gave a pose
@@ -115,9 +114,7 @@ class RefinerWorker:
     # ---- thread ------------------------------------------------------------------------
     def start(self) -> None:
         """Start the refiner thread (activate); a no-op in sync mode."""
-        with self._cond:
-            self._pending = None
-            self._stopping = False
+        self._slot.open()
         if not self.sync:
             self._thread = threading.Thread(target=self._loop, name='camreloc_refiner',
                                             daemon=True)
@@ -125,23 +122,13 @@ class RefinerWorker:
 
     def stop(self) -> None:
         """Stop the thread; a refinement in progress finishes first (deactivate, cleanup)."""
-        with self._cond:
-            self._stopping = True
-            self._pending = None
-            self._cond.notify_all()
+        self._slot.close()
         if self._thread is not None:
             self._thread.join(timeout=30.0)
             self._thread = None
 
     def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                job = self._pending
-                self._pending = None
+        while (job := self._slot.take()) is not None:
             self._refine(*job)
 
     # ---- network worker side ------------------------------------------------------------
@@ -157,13 +144,9 @@ class RefinerWorker:
         job = (rgb, header, pred)
         if self.sync:
             self._refine(*job)
-        else:
-            with self._cond:
-                if self._pending is not None:
-                    with self._lock:
-                        self.dropped += 1
-                self._pending = job
-                self._cond.notify()
+        elif self._slot.put(job):
+            with self._lock:
+                self.dropped += 1
         fix = self.corrector.correct(stamp, pred.position, pred.quaternion)
         if fix is None:
             return pred
