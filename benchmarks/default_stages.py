@@ -88,9 +88,9 @@ def run_stages(stages: int, at: list[int], out: Path, scored: bool = True,
     for epochs in at:
         conf['train']['epochs'] = epochs
         t0 = time.perf_counter()
-        train.main(conf, {'data': DATA, 'out': run_dir, 'frames': split},
-                   resume=(run_dir / 'last.pt').is_file(), log=lambda s: None,
-                   progress_bars=False)
+        train.fit(conf, split, run_dir,
+                  resume=(run_dir / 'last.pt').is_file(), log=lambda s: None,
+                  progress_bars=False)
         train_s += time.perf_counter() - t0
         history = json.loads((run_dir / 'history.json').read_text())
         last = history[-1]

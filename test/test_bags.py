@@ -29,6 +29,7 @@ import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 from scipy.spatial.transform import Rotation, Slerp
+import yaml
 
 from camreloc_ros.core import bags
 from camreloc_ros.core import geometry as g
@@ -493,9 +494,16 @@ def test_train_from_bag_equals_train_from_folder(tmp_path):
     folder = json.loads((tmp_path / 'folder' / 'history.json').read_text())
     from_bag = json.loads((tmp_path / 'bag' / 'history.json').read_text())
     assert from_bag[0]['loss'] == pytest.approx(folder[0]['loss'], abs=1e-5)
+    # the bags are paths, their topics config: recorded with the run
+    recorded = yaml.safe_load((tmp_path / 'bag' / 'train_conf.yaml').read_text())
+    assert recorded['data']['bag']['image_topic'] == JPEG_TOPIC
+    assert recorded['data']['bag']['gt_topic'] == GT_TOPIC
 
     conf = train.conf_from_args(bag_args)
     tr, val = train.load_bag_frames([bag], None, conf, JPEG_TOPIC, GT_TOPIC)
+    with pytest.raises(ValueError, match="unknown paths key.*'frames'"):   # paths are paths
+        train.main(conf, {'frames': (tr, val), 'out': tmp_path / 'x'}, log=print)
+    assert not (tmp_path / 'x').exists()
     # a training bag has no test split: its held-out blocks of the training side validate
     ref_tr, ref_val = train_val_split(frames, VAL_BLOCK, VAL_EVERY)
     assert [f.index for f in tr] == [f.index for f in ref_tr]

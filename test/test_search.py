@@ -92,8 +92,8 @@ from camreloc_ros.tools import search
 from camreloc_ros.tools.common import shared_data_dir
 frames = split_dataset(read_dataset(shared_data_dir() / 'hololens-office', 'posed'),
                        'train').frames
-search.main(json.loads(sys.argv[1]), {'out': sys.argv[2], 'frames': (frames[:24], frames[-8:])},
-            log=lambda s: print(s, flush=True))
+search.run_study(json.loads(sys.argv[1]), (frames[:24], frames[-8:]), sys.argv[2],
+                 log=lambda s: print(s, flush=True))
 '''
 
 
@@ -126,9 +126,9 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
             'pruner': {'name': 'median', 'n_startup_trials': 2, 'n_warmup_steps': 0},
             'base': {'model': {'backbone': {'trainable_stages': 0}, 'head': {'width': 64}},
                      'train': {'batch_size': 8, 'cache_dir': str(tmp_path / 'cache')}}}
-    paths = {'out': out, 'frames': (train, val)}
+    split = (train, val)
     quiet = lambda s: None   # noqa: E731
-    search.main(conf, paths, log=quiet)
+    search.run_study(conf, split, out, log=quiet)
     url = f'sqlite:///{out / "search.db"}'
     name = search.default_conf['study_name']
     assert _states(url, name) == ['COMPLETE', 'COMPLETE']
@@ -139,7 +139,7 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
     worse = max(study.trials, key=lambda t: t.intermediate_values[1])
     assert min(t.intermediate_values[1] for t in study.trials) < worse.intermediate_values[1]
     study.enqueue_trial(worse.params)
-    result = search.main(dict(conf, trials=3), paths, log=quiet)
+    result = search.run_study(dict(conf, trials=3), split, out, log=quiet)
     assert _states(url, name) == ['COMPLETE', 'COMPLETE', 'PRUNED']
     pruned = optuna.load_study(study_name=name, storage=url).trials[2]
     assert pruned.params == worse.params and list(pruned.intermediate_values) == [1]
@@ -157,7 +157,7 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
     assert json.loads((out / 'trials' / '0002' / 'history.json').read_text())[0]['epoch'] == 1
 
     # Resuming: the study already holds 3 finished trials, so nothing new runs.
-    search.main(dict(conf, trials=3), paths, log=quiet)
+    search.run_study(dict(conf, trials=3), split, out, log=quiet)
     assert len(_states(url, name)) == 3
 
     # kill -9 of a worker in the middle of a trial: its trial stays RUNNING in the storage;
@@ -172,7 +172,7 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
         proc.wait()
     assert started, 'the worker never started trial 3'
     assert _states(url, name) == ['COMPLETE', 'COMPLETE', 'PRUNED', 'RUNNING']
-    search.main(dict(conf, trials=4), paths, log=quiet)
+    search.run_study(dict(conf, trials=4), split, out, log=quiet)
     states = _states(url, name)
     assert states[:4] == ['COMPLETE', 'COMPLETE', 'PRUNED', 'FAIL']
     assert len(states) == 5 and states[4] in ('COMPLETE', 'PRUNED')
@@ -182,11 +182,11 @@ def test_study_prunes_resumes_and_fails_dead_trials(tmp_path):
     before = (out / 'results.md').read_text()
     other = dict(conf, trials=5, space={'train.lr': {'log_uniform': [1e-5, 1e-4]}})
     with pytest.raises(ValueError, match='other settings .*space'):
-        search.main(other, paths, log=quiet)
+        search.run_study(other, split, out, log=quiet)
     assert len(_states(url, name)) == 5 and (out / 'results.md').read_text() == before
     # Results of another study in the same folder are never overwritten.
     with pytest.raises(ValueError, match='results of another search'):
-        search.main(dict(conf, study_name='other'), paths, log=quiet)
+        search.run_study(dict(conf, study_name='other'), split, out, log=quiet)
 
 
 def test_cli_refuses_bad_pruner_and_storage_before_writing(tmp_path, capsys):

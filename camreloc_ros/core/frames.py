@@ -122,8 +122,8 @@ class TransformTree:
     node can tell that two publishers disagree about the tree.
     """
 
-    def __init__(self, cache_ns: int = DEFAULT_CACHE_NS) -> None:
-        self.cache_ns = int(cache_ns)
+    def __init__(self, cache_ns: Optional[int] = DEFAULT_CACHE_NS) -> None:
+        self.cache_ns = None if cache_ns is None else int(cache_ns)   # None: keep every sample
         self._edges: dict[str, _Edge] = {}
         self.reparented: dict[str, set[str]] = {}
 
@@ -155,7 +155,8 @@ class TransformTree:
         else:
             edge.stamps.insert(i, stamp_ns)
             edge.poses.insert(i, pose)
-        cut = bisect_left(edge.stamps, edge.stamps[-1] - self.cache_ns)
+        cut = 0 if self.cache_ns is None else bisect_left(edge.stamps,
+                                                          edge.stamps[-1] - self.cache_ns)
         if cut > 0:                                # older than the cache time: dropped
             del edge.stamps[:cut], edge.poses[:cut]
 
@@ -194,7 +195,14 @@ class TransformTree:
                                      f'{self.describe()}')
         return chain
 
-    def _chains(self, target: str, source: str) -> Tuple[list[str], list[str]]:
+    def samples(self, frame: str) -> Tuple[list[int], list[Pose]]:
+        """Stamps (ns, sorted) and poses of ``frame``'s edge to its parent (copies)."""
+        edge = self._edges[strip_frame(frame)]
+        return list(edge.stamps), list(edge.poses)
+
+    def chains(self, target: str, source: str) -> Tuple[list[str], list[str]]:
+        """Frames from ``source`` and from ``target`` up to their common ancestor (inclusive)."""
+        target, source = strip_frame(target), strip_frame(source)
         known = self.frames
         for role, frame in (('target', target), ('source', source)):
             if frame not in known:
@@ -211,7 +219,7 @@ class TransformTree:
 
     def latest_common_stamp(self, target: str, source: str) -> int:
         """tf2's latest common time of the chain (0 when every edge is static)."""
-        up_source, up_target = self._chains(strip_frame(target), strip_frame(source))
+        up_source, up_target = self.chains(strip_frame(target), strip_frame(source))
         stamps = [self._edges[f].latest() for f in up_source[:-1] + up_target[:-1]
                   if not self._edges[f].static]
         return min(stamps) if stamps else 0
@@ -235,7 +243,7 @@ class TransformTree:
         target, source = strip_frame(target), strip_frame(source)
         if target == source:
             return identity_pose()
-        up_source, up_target = self._chains(target, source)
+        up_source, up_target = self.chains(target, source)
         if not stamp_ns:
             stamp_ns = self.latest_common_stamp(target, source) or None
         common_source = self._from_ancestor(up_source, stamp_ns)

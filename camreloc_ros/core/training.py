@@ -85,6 +85,8 @@ default_conf = {
         'val_block': 25,         # validation: held-out blocks of the TRAINING side
         'val_every': 8,          # (0 = no validation: best.pt is the last epoch)
         'augment': {'brightness': 0.0, 'contrast': 0.0, 'crop_scale': 0.0},
+        # training from rosbags (camreloc train --bag): what to read from them
+        'bag': {'image_topic': None, 'gt_topic': None, 'gt_tf': None, 'gt_tolerance': 0.05},
     },
 }
 
@@ -127,6 +129,12 @@ schema = {
             'brightness': Spec('float', lo=0.0, hi=1.0),
             'contrast': Spec('float', lo=0.0, hi=1.0),
             'crop_scale': Spec('float', lo=0.0, hi=1.0, hi_open=True),
+        },
+        'bag': {
+            'image_topic': Spec('str', optional=True),
+            'gt_topic': Spec('str', optional=True),
+            'gt_tf': Spec('str', optional=True),
+            'gt_tolerance': Spec('float', lo=0.0, lo_open=True),
         },
     },
 }

@@ -46,7 +46,7 @@ from camreloc_ros.core.io import atomic_write_text, pid_alive
 from camreloc_ros.tools.search_report import (  # noqa: F401 - re-exported
     _counts, _optuna, format_results, override_value, shown_url, trial_records, write_plots,
     write_results)
-from camreloc_ros.tools.train import load_frames
+from camreloc_ros.tools.train import frames_from_paths
 from camreloc_ros.tools.common import tool_logging
 
 logger = logging.getLogger('camreloc_ros')
@@ -311,21 +311,35 @@ def _study_settings(conf: dict, n_train: int, n_val: int) -> dict:
 
 
 def main(conf: dict, paths: dict, log=None) -> Path:
-    """Run (or continue) the study; ``paths``: ``data`` and ``out``; returns results.md."""
+    """Run (or continue) the study; ``paths``: ``data`` (+ ``val_data``) and ``out``.
+
+    Returns results.md. Validation frames come from the training side
+    (:func:`camreloc_ros.tools.train.frames_from_paths`); the test split is never read.
+    """
     if log is None:
         tool_logging()
         log = logger.info
+    from camreloc_ros.core.training import train_conf  # torch: not for --help
+
+    conf = _load_conf(conf)
+    split = frames_from_paths(train_conf(conf['base']), paths, log=log)
+    return run_study(conf, split, paths['out'], log=log)
+
+
+def run_study(conf: dict, split: tuple, out: Path, log=None) -> Path:
+    """Run the study on frames already loaded (``(train, val)``): :func:`main` after the data."""
+    log = log or logger.info
     from camreloc_ros.core.training import train_conf, Trainer  # torch: not for --help
 
     optuna = _optuna()
     conf = _load_conf(conf)
-    out = Path(paths['out'])
+    out = Path(out)
     url = storage_url(conf, out)
     _check_out(out, conf['study_name'], url)
-    base = train_conf(conf['base'])
+    train_conf(conf['base'])      # a bad base config is refused before any trial
     check_space(conf['space'], conf['base'])
     pruner = make_pruner(conf['pruner'])
-    train, val = paths.get('frames') or load_frames(paths['data'], base)
+    train, val = split
     if not val:
         raise ValueError('the search needs validation frames to score trials')
     if conf['storage'] is None:
@@ -398,6 +412,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``camreloc search``."""
     parser.add_argument('--data', required=True, help='dataset folder')
     parser.add_argument('--format', required=True, choices=FORMATS, help='dataset layout')
+    parser.add_argument('--val-data', help='validation dataset folder (same format; default: '
+                        'held-out blocks of the training side)')
     parser.add_argument('--config', help='YAML with search settings (trials, epochs, space, '
                         'base, pruner, ...)')
     parser.add_argument('--trials', type=int,
@@ -421,4 +437,4 @@ def from_args(args: argparse.Namespace) -> Path:
     for key in ('trials', 'epochs', 'storage', 'study_name'):
         if getattr(args, key) is not None:
             conf[key] = getattr(args, key)
-    return main(conf, {'data': args.data, 'out': args.out})
+    return main(conf, {'data': args.data, 'out': args.out, 'val_data': args.val_data})

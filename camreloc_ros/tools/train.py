@@ -161,9 +161,32 @@ def check_out_dir(out: Path, resume: bool) -> None:
                          'from; choose a new --out')
 
 
+PATH_KEYS = {'data', 'val_data', 'bags', 'val_bags', 'out'}
+
+
+def frames_from_paths(conf: dict, paths: dict, log=None) -> FrameSplit:
+    """Training and validation frames named by ``paths``: a dataset folder or rosbags.
+
+    ``paths``: ``data`` (+ ``val_data``), or ``bags`` (+ ``val_bags``) with the topics in
+    ``conf['data']['bag']``. The test split is never read.
+    """
+    if paths.get('data') is not None and paths.get('bags'):
+        raise ValueError('give either --data or --bag, not both')
+    if paths.get('bags'):
+        bag = conf['data']['bag']
+        if not bag['image_topic'] or (bag['gt_topic'] is None) == (bag['gt_tf'] is None):
+            raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
+        return load_bag_frames(list(paths['bags']), paths.get('val_bags'), conf,
+                               bag['image_topic'], bag['gt_topic'], bag['gt_tf'],
+                               bag['gt_tolerance'], log=log)
+    if paths.get('data') is None:
+        raise ValueError('--data (a dataset folder) or --bag is required')
+    return load_frames(paths['data'], conf, paths.get('val_data'), log=log)
+
+
 def main(conf: dict, paths: dict, resume: bool = False, log=None,
          progress_bars: bool = True) -> Path:
-    """Train; ``paths``: ``data`` (dataset folder) and ``out`` (run folder). Returns ``out``.
+    """Train; ``paths``: ``out`` and the data (:func:`frames_from_paths`). Returns ``out``.
 
     Everything is checked before anything is written: the config (types and ranges), the run
     folder (an existing run is continued only with ``resume``) and, when resuming, that
@@ -172,18 +195,38 @@ def main(conf: dict, paths: dict, resume: bool = False, log=None,
     if log is None:
         tool_logging()
         log = logger.info
+    from camreloc_ros.core.training import train_conf   # torch: not needed for --help
+
+    unknown = sorted(set(paths) - PATH_KEYS)
+    if unknown:
+        raise ValueError(f'unknown paths key(s) {", ".join(map(repr, unknown))}; expected '
+                         f'{", ".join(sorted(PATH_KEYS))} (frames already loaded: use fit)')
+    conf = train_conf(conf)
+    out = Path(paths['out'])
+    check_out_dir(out, resume)   # every rank, before the rendezvous: nothing written yet
+    rank0 = os.environ.get('RANK', '0') == '0'
+    split = frames_from_paths(conf, paths, log=log if rank0 else _quiet)
+    return fit(conf, split, out, resume=resume, log=log, progress_bars=progress_bars)
+
+
+def fit(conf: dict, split: FrameSplit | tuple, out: Path, resume: bool = False, log=None,
+        progress_bars: bool = True) -> Path:
+    """Train on frames already loaded (``(train, val)``): :func:`main` after the data.
+
+    For Python callers that pick frames themselves (benchmarks); a plain tuple is recorded as
+    'given by the caller' in ``split.json``.
+    """
+    log = log or logger.info
     from camreloc_ros.core import distributed   # torch: not needed for --help
     from camreloc_ros.core.training import train_conf, Trainer
 
     conf = train_conf(conf)
-    out = Path(paths['out'])
-    check_out_dir(out, resume)   # every rank, before the rendezvous: nothing written yet
+    out = Path(out)
+    check_out_dir(out, resume)
     dist = distributed.init(conf['train']['device'])
     try:
         if not dist.main:
             log = _quiet
-        split = paths.get('frames') or load_frames(paths['data'], conf, paths.get('val_data'),
-                                                   log=log)
         train, val = split
         info = getattr(split, 'info', None) or split_info(train, val, None,
                                                           'given by the caller')
@@ -248,6 +291,10 @@ def conf_from_args(args: argparse.Namespace) -> dict:
         shortcuts['data'] = {'format': args.format}
     if args.epochs is not None:
         shortcuts['train'] = {'epochs': args.epochs}
+    keys = ('image_topic', 'gt_topic', 'gt_tf', 'gt_tolerance')
+    bag = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if bag:
+        shortcuts.setdefault('data', {})['bag'] = bag
     return train_conf(deep_update(deep_update(conf, parse_overrides(args.overrides)),
                                   shortcuts))
 
@@ -291,18 +338,11 @@ def from_args(args: argparse.Namespace) -> Path:
         if args.nproc > 1 and 'WORLD_SIZE' not in os.environ:
             launch_torchrun(args.nproc, getattr(args, 'argv', None) or sys.argv[1:])
             return Path(args.out)
-    if getattr(args, 'bag', None):
-        if args.data:
-            raise ValueError('give either --data or --bag, not both')
-        if not args.image_topic or (args.gt_topic is None) == (args.gt_tf is None):
-            raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
-        frames = load_bag_frames(args.bag, args.val_bag, conf, args.image_topic,
-                                 args.gt_topic, args.gt_tf, args.gt_tolerance)
-        return main(conf, {'frames': frames, 'out': args.out}, resume=args.resume)
-    if not args.data or (args.format is None and not args.config):
-        raise ValueError('--data and --format are required (or data.format in --config, or '
-                         'train from --bag)')
-    return main(conf, {'data': args.data, 'out': args.out, 'val_data': args.val_data},
+    if not getattr(args, 'bag', None) and args.data and args.format is None \
+            and not args.config:
+        raise ValueError('--format is required with --data (or data.format in --config)')
+    return main(conf, {'data': args.data, 'out': args.out, 'val_data': args.val_data,
+                       'bags': getattr(args, 'bag', None), 'val_bags': args.val_bag},
                 resume=args.resume)
 
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from camreloc_ros.core.bags.errors import BagCorruptError, BagDamage, BagDamagedError, BagError
 from camreloc_ros.core.bags.reader import Bag, BagMessage, IMAGE_TYPES
+from camreloc_ros.core.frames import strip_frame, TransformError, TransformTree
 from camreloc_ros.core.geometry import (interpolate_pose, pose_compose, pose_invert,
                                         quat_normalize, unit_quat_problem)
 from camreloc_ros.core.messages import header_stamp_ns, NS, seconds_to_ns, stamp_ns
@@ -145,87 +146,62 @@ def parse_tf_pair(text: str) -> tuple[str, str]:
     return parts[0].strip().strip('/'), parts[1].strip().strip('/')
 
 
-@dataclass
-class _Edge:
-    parent: str
-    static: bool = False
-    stamps: list = field(default_factory=list)
-    positions: list = field(default_factory=list)
-    quaternions: list = field(default_factory=list)
-    _traj: Trajectory | None = None
+class TfTree(TransformTree):
+    """Every ``/tf`` and ``/tf_static`` transform of a bag, looked up at many stamps at once.
 
-    def trajectory(self) -> Trajectory:
-        if self._traj is None:
-            self._traj = Trajectory(self.stamps, np.array(self.positions),
-                                    np.array(self.quaternions))
-        return self._traj
-
-
-class TfTree:
-    """Transforms of /tf and /tf_static; looks up any frame pair through the tree."""
+    The tree itself (one parent per frame, chains through the common ancestor) is the live
+    node's :class:`~camreloc_ros.core.frames.TransformTree`, kept whole (no cache time). What
+    differs is the lookup: :meth:`lookup_many` takes all image stamps of a bag in one call and
+    interpolates each dynamic edge within a tolerance (:meth:`Trajectory.at`, see the table
+    above) where tf2 needs the exact bracket, and a stamp without a close sample is not ``ok``
+    instead of an error. A second parent is an error: a recording is evidence to score
+    against, so a tree two publishers disagree on is not guessed at.
+    """
 
     def __init__(self) -> None:
-        self._edges: dict[str, _Edge] = {}
+        super().__init__(cache_ns=None)
+        self._trajectories: dict[str, Trajectory] = {}
 
     def add(self, parent: str, child: str, stamp_ns: int, position: np.ndarray,
-            quaternion: np.ndarray, static: bool) -> None:
-        """Add one transform ``parent -> child`` (the child's pose in the parent)."""
-        parent, child = parent.strip('/'), child.strip('/')
-        edge = self._edges.get(child)
-        if edge is None:
-            edge = self._edges[child] = _Edge(parent)
-        elif edge.parent != parent:
-            raise ValueError(f'frame {child!r} has two parents in the bag, {edge.parent!r} '
+            quaternion: np.ndarray, static: bool = False) -> None:
+        """Add one transform ``parent -> child`` (/tf_static wins over /tf for a child)."""
+        parent, child = strip_frame(parent), strip_frame(child)
+        existing = self.parent(child)
+        if existing is not None and existing != parent:
+            raise ValueError(f'frame {child!r} has two parents in the bag, {existing!r} '
                              f'and {parent!r}; a TF tree allows one')
-        if static and not edge.static:
-            edge.static = True
-            edge.stamps, edge.positions, edge.quaternions = [], [], []
-        elif edge.static and not static:
+        if self.is_static(child) and not static:
             return
-        edge._traj = None
-        edge.stamps.append(0 if static else int(stamp_ns))
-        edge.positions.append(position)
-        edge.quaternions.append(quaternion)
+        self._trajectories.pop(child, None)
+        super().add(parent, child, stamp_ns, position, quaternion, static)
 
-    @property
-    def frames(self) -> set[str]:
-        """Every frame named in the tree."""
-        return set(self._edges) | {e.parent for e in self._edges.values()}
-
-    def describe(self) -> str:
-        """``parent -> child`` for every edge, for error messages."""
-        return ', '.join(f'{e.parent} -> {c}{" (static)" if e.static else ""}'
-                         for c, e in sorted(self._edges.items())) or '(no transforms)'
-
-    def _up(self, frame: str) -> list[str]:
-        chain = [frame]
-        while chain[-1] in self._edges:
-            chain.append(self._edges[chain[-1]].parent)
-            if len(chain) > len(self._edges) + 1:
-                raise ValueError(f'the TF tree has a loop through {frame!r}')
-        return chain
+    def _trajectory(self, frame: str) -> Trajectory:
+        traj = self._trajectories.get(frame)
+        if traj is None:
+            stamps, poses = self.samples(frame)
+            traj = self._trajectories[frame] = Trajectory(
+                stamps, np.array([p for p, _ in poses]), np.array([q for _, q in poses]))
+        return traj
 
     def chain(self, parent: str, child: str) -> tuple[list[str], list[str]]:
         """Frames from ``child`` and from ``parent`` up to their common ancestor (inclusive)."""
         for frame in (parent, child):
-            if frame not in self.frames:
+            if strip_frame(frame) not in self.frames:
                 raise ValueError(f'frame {frame!r} is not in the TF tree of the bag; it has '
                                  f'{self.describe()}')
-        up_child, up_parent = self._up(child), self._up(parent)
-        common = next((f for f in up_child if f in up_parent), None)
-        if common is None:
-            raise ValueError(f'frames {parent!r} and {child!r} are not connected in the TF '
-                             f'tree ({self.describe()})')
-        return (up_child[:up_child.index(common) + 1], up_parent[:up_parent.index(common) + 1])
+        try:
+            return self.chains(parent, child)
+        except TransformError as exc:
+            raise ValueError(f'{exc} in the bag') from None
 
     def path_samples(self, parent: str, child: str) -> tuple[list[str], np.ndarray]:
         """Frames between ``parent`` and ``child``, and their dynamic transforms' stamps.
 
-        The stamps (sorted) are what :meth:`lookup` interpolates; both go into reports.
+        The stamps (sorted) are what :meth:`lookup_many` interpolates; both go into reports.
         """
         up_child, up_parent = self.chain(parent, child)
-        dynamic = [self._edges[f].trajectory().stamps_ns for f in up_child[:-1] + up_parent[:-1]
-                   if not self._edges[f].static]
+        dynamic = [self._trajectory(f).stamps_ns for f in up_child[:-1] + up_parent[:-1]
+                   if not self.is_static(f)]
         stamps = np.sort(np.concatenate(dynamic)) if dynamic else np.zeros(0, np.int64)
         return up_child[1:-1] + up_parent[1:-1], stamps
 
@@ -235,22 +211,19 @@ class TfTree:
         quat = np.tile([0.0, 0.0, 0.0, 1.0], (m, 1))
         ok = np.ones(m, bool)
         for frame in up[:-1]:
-            edge = self._edges[frame]
-            traj = edge.trajectory()
-            if edge.static:
-                e_pos = np.tile(traj.positions[-1], (m, 1))
-                e_quat = np.tile(quat_normalize(traj.quaternions[-1]), (m, 1))
-                e_ok = np.ones(m, bool)
+            if self.is_static(frame):
+                p, q = self.samples(frame)[1][-1]
+                e_pos, e_quat, e_ok = np.tile(p, (m, 1)), np.tile(q, (m, 1)), np.ones(m, bool)
             else:
-                e_pos, e_quat, e_ok = traj.at(times, tol)
+                e_pos, e_quat, e_ok = self._trajectory(frame).at(times, tol)
             e_pos, e_quat = np.where(e_ok[:, None], e_pos, 0.0), np.where(
                 e_ok[:, None], e_quat, [0.0, 0.0, 0.0, 1.0])
             pos, quat = pose_compose(e_pos, e_quat, pos, quat)
             ok &= e_ok
         return pos, quat, ok
 
-    def lookup(self, parent: str, child: str, times_ns: Sequence[int], tolerance_s: float
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def lookup_many(self, parent: str, child: str, times_ns: Sequence[int],
+                    tolerance_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pose of ``child`` in ``parent`` at each time, chaining intermediate frames.
 
         Every dynamic transform on the way is interpolated within ``tolerance_s``; a time
@@ -416,7 +389,7 @@ def scan_bag(bag: Bag, image_topic: str, gt_topic: str | None = None,
         samples, all_gt = len(traj), traj.stamps_ns
     else:
         try:
-            pos, quat, ok = tree.lookup(tf_pair[0], tf_pair[1], stamps_ns, tolerance)
+            pos, quat, ok = tree.lookup_many(tf_pair[0], tf_pair[1], stamps_ns, tolerance)
         except ValueError as exc:
             if truncated is not None and not allow_truncated:
                 raise truncated
