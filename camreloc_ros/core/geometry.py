@@ -108,14 +108,17 @@ def quat_multiply(q1: ArrayLike, q2: ArrayLike) -> np.ndarray:
     """Hamilton product ``q1 ⊗ q2`` (rotate by q2, then q1); broadcasts."""
     a = _quat(q1, 'q1')
     b = _quat(q2, 'q2')
-    x1, y1, z1, w1 = np.moveaxis(a, -1, 0)
-    x2, y2, z2, w2 = np.moveaxis(b, -1, 0)
-    return np.stack([
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-    ], axis=-1)
+    return np.stack(_hamilton(np.moveaxis(a, -1, 0), np.moveaxis(b, -1, 0)), axis=-1)
+
+
+def _hamilton(a, b) -> list:
+    """Components (x, y, z, w) of ``a ⊗ b`` from their components: numpy or torch alike."""
+    x1, y1, z1, w1 = a
+    x2, y2, z2, w2 = b
+    return [w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2]
 
 
 def quat_conjugate(q: ArrayLike) -> np.ndarray:
@@ -374,14 +377,7 @@ def interpolate_pose(t0: ArrayLike, q0: ArrayLike, t1: ArrayLike, q1: ArrayLike,
 def torch_quat_multiply(q1: 'torch.Tensor', q2: 'torch.Tensor') -> 'torch.Tensor':
     """Differentiable Hamilton product ``q1 ⊗ q2`` of ``[..., 4]`` (x, y, z, w) tensors."""
     import torch
-    x1, y1, z1, w1 = q1.unbind(-1)
-    x2, y2, z2, w2 = q2.unbind(-1)
-    return torch.stack([
-        w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-        w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-        w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-    ], dim=-1)
+    return torch.stack(_hamilton(q1.unbind(-1), q2.unbind(-1)), dim=-1)
 
 
 def torch_quat_conjugate(q: 'torch.Tensor') -> 'torch.Tensor':
