@@ -38,9 +38,9 @@ import time
 
 import numpy as np
 
-from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, decoded_images,
-                                    DEFAULT_TOLERANCE, iter_images, rosbag_folder_problem,
-                                    scan_bag, STORAGES)
+from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, camera_matrix,
+                                    decoded_images, DEFAULT_TOLERANCE, iter_images,
+                                    rosbag_folder_problem, scan_bag, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.engine import InferenceEngine, Prediction
 from camreloc_ros.core.evaluation import format_table, write_results
@@ -210,20 +210,6 @@ def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int]
             if transforms:
                 out.write('/tf', 'tf2_msgs/msg/TFMessage', log, m.tf(transforms))
     return path
-
-
-def camera_matrix(bag: Bag, image_topic: str) -> np.ndarray | None:
-    """K of the bag's CameraInfo beside ``image_topic`` (else its only one), or None."""
-    infos = [t for t, i in bag.topics.items() if i.msgtype == 'sensor_msgs/msg/CameraInfo']
-    base = image_topic.rsplit('/compressed', 1)[0].rsplit('/', 1)[0]
-    near = [t for t in infos if t.rsplit('/', 1)[0] == base]
-    topic = near[0] if near else (infos[0] if len(infos) == 1 else None)
-    if topic is None:
-        return None
-    for msg in bag.messages([topic]):
-        K = np.asarray(bag.deserialize(msg).k, np.float64).reshape(3, 3)
-        return K if K[0, 0] > 0 and K[1, 1] > 0 else None
-    return None
 
 
 def _refine_bag(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path, lmap,

@@ -23,9 +23,12 @@ One job per module; the public names are all importable from here:
 - :mod:`.groundtruth`: :class:`Trajectory`, :class:`TfTree` and :func:`scan_bag`: each
   image's ground truth, and the two ground-truth matching rules (bags vs TUM folders).
 - :mod:`.extract`: a bag's posed images as training frames (cached), images in order.
+- :mod:`.camera`: the camera intrinsics of a bag's CameraInfo.
 - :mod:`.writer`: :class:`Messages` and the atomic :class:`BagWriter`.
 """
 
+from camreloc_ros.core.bags.camera import (CAMERA_INFO, camera_info_topic, camera_intrinsics,
+                                           camera_matrix)
 from camreloc_ros.core.bags.errors import BagCorruptError, BagDamage, BagDamagedError, BagError
 from camreloc_ros.core.bags.extract import (bag_digest, decode_image, decoded_images,
                                             default_extract_dir, extract_frames,
@@ -50,5 +53,6 @@ __all__ = [
     'rosbag_folder_problem',
     'STORAGES', 'IMAGE', 'COMPRESSED', 'IMAGE_TYPES', 'POSE_TYPES', 'TF_TYPE', 'TF_TOPICS',
     'DEFAULT_TOLERANCE', 'QUAT_NORM_TOL', 'EXTRACT_VERSION', 'NS', 'MCAP_MAGIC',
-    'BAG_FOLDER_SUFFIXES', 'SIGNATURES',
+    'BAG_FOLDER_SUFFIXES', 'SIGNATURES', 'CAMERA_INFO', 'camera_info_topic',
+    'camera_intrinsics', 'camera_matrix',
 ]
