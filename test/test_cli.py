@@ -28,9 +28,9 @@ from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
 TOOLS = [name for name in cli.SUBCOMMANDS if name != 'node']
-# Their modules import torch at the top (the map worker's file): strict, so the mark must go
-# when the imports move into main().
-TORCH_AT_IMPORT = {'map'}
+# Subcommands whose modules import torch at the top (none now): strict, so a name listed
+# here must go as soon as its imports move into main().
+TORCH_AT_IMPORT: set = set()
 HELP_MISSING: set = set()
 
 

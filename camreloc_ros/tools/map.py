@@ -12,19 +12,23 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``camreloc map --model CKPT --data DIR --format F --out MAP``: build a localization map.
+"""``camreloc map --model CKPT (--data DIR | --bag BAG ...) --out MAP``: build a localization map.
 
 The map holds SIFT keypoints with 3D points (depth where the dataset has it, else
 triangulated from the training images with their known poses) and a global descriptor per
 training image from the checkpoint's own trunk; ``camreloc evaluate --map`` and the live
 node refine the network's poses with it (:mod:`camreloc_ros.core.refine`). The training
-frames are the ones the checkpoint was trained on (its stored format and block split), so
-no held-out frame ever enters the map.
+frames of a dataset folder are the ones the checkpoint was trained on (its stored format and
+block split), so no held-out frame ever enters the map. From bags (``--bag``, the training
+bags) every image with ground truth enters it, validation blocks included: a bag has no test
+split (test recordings are scored with ``bag-eval``); intrinsics come from the bag's
+CameraInfo or ``--intrinsics``. torch is imported only when a map is built or used.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -33,20 +37,18 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from camreloc_ros import __version__
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.datasets import FORMATS, read_dataset
+from camreloc_ros.core.data.datasets import FORMATS, Intrinsics, read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
                                           summarize, write_results)
-from camreloc_ros.core.geometry import matrix_to_quat
-from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, GlobalDescriptor,
-                                       load_map, LocalizationMap, save_map)
+from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, load_map,
+                                       LocalizationMap, save_map)
+from camreloc_ros.core.mapping.baselines import comparison_rows, verdict
 from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
-from camreloc_ros.core.models.pose_model import PoseModel
-from camreloc_ros.core.refine import pose_neighbours, Refiner
+from camreloc_ros.core.refine import Refiner
 from camreloc_ros.tools.common import tool_logging
 from camreloc_ros.tools.common import require_exists, require_file
 from camreloc_ros.tools.evaluate import split_params
@@ -58,6 +60,13 @@ default_conf = {
     'block': None,           # None = the checkpoint's split
     'every': None,
     'overwrite': False,      # replace an existing map file
+    # --bag: topics as for train --bag / bag-eval
+    'image_topic': None,
+    'gt_topic': None,        # PoseStamped, PoseWithCovarianceStamped, Odometry topic
+    'gt_tf': None,           # or 'PARENT:CHILD' from /tf and /tf_static
+    'gt_tolerance': None,    # None = core.bags.DEFAULT_TOLERANCE
+    'intrinsics': None,      # [fx, fy, cx, cy] of the bag images; None = their CameraInfo
+    'cache_dir': None,       # extracted bag images: <cache_dir>/bag_frames (None = the cache)
     'build': build_conf,
 }
 
@@ -74,41 +83,148 @@ def train_frames(data, fmt: str | None, extra: dict, conf: dict) -> tuple:
     return dataset, frames, fmt, block, every
 
 
+def parse_intrinsics(value) -> list[float] | None:
+    """``'fx,fy,cx,cy'`` (or four numbers) -> four floats, focal lengths positive."""
+    if value is None:
+        return None
+    parts = value.split(',') if isinstance(value, str) else list(value)
+    try:
+        vals = [float(v) for v in parts]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) != 4 or not all(np.isfinite(vals)) or vals[0] <= 0 or vals[1] <= 0:
+        raise ValueError(f'--intrinsics must be fx,fy,cx,cy in pixels (focal lengths > 0), '
+                         f'got {value!r}')
+    return vals
+
+
+def bag_frames(bags: Sequence, conf: dict, log) -> tuple[list, Intrinsics, list[dict]]:
+    """Every image with ground truth of the bags, their camera, and what to record of each bag.
+
+    Images and interpolated ground truth come from :func:`camreloc_ros.core.bags.extract_frames`
+    (the cache ``train --bag`` uses). The camera is each bag's CameraInfo beside the image
+    topic, or ``conf['intrinsics']`` (fx, fy, cx, cy of the images as stored); all bags must
+    share it.
+    """
+    from camreloc_ros.core import bags as bag_io
+    from camreloc_ros.core.data.transforms import read_rgb
+
+    topic = conf['image_topic']
+    if not topic or (conf['gt_topic'] is None) == (conf['gt_tf'] is None):
+        raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
+    given = parse_intrinsics(conf['intrinsics'])
+    tol = bag_io.DEFAULT_TOLERANCE if conf['gt_tolerance'] is None else float(conf['gt_tolerance'])
+    cache = (Path(conf['cache_dir']) / 'bag_frames' if conf['cache_dir']
+             else bag_io.default_extract_dir())
+    paths = [require_exists(b, 'bag') for b in bags]
+    cameras = []
+    for path in paths:           # every camera checked before any image is extracted
+        with bag_io.Bag(path) as bag:
+            intr = bag_io.camera_intrinsics(bag, topic)
+            info_topic = bag_io.camera_info_topic(bag, topic)
+        if intr is None and given is None:
+            raise ValueError(f'bag {path} has no sensor_msgs/CameraInfo with a calibration for '
+                             f'{topic}; a map needs the camera intrinsics: pass --intrinsics '
+                             'fx,fy,cx,cy (pixels, for the images as stored in the bag)')
+        cameras.append((intr, info_topic))
+    frames, records, intrinsics = [], [], None
+    for path, (intr, info_topic) in zip(paths, cameras):
+        got, info = bag_io.extract_frames(path, topic, conf['gt_topic'], conf['gt_tf'], tol,
+                                          cache_dir=cache, log=log)
+        outside = info['outside_tolerance']
+        log(f'{path}: {info["frames"]} of {info["images"]} images with ground truth '
+            f'({info["ground_truth"]})'
+            + (f'; {outside} outside {tol:g} s, not used' if outside else ''))
+        if not got:
+            raise ValueError(f'bag {path}: no image of {topic} has ground truth within {tol:g} s')
+        h, w = read_rgb(got[0].image_path).shape[:2]
+        if given is not None:
+            intr, source = Intrinsics(w, h, *given), '--intrinsics'
+        else:
+            source = f'CameraInfo {info_topic}'
+            if intr.width <= 0 or intr.height <= 0:    # size left unset by the driver
+                intr = dataclasses.replace(intr, width=w, height=h)
+        if intrinsics is None:
+            intrinsics = intr
+        elif not np.allclose(intr.scaled(intrinsics.width, intrinsics.height).matrix(),
+                             intrinsics.matrix(), rtol=1e-6, atol=1e-6):
+            raise ValueError(f'bag {path} has other camera intrinsics ({source}: '
+                             f'{intr}) than {paths[0]} ({intrinsics}); build one map per '
+                             'camera')
+        records.append({'path': str(path.resolve()),
+                        'sha256': bag_io.bag_digest(path, cache / 'digests.json'),
+                        'images': info['images'], 'frames': len(got),
+                        'intrinsics': source})
+        frames += got
+    return frames, intrinsics, records
+
+
 def main(conf: dict, paths: dict, log=None) -> Path:
-    """Build the map of ``paths['data']`` for ``paths['model']`` into ``paths['out']``."""
+    """Build the map of ``paths['data']`` or ``paths['bags']`` for ``paths['model']``.
+
+    Written to ``paths['out']`` (a new ``.npz``; an existing one only with ``overwrite``).
+    A dataset folder gives the checkpoint's training frames; bags give every image with
+    ground truth (they are training-side recordings: test bags are scored with bag-eval).
+    """
     if log is None:
         tool_logging()
         log = logger.info
     conf = merge_conf(default_conf, conf)
     ckpt = require_file(paths['model'], 'checkpoint')
-    data = require_exists(paths['data'], 'dataset')
+    bags = list(paths.get('bags') or [])
+    if paths.get('data') is not None and bags:
+        raise ValueError('give either --data (a dataset folder) or --bag, not both')
+    if paths.get('data') is None and not bags:
+        raise ValueError('--data (a dataset folder) or --bag (one or more rosbags) is required')
+    data = require_exists(paths['data'], 'dataset') if not bags else None
     out = Path(paths['out'])
     if out.exists() and not conf['overwrite']:
         raise ValueError(f'map {out} already exists; pass --overwrite to replace it')
     if out.exists() and not out.is_file():
         raise ValueError(f'{out} exists and is not a file; expected a map .npz path')
-    for inp, what in ((ckpt, 'checkpoint'), (data, 'dataset')):
+    inputs = [(ckpt, 'checkpoint')] + ([(data, 'dataset')] if data else
+                                       [(b, 'bag') for b in bags])
+    for inp, what in inputs:
         if out.resolve() == Path(inp).resolve():
             raise ValueError(f'--out {out} is the {what}; expected a new map file path')
+    if bags:     # checked before the checkpoint is loaded
+        parse_intrinsics(conf['intrinsics'])
+    import torch
+    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.models.pose_model import PoseModel
+
     model = PoseModel.from_checkpoint(ckpt)
-    extra = getattr(model, 'checkpoint_extra', None) or {}
-    dataset, frames, fmt, block, every = train_frames(data, conf['format'], extra, conf)
-    official = fmt in ('7scenes', 'cambridge')
-    log(f'building a map of {len(frames)} training frames of {data} ({fmt}, '
-        f'{"official split" if official else f"block={block}, every={every}"}) for {ckpt}')
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
+    if bags:
+        frames, intrinsics, records = bag_frames(bags, conf, log)
+        gt = (f'topic {conf["gt_topic"]}' if conf['gt_topic'] else f'tf {conf["gt_tf"]}')
+        log(f'building a map of all {len(frames)} images with ground truth of '
+            f'{len(bags)} bag(s) (training bags: no held-out split) for {ckpt}')
+        dataset_meta = {'root': ', '.join(r['path'] for r in records), 'format': 'rosbag',
+                        'bags': records, 'image_topic': conf['image_topic'],
+                        'ground_truth': gt, 'intrinsics': dataclasses.asdict(intrinsics)}
+        split_meta = {'name': 'train', 'all_frames': True}
+    else:
+        extra = getattr(model, 'checkpoint_extra', None) or {}
+        dataset, frames, fmt, block, every = train_frames(data, conf['format'], extra, conf)
+        intrinsics = dataset.intrinsics
+        official = fmt in ('7scenes', 'cambridge')
+        log(f'building a map of {len(frames)} training frames of {data} ({fmt}, '
+            f'{"official split" if official else f"block={block}, every={every}"}) for {ckpt}')
+        dataset_meta = {'root': str(Path(data).resolve()), 'format': fmt}
+        split_meta = {'name': 'train', 'block': None if official else block,
+                      'every': None if official else every}
+    dataset_meta.update(frames=len(frames), fingerprint=frames_fingerprint(
+        [f.name for f in frames], [f.pose_c2w for f in frames]))
     meta = {
         'checkpoint': {'path': str(ckpt.resolve()), 'sha256': file_sha256(ckpt)},
-        'dataset': {'root': str(Path(data).resolve()), 'format': fmt, 'frames': len(frames),
-                    'fingerprint': frames_fingerprint([f.name for f in frames],
-                                                      [f.pose_c2w for f in frames])},
-        'split': {'name': 'train', 'block': None if official else block,
-                  'every': None if official else every},
+        'dataset': dataset_meta,
+        'split': split_meta,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'package_version': __version__,
     }
-    lmap = build_map(frames, dataset.intrinsics, GlobalDescriptor(model, conf['build']['gem_p']),
+    lmap = build_map(frames, intrinsics, GlobalDescriptor(model, conf['build']['gem_p']),
                      conf['build'], meta=meta, log=log)
     seconds = time.perf_counter() - t0
     lmap.meta['stats']['seconds_total'] = round(seconds, 2)
@@ -133,10 +249,6 @@ def open_map(map_path, checkpoint, train_frames_: Sequence | None = None,
     return lmap
 
 
-def _row(pos: np.ndarray, quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndarray) -> dict:
-    return summarize(*pose_errors(pos, quat, gt_pos, gt_quat))
-
-
 def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], names: list,
                  stamps: list, preds: list, gt_pos: np.ndarray, gt_quat: np.ndarray,
                  out: Path, title: str, conf: dict | None = None, info: dict | None = None,
@@ -152,9 +264,10 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
     """
     log = log or logger.info
-    model = PoseModel.from_checkpoint(checkpoint)
-    refiner = Refiner(lmap, GlobalDescriptor(model, (lmap.meta.get('descriptor') or {})
-                                             .get('p', 3.0)), conf)
+    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+
+    p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
+    refiner = Refiner(lmap, GlobalDescriptor.from_checkpoint(checkpoint, p), conf)
     n = len(names)
     net_pos = np.stack([p.position for p in preds])
     net_quat = np.stack([p.quaternion for p in preds])
@@ -169,25 +282,13 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     ref_pos = np.stack([r.position for r in results])
     ref_quat = np.stack([r.quaternion for r in results])
     top1 = [r.retrieval[0] if r.retrieval else 0 for r in results]
-    map_quat = matrix_to_quat(lmap.poses_c2w[:, :3, :3])
-    oracle = [int(pose_neighbours(lmap.poses_c2w, p, q, 1)[0]) for p, q in zip(gt_pos, gt_quat)]
-    rows = {
-        'network (APR)': _row(net_pos, net_quat, gt_pos, gt_quat),
-        'retrieval top-1': _row(lmap.poses_c2w[top1, :3, 3], map_quat[top1], gt_pos, gt_quat),
-        'oracle: nearest training pose': _row(lmap.poses_c2w[oracle, :3, 3], map_quat[oracle],
-                                              gt_pos, gt_quat),
-        'refined (network where it falls back)': _row(ref_pos, ref_quat, gt_pos, gt_quat),
-    }
+    rows = comparison_rows(net_pos, net_quat, gt_pos, gt_quat, lmap.poses_c2w, top1)
+    rows['refined (network where it falls back)'] = summarize(
+        *pose_errors(ref_pos, ref_quat, gt_pos, gt_quat))
     if ok.any():
-        rows['refined, refined frames only'] = _row(ref_pos[ok], ref_quat[ok], gt_pos[ok],
-                                                    gt_quat[ok])
-    net, ret = rows['network (APR)'], rows['retrieval top-1']
-    beats = (net['position_m']['median'] < ret['position_m']['median']
-             and net['orientation_deg']['median'] < ret['orientation_deg']['median'])
-    verdict = (f'network beats retrieval: {"yes" if beats else "no"} (median '
-               f'{net["position_m"]["median"]:.3f} m / {net["orientation_deg"]["median"]:.2f} '
-               f'deg vs retrieval top-1 {ret["position_m"]["median"]:.3f} m / '
-               f'{ret["orientation_deg"]["median"]:.2f} deg)')
+        rows['refined, refined frames only'] = summarize(
+            *pose_errors(ref_pos[ok], ref_quat[ok], gt_pos[ok], gt_quat[ok]))
+    beats, verdict_text = verdict(rows)
     keys = list(results[0].times)
     times = {k: float(np.median([r.times[k] for r in results])) for k in keys}
     shares = {'refined': float(ok.mean()), 'fallback': float(1.0 - ok.mean())}
@@ -195,7 +296,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     timing = ', '.join(f'{k} {v * 1000:.0f} ms' for k, v in times.items())
     text = (f'# {title}: network vs retrieval vs refined\n\n{table}\n'
             f'Refined {100 * shares["refined"]:.1f} % of {n} frames, fell back to the network '
-            f'on {100 * shares["fallback"]:.1f} %. {verdict}.\n\n'
+            f'on {100 * shares["fallback"]:.1f} %. {verdict_text}.\n\n'
             f'Refiner median time per frame: {timing}.\n\nMap: {lmap.path} '
             f'({lmap.describe()}).\n')
     out = Path(out)
@@ -215,14 +316,20 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     atomic_write_text(out / 'map_summary.json', json.dumps(summary, indent=2, default=str) + '\n')
     atomic_write_text(out / 'map_results.md', text)
     log(table + f'refined {100 * shares["refined"]:.1f} %, fallback '
-        f'{100 * shares["fallback"]:.1f} %; {verdict}\nrefiner per frame (median): {timing}')
+        f'{100 * shares["fallback"]:.1f} %; {verdict_text}\nrefiner per frame (median): {timing}')
     return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc map``."""
     parser.add_argument('--model', required=True, type=Path, help='checkpoint (.pt)')
-    parser.add_argument('--data', required=True, type=Path, help='dataset root folder')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--data', type=Path, default=None,
+                        help="dataset root folder: the map holds the checkpoint's training "
+                        'frames (never a held-out one)')
+    source.add_argument('--bag', action='append', metavar='BAG', type=Path, default=None,
+                        help='training rosbag (repeatable): the map holds every image with '
+                        'ground truth, validation blocks included (never give a test bag)')
     parser.add_argument('--format', choices=FORMATS, default=None,
                         help='dataset format (default: the one stored in the checkpoint)')
     parser.add_argument('--out', required=True, type=Path, help='map file to write (.npz)')
@@ -234,10 +341,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--every', type=int, default=None,
                         help='every N-th block is held out (default: from the checkpoint)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
+    bag = parser.add_argument_group('bags (--bag)')
+    bag.add_argument('--image-topic', help='Image or CompressedImage topic of the bags')
+    bag.add_argument('--gt-topic', help='ground truth: PoseStamped, PoseWithCovarianceStamped '
+                     'or Odometry topic')
+    bag.add_argument('--gt-tf', metavar='PARENT:CHILD', help='ground truth from /tf')
+    bag.add_argument('--gt-tolerance', type=float, default=None,
+                     help='seconds between an image and its ground truth (default 0.05)')
+    bag.add_argument('--intrinsics', metavar='FX,FY,CX,CY', default=None,
+                     help='camera intrinsics in pixels of the bag images as stored (default: '
+                     "the bag's sensor_msgs/CameraInfo beside the image topic)")
 
 
 def from_args(args: argparse.Namespace) -> Path:
     """Run :func:`main` from parsed arguments."""
     conf = {'format': args.format, 'block': args.block, 'every': args.every,
-            'overwrite': args.overwrite, 'build': {'points': args.points}}
-    return main(conf, {'model': args.model, 'data': args.data, 'out': args.out})
+            'overwrite': args.overwrite, 'build': {'points': args.points},
+            'image_topic': args.image_topic, 'gt_topic': args.gt_topic, 'gt_tf': args.gt_tf,
+            'gt_tolerance': args.gt_tolerance, 'intrinsics': args.intrinsics}
+    return main(conf, {'model': args.model, 'data': args.data, 'bags': args.bag,
+                       'out': args.out})

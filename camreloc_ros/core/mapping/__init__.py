@@ -25,8 +25,15 @@ from camreloc_ros.core.mapping.features import extract_sift, match_descriptors, 
 from camreloc_ros.core.mapping.map_file import (file_sha256, frames_fingerprint, load_map,
                                                 LocalizationMap, MAP_FORMAT, MAP_VERSION,
                                                 MapError, save_map)
-from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
 
 __all__ = ['extract_sift', 'match_descriptors', 'SIFT_DEFAULTS', 'file_sha256',
            'frames_fingerprint', 'load_map', 'LocalizationMap', 'MAP_FORMAT', 'MAP_VERSION',
            'MapError', 'save_map', 'GlobalDescriptor']
+
+
+def __getattr__(name: str):
+    """Import :class:`GlobalDescriptor` (torch) on first use, so the map file needs no torch."""
+    if name == 'GlobalDescriptor':
+        from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+        return GlobalDescriptor
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

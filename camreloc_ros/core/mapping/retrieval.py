@@ -44,6 +44,12 @@ class GlobalDescriptor:
         self.device = torch.device(device)
         self.dim = int(model.backbone.out_channels)
 
+    @classmethod
+    def from_checkpoint(cls, checkpoint, p: float = 3.0, device: str = 'cpu'
+                        ) -> 'GlobalDescriptor':
+        """Build the descriptor of a checkpoint's (``.pt``) trunk."""
+        return cls(PoseModel.from_checkpoint(checkpoint), p, device)
+
     def conf(self) -> dict:
         """Return what identifies these descriptors (stored in the map)."""
         return {'pooling': 'gem', 'p': self.p, 'input_shorter_side': self.size,
