@@ -263,3 +263,27 @@ def test_cli_map_refuses_to_overwrite_and_evaluate_map_writes_the_table(mini, tm
     assert (out / 'refined' / 'per_frame.txt').is_file()
     summary = json.loads((out / 'map_summary.json').read_text())
     assert abs(summary['shares']['refined'] + summary['shares']['fallback'] - 1.0) < 1e-9
+
+
+@pytest.mark.parametrize('solver', ['poselib', 'pycolmap', 'opencv'])
+def test_every_pinned_pnp_solver_recovers_a_pose_despite_outliers(solver):
+    """poselib and pycolmap are pinned in requirements.txt: each runs here, none is skipped."""
+    import importlib.util
+
+    from camreloc_ros.core.geometry import quat_to_matrix
+    from camreloc_ros.core.refine import solve_pnp
+
+    if solver != 'opencv':
+        assert importlib.util.find_spec(solver) is not None, f'{solver} is not installed'
+    rng = np.random.default_rng(0)
+    K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
+    q = np.array([0.1, -0.2, 0.05, 1.0])
+    R_c2w, C = quat_to_matrix(q / np.linalg.norm(q)), np.array([0.3, -0.1, 0.2])
+    xc = np.column_stack([rng.uniform(-1.5, 1.5, (200, 2)), rng.uniform(2.0, 6.0, 200)])
+    X = xc @ R_c2w.T + C                                      # world points in front
+    x = xc[:, :2] / xc[:, 2:] * 500.0 + [320.0, 240.0] + rng.normal(0, 0.5, (200, 2))
+    x[:40] = rng.uniform([0, 0], [640, 480], (40, 2))         # 20 % outliers
+    R, centre, mask = solve_pnp(x, X, K, (640, 480), solver=solver)
+    assert np.linalg.norm(centre - C) < 0.02
+    assert np.degrees(np.arccos(np.clip((np.trace(R.T @ R_c2w) - 1) / 2, -1, 1))) < 0.5
+    assert mask[40:].mean() > 0.95 and mask[:40].mean() < 0.2
