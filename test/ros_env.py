@@ -20,6 +20,7 @@ The variables are set by :func:`ros_environment` before ``rclpy.init`` and resto
 not at import time: pytest imports every module before running any.
 """
 
+from contextlib import contextmanager
 from pathlib import Path
 import threading
 import time
@@ -38,6 +39,26 @@ def ros_environment(domain_id: int, log_dir: str | Path):
     return scoped_environ({'ROS_DOMAIN_ID': str(domain_id),
                            'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
                            'ROS_LOG_DIR': str(log_dir)})
+
+
+def wait_for_file(path: Path, proc, timeout_s: float, period_s: float = 0.05) -> None:
+    """Wait until ``path`` exists while ``proc`` (a Popen) runs; fail if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists():
+        assert proc.poll() is None, f'the process died (exit {proc.returncode}) before {path}'
+        assert time.monotonic() < deadline, f'no {path} within {timeout_s:g} s'
+        time.sleep(period_s)
+
+
+@contextmanager
+def ros_harness(domain_id: int, log_dir: str | Path, name: str = 'camreloc_test'):
+    """A :class:`RosHarness` in :func:`ros_environment`, shut down when the block ends."""
+    with ros_environment(domain_id, log_dir):
+        harness = RosHarness(domain_id, name)
+        try:
+            yield harness
+        finally:
+            harness.shutdown()
 
 
 class RosHarness:
@@ -67,6 +88,17 @@ class RosHarness:
         """Spin ``node`` too; returns it."""
         self.executor.add_node(node)
         return node
+
+    def localizer(self, namespace: str = '', **params):
+        """A LocalizerNode in ``namespace`` with ``params``, spun here (CPU unless given)."""
+        from rclpy.parameter import Parameter
+
+        from camreloc_ros.ros.localizer_node import LocalizerNode
+
+        params = {'device': 'cpu', **params}
+        return self.add(LocalizerNode(
+            namespace=namespace, context=self.context,
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
 
     def remove(self, node) -> None:
         """Stop spinning ``node`` and destroy it."""

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from ros_env import DATA_DIR, RosHarness, ros_environment
+from ros_env import DATA_DIR, ros_harness
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
 from camreloc_ros.core.bags import Bag, header_stamp_ns
@@ -54,19 +54,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope='module')
 def ros(tmp_path_factory):
-    with ros_environment(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
-        harness = RosHarness(DOMAIN_ID, 'bag_live_test')
-        try:
-            yield harness
-        finally:
-            harness.shutdown()
-
-
-@pytest.fixture(scope='module')
-def ckpt(tmp_path_factory):
-    model = build_model('posenet', backbone={'pretrained': False})
-    model.set_pose_stats([1.0, -2.0, 0.5], 5.0)
-    return model.save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'reg.pt')
+    with ros_harness(DOMAIN_ID, tmp_path_factory.mktemp('ros_log'), 'bag_live_test') as ros:
+        yield ros
 
 
 @pytest.fixture(scope='module')

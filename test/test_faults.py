@@ -45,7 +45,7 @@ from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from ros_env import load_frames, make_checkpoints, RosHarness, ros_environment
+from ros_env import load_frames, ros_harness, RosHarness, ros_environment
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
 import torch
@@ -311,12 +311,6 @@ def child_env(domain_id: int, log_dir: Path) -> dict:
 
 
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    """Real lite0 regressor and GRU checkpoints."""
-    return make_checkpoints(tmp_path_factory.mktemp('checkpoints'))
-
-
-@pytest.fixture(scope='module')
 def frames():
     """Two real hololens-office frames (540x360 RGB)."""
     return load_frames(2, stride=7)
@@ -422,18 +416,14 @@ class Probe:
 @pytest.fixture(scope='module')
 def harness(tmp_path_factory):
     """Private domain, localhost discovery, logs in a temp dir; executor in a thread."""
-    with ros_environment(NODE_DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
-        ros = RosHarness(NODE_DOMAIN_ID, name='camreloc_faults_test')
+    with ros_harness(NODE_DOMAIN_ID, tmp_path_factory.mktemp('ros_log'),
+                     'camreloc_faults_test') as ros:
         yield ros
-        ros.shutdown()
 
 
 def _localizer(harness: RosHarness, namespace: str, **params) -> LocalizerNode:
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    overrides += [Parameter('device', value='cpu'), Parameter('runtime', value='torch'),
-                  Parameter('qos.reliability', value='reliable')]
-    return harness.add(LocalizerNode(namespace=namespace, context=harness.context,
-                                     parameter_overrides=overrides))
+    return harness.localizer(namespace, **{'runtime': 'torch', 'qos.reliability': 'reliable',
+                                           **params})
 
 
 def test_model_directory_is_named_as_a_directory(harness, tmp_path, capfd):
@@ -553,14 +543,6 @@ FRAMES = 12
 RAW_TOPIC = '/camera/image_raw'
 JPEG_TOPIC = '/camera/image_raw/compressed'
 GT_TOPIC = '/ground_truth/pose'
-
-
-@pytest.fixture(scope='module')
-def ckpt(tmp_path_factory):
-    """An untrained lite0 regressor (random head) with pose statistics near the walk."""
-    model = build_model('posenet', backbone={'pretrained': False})
-    model.set_pose_stats([1.0, -2.0, 0.5], 5.0)
-    return model.save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'posenet.pt')
 
 
 @pytest.fixture(scope='module')

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_env import load_frames, make_checkpoints, RosHarness, ros_environment
+from ros_env import load_frames, ros_harness, RosHarness
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -133,20 +133,12 @@ def assert_pose_equal(msg: PoseStamped, expected, atol: float = 1e-4) -> None:
 # ---------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    """Real lite0 regressor and GRU (window 4) checkpoints."""
-    return make_checkpoints(tmp_path_factory.mktemp('checkpoints'))
-
-
-@pytest.fixture(scope='module')
 def harness(tmp_path_factory):
     """Private domain, localhost discovery, logs in a temp dir; executor in a thread."""
-    with ros_environment(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
-        ros = RosHarness(DOMAIN_ID)
+    with ros_harness(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')) as ros:
         ros.tf = []
         ros.node.create_subscription(TFMessage, '/tf', ros.tf.append, TF_QOS)
         yield ros
-        ros.shutdown()
 
 
 @pytest.fixture(scope='module')
@@ -155,18 +147,8 @@ def frames():
     return load_frames(6, stride=5)
 
 
-@pytest.fixture(scope='module')
-def offline(checkpoints):
-    """The offline engine on the regressor, as the evaluation tools use it."""
-    return InferenceEngine.from_checkpoint(checkpoints['reg'], device='cpu')
-
-
 def _localizer(harness, namespace: str, **params) -> LocalizerNode:
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    overrides.append(Parameter('device', value='cpu'))   # the offline engine's device
-    node = LocalizerNode(namespace=namespace, context=harness.context,
-                         parameter_overrides=overrides)
-    return harness.add(node)
+    return harness.localizer(namespace, **params)
 
 
 @pytest.fixture(scope='module')

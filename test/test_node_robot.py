@@ -35,7 +35,7 @@ import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
-from ros_env import DATA_DIR, load_frames, RosHarness, ros_environment
+from ros_env import DATA_DIR, load_frames, ros_harness
 from sensor_msgs.msg import CameraInfo, Image
 
 from camreloc_ros.core.camera import (camera_mismatch, camera_record, field_of_view_deg,
@@ -70,13 +70,11 @@ def onnx_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def harness(tmp_path_factory):
     """Private domain, localhost discovery, logs in a temp dir; executor in a thread."""
-    with ros_environment(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
-        ros = RosHarness(DOMAIN_ID, 'robot_test')
+    with ros_harness(DOMAIN_ID, tmp_path_factory.mktemp('ros_log'), 'robot_test') as ros:
         ros.diagnostics = []
         ros.node.create_subscription(DiagnosticArray, '/diagnostics',
                                      ros.diagnostics.append, 50)
         yield ros
-        ros.shutdown()
 
 
 @pytest.fixture(scope='module')
@@ -87,12 +85,8 @@ def frame() -> np.ndarray:
 
 def localizer(harness, namespace: str, **params) -> LocalizerNode:
     """A localizer node in ``namespace`` spun by the harness (CPU, ONNX Runtime)."""
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    overrides += [Parameter('device', value='cpu'), Parameter('runtime', value='onnx'),
-                  Parameter('qos.reliability', value='reliable')]
-    node = LocalizerNode(namespace=namespace, context=harness.context,
-                         parameter_overrides=overrides)
-    return harness.add(node)
+    return harness.localizer(namespace, **{'runtime': 'onnx', 'qos.reliability': 'reliable',
+                                           **params})
 
 
 def wait_status(harness, namespace: str, predicate, timeout_s: float = TIMEOUT_S):

@@ -34,13 +34,12 @@ import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-from ros_env import load_frames, make_checkpoints, RosHarness, ros_environment
+from ros_env import load_frames, ros_harness, RosHarness
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from camreloc_ros.core.engine import InferenceEngine
 from camreloc_ros.core.frames import base_covariance, base_pose
 from camreloc_ros.core.geometry import interpolate_pose, matrix_from_pose, quat_from_rotvec
 from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
@@ -146,16 +145,9 @@ class Robot:
 # ---------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    """A real lite0 regressor checkpoint."""
-    return make_checkpoints(tmp_path_factory.mktemp('checkpoints'))
-
-
-@pytest.fixture(scope='module')
 def harness(tmp_path_factory):
     """Private domain; the robot's static TF latched on /tf_static (one message, as tf2)."""
-    with ros_environment(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')):
-        ros = RosHarness(DOMAIN_ID)
+    with ros_harness(DOMAIN_ID, tmp_path_factory.mktemp('ros_log')) as ros:
         ros.static_pub = ros.node.create_publisher(TFMessage, '/tf_static', QoSProfile(
             depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL))
@@ -164,7 +156,6 @@ def harness(tmp_path_factory):
             transform('world', 'odom_elsewhere', 0.0, (np.zeros(3), np.array([0, 0, 0, 1.0]))),
         ]))
         yield ros
-        ros.shutdown()
 
 
 @pytest.fixture(scope='module')
@@ -172,17 +163,8 @@ def frames():
     return load_frames(3, stride=7)
 
 
-@pytest.fixture(scope='module')
-def offline(checkpoints):
-    return InferenceEngine.from_checkpoint(checkpoints['reg'], device='cpu')
-
-
 def _localizer(harness, namespace: str, **params) -> LocalizerNode:
-    overrides = [Parameter(k, value=v) for k, v in params.items()]
-    overrides += [Parameter('device', value='cpu'), Parameter('qos.reliability',
-                                                              value='reliable')]
-    return harness.add(LocalizerNode(namespace=namespace, context=harness.context,
-                                     parameter_overrides=overrides))
+    return harness.localizer(namespace, **{'qos.reliability': 'reliable', **params})
 
 
 @pytest.fixture(scope='module')

@@ -21,7 +21,6 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -34,6 +33,7 @@ from camreloc_ros.core.models.pose_model import load_checkpoint_file
 from camreloc_ros.core.training import train_conf, Trainer
 from camreloc_ros.tools import evaluate, train
 from camreloc_ros.tools.common import shared_data_dir
+from ros_env import wait_for_file
 from test_datasets import make_7scenes, make_cambridge, make_csv, make_posed, make_tum
 
 DATA = shared_data_dir() / 'hololens-office'
@@ -136,11 +136,7 @@ def test_torchrun_ddp_follows_one_process_and_resumes_after_a_rank_is_killed(tmp
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (run / 'last.pt').exists():
-            assert proc.poll() is None, 'training job died'
-            assert time.monotonic() < deadline, 'no epoch finished in time'
-            time.sleep(0.1)
+        wait_for_file(run / 'last.pt', proc, 300)   # the first epoch
         ranks = _rank_pids(proc.pid)
         assert len(ranks) == 2, ranks
         os.kill(ranks[-1], signal.SIGKILL)

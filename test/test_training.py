@@ -20,7 +20,6 @@ from pathlib import Path
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ from camreloc_ros.core.features import frozen_features
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
 from camreloc_ros.core.training import Trainer, train_conf
 from camreloc_ros.tools.common import shared_data_dir
+from ros_env import wait_for_file
 
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,11 +101,7 @@ def test_resume_after_kill_gives_the_same_next_epoch(tmp_path, frames, augment):
                              str(run)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 240
-        while not (run / 'last.pt').exists():
-            assert proc.poll() is None, 'training process died'
-            assert time.monotonic() < deadline, 'no epoch finished in time'
-            time.sleep(0.05)
+        wait_for_file(run / 'last.pt', proc, 240)   # the first epoch
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
