@@ -30,6 +30,7 @@ BENCHMARKS = [
     ('runtimes (eager, ONNX Runtime, ...)', ['runtimes.py']),
     ('live node', ['live_node.py']),
     ('bag-eval vs evaluate', ['bag_eval.py']),
+    ('refiner on a depth map (7-Scenes mini, leave one out)', ['refine_depth.py']),
 ]
 
 
