@@ -81,7 +81,7 @@ def test_map_from_a_bag_has_points_and_the_bags_camera(setup):
     assert lmap.meta['split'] == {'name': 'train', 'all_frames': True}
 
 
-def test_bag_eval_runs_with_a_bag_map(setup, tmp_path):
+def test_bag_eval_runs_with_a_bag_map(setup, tmp_path, capsys):
     ckpt, bag, path = setup
     conf = {'image_topic': IMAGE_TOPIC, 'gt_topic': GT_TOPIC, 'device': 'cpu'}
     out = bag_eval.main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': tmp_path / 'ev',
@@ -95,6 +95,12 @@ def test_bag_eval_runs_with_a_bag_map(setup, tmp_path):
     # a training frame retrieves itself: retrieval and the oracle are exact on the map's bag
     assert summary['rows']['oracle: nearest training pose']['position_m']['max'] < 1e-6
     assert summary['shares']['refined'] > 0.5
+    assert 'retrieval' not in json.loads((out / 'bag_eval.json').read_text())
+    # without a map there are no training images to retrieve from: said and recorded
+    plain = bag_eval.main(conf, {'bag': bag, 'checkpoint': ckpt, 'out': tmp_path / 'plain'})
+    line = json.loads((plain / 'bag_eval.json').read_text())['retrieval']
+    assert line.startswith('retrieval baseline not shown: it needs the training images')
+    assert 'pass --map' in line and line in capsys.readouterr().out
 
 
 def test_bag_without_camera_info_needs_intrinsics(setup, tmp_path, capsys):

@@ -263,7 +263,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
                   stamps: Sequence[float | None] | None, pred_pos: np.ndarray,
                   pred_quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndarray,
                   var: np.ndarray | None = None, title: str = '',
-                  info: Mapping | None = None) -> Results:
+                  info: Mapping | None = None, baselines: Mapping | None = None) -> Results:
     """Write per-frame errors, TUM trajectories, summary, table and plots into ``out_dir``.
 
     Quaternions are x, y, z, w (the package convention); they are written unit-norm with
@@ -272,7 +272,10 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     (FALLBACK_FPS); callers with frame indices pass ``index / 30`` themselves. Returns the
     written paths and the summary (:class:`Results`), so callers print the numbers written
     instead of computing them again. ``info`` (JSON-able: checkpoint, data, split, ...) is
-    stored as is in ``summary.json``.
+    stored as is in ``summary.json``. ``baselines`` (``rows``, ``network_beats_retrieval``,
+    ``verdict``: :mod:`camreloc_ros.core.mapping.baselines`) adds the retrieval and oracle
+    rows under the network's row in ``results.md``, its verdict line, and the entry
+    ``baselines`` in ``summary.json``.
     """
     out_dir = Path(out_dir)
     names = [str(n) for n in names]
@@ -294,7 +297,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     if var is not None:
         uncertainty = uncertainty_check(_as(var, n, 6, 'var'), pos_err, rot_err)
     row_name = title or 'result'
-    table = format_table({row_name: summary})
+    table = format_table({row_name: summary, **((baselines or {}).get('rows') or {})})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {key: out_dir / name for key, name in (
@@ -311,12 +314,16 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     atomic_write_text(paths['gt_tum'], _tum_text(times, gt_pos, gt_quat))
     doc = {'title': title, 'summary': summary, 'uncertainty': uncertainty,
            'info': dict(info or {}), 'files': {k: p.name for k, p in paths.items()}}
+    if baselines is not None:
+        doc['baselines'] = dict(baselines)
     atomic_write_text(paths['summary'],
                       json.dumps(_json_safe(doc), indent=2, allow_nan=False) + '\n')
     md = [f'# {title}', ''] if title else []
     md += [table.rstrip('\n'), '']
     md.append('Errors: position in metres, orientation in degrees; threshold columns give '
               'the share of frames within both limits.')
+    if baselines is not None:
+        md += ['', f'{baselines["verdict"]}.']
     if uncertainty is not None:
         rho = {k: 'undefined (constant)' if uncertainty[k] is None else f'{uncertainty[k]:.3f}'
                for k in ('position_spearman', 'orientation_spearman')}

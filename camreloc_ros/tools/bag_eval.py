@@ -266,6 +266,10 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
     rate = len(infer) / max(seconds, 1e-9)
     extra = {'mode': 'offline', 'checkpoint': str(ckpt), 'scored': len(scored),
              'inferred': len(infer), 'seconds': seconds, 'frames_per_s': rate}
+    if lmap is None:   # a bag holds no training images to retrieve from
+        extra['retrieval'] = ('retrieval baseline not shown: it needs the training images; '
+                              'pass --map (camreloc map of the training data)')
+        logger.info(extra['retrieval'])
     if conf['write_bag']:
         written = write_prediction_bag(Path(conf['write_bag']), bag, scan, infer, preds, conf)
         extra['write_bag'] = str(written)

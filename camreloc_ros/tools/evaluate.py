@@ -18,6 +18,11 @@ Predictions come from :class:`InferenceEngine` (the live node's code path), so t
 here are the numbers the node would publish for the same images. The block split defaults to
 the one the checkpoint was trained with (``extra['data']``), so "test" means the frames the
 model never saw. Results go through :func:`camreloc_ros.core.evaluation.write_results`.
+
+Every evaluation also scores the bar a pose network must clear
+(:mod:`camreloc_ros.core.mapping.baselines`): retrieval top-1 over the checkpoint's training
+frames with its own trunk's global descriptor, and the oracle nearest training pose, and
+says whether the network beats retrieval (``baselines: False`` / ``--no-baselines`` skips it).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ default_conf = {
     'limit': None,       # evaluate only the first N frames of the split (quick checks)
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
     'refine': None,      # with paths['map']: Refiner settings (core.refine.default_conf)
+    'baselines': True,   # retrieval top-1 and oracle rows (one trunk pass per training frame)
 }
 
 
@@ -88,6 +94,38 @@ def selection_warnings(extra: dict, frames: list, ckpt: Path) -> list[str]:
             'are optimistic; score the test split for an honest number']
 
 
+def retrieval_baselines(ckpt: Path, train: list, frames: list, preds: list,
+                        gt_pos: np.ndarray, gt_quat: np.ndarray, title: str,
+                        device: str = 'cpu') -> dict:
+    """Score retrieval top-1 and the oracle for ``frames`` against the ``train`` frames.
+
+    The descriptor is the checkpoint's own trunk (GeM), also for an ONNX runtime (the
+    ``.pt`` is loaded for it); an ``.onnx`` model has no trunk to describe images with, so
+    its entry says the rows are not shown and why. Returns the ``baselines`` entry of
+    :func:`~camreloc_ros.core.evaluation.write_results`.
+    """
+    from camreloc_ros.core.mapping import baselines as bl
+
+    if ckpt.suffix.lower() == '.onnx':
+        return bl.not_shown(f'{ckpt} is an ONNX model; retrieval needs the trunk of its .pt '
+                            'checkpoint (evaluate the .pt, --runtime onnx for ONNX poses)')
+    if not train:
+        return bl.not_shown('the checkpoint has no training frames in this dataset')
+    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+
+    t0 = time.perf_counter()
+    describe = GlobalDescriptor.from_checkpoint(ckpt, device=device)
+    train_desc = np.stack([describe(read_rgb(f.image_path)) for f in train])
+    top1 = bl.retrieval_top1(describe, train_desc, (read_rgb(f.image_path) for f in frames))
+    rows = bl.comparison_rows(np.stack([p.position for p in preds]),
+                              np.stack([p.quaternion for p in preds]), gt_pos, gt_quat,
+                              np.stack([f.pose_c2w for f in train]), top1, network_row=title)
+    seconds = time.perf_counter() - t0
+    return bl.baselines_doc(rows, title, train_frames=len(train), seconds=round(seconds, 2),
+                            descriptor=describe.conf(),
+                            top1=[train[i].name for i in top1])
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Predict every frame of the split, write the result files, return the output folder.
 
@@ -118,11 +156,12 @@ def main(conf: dict, paths: dict) -> Path:
     block, every = split_params(conf, extra)
     dataset = split_dataset(read_dataset(data, fmt), conf['split'], block=block, every=every)
     frames = dataset.frames
-    lmap = None
-    if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
+    lmap = train = None
+    if paths.get('map') or conf['baselines']:
         from camreloc_ros.tools import map as map_tool
-        train = split_dataset(read_dataset(data, fmt), 'train', block=block, every=every)
-        lmap = map_tool.open_map(paths['map'], ckpt, train.frames, str(data))
+        train = map_tool.train_frames(data, fmt, extra, conf)[1]   # the map's frames
+    if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
+        lmap = map_tool.open_map(paths['map'], ckpt, train, str(data))
     if conf['limit'] is not None:
         frames = frames[:int(conf['limit'])]
     if not frames:
@@ -148,19 +187,33 @@ def main(conf: dict, paths: dict) -> Path:
             'split': conf['split'], 'block': None if official else block,
             'every': None if official else every, 'limit': conf['limit'],
             'model': engine.describe(), 'frames_per_second': len(frames) / max(seconds, 1e-9)}
-    results = write_results(out, [f.name for f in frames], frame_stamps(frames), pred_pos,
-                            pred_quat, gt_pos, gt_quat,
+    names, stamps = [f.name for f in frames], frame_stamps(frames)
+    baselines = None
+    if lmap is not None:
+        msum = map_tool.evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names,
+                                     stamps, preds, gt_pos, gt_quat, out, title, conf['refine'],
+                                     info)
+        from camreloc_ros.core.mapping.baselines import baselines_doc, NETWORK_ROW
+        rows = {k: v for k, v in msum['rows'].items() if not k.startswith('refined')}
+        baselines = baselines_doc(rows, NETWORK_ROW, map=str(lmap.path))
+    elif conf['baselines']:
+        logger.info(f'retrieval baselines: describing {len(train)} training and {len(frames)} '
+                    "scored frames with the checkpoint's trunk")
+        baselines = retrieval_baselines(ckpt, train, frames, preds, gt_pos, gt_quat, title,
+                                        str(engine.device))
+        if 'seconds' in baselines:
+            logger.info(f'retrieval baselines took {baselines["seconds"]:.1f} s '
+                        '(--no-baselines skips them)')
+    results = write_results(out, names, stamps, pred_pos, pred_quat, gt_pos, gt_quat,
                             var=np.stack([np.diag(p.covariance) for p in preds]), title=title,
-                            info=info)
-    print(format_table({title: results.summary}), end='')   # the product: always printed
+                            info=info, baselines=baselines)
+    rows = {title: results.summary, **((baselines or {}).get('rows') or {})}
+    print(format_table(rows), end='')   # the product: always printed
+    if baselines is not None:
+        print(baselines['verdict'])
     written = ', '.join(p.name for p in results.paths.values())
     logger.info(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
                 f'frames/s); results in {out}: {written}')
-    if lmap is not None:
-        map_tool.evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames),
-                              [f.name for f in frames],
-                              frame_stamps(frames), preds, gt_pos, gt_quat, out, title,
-                              conf['refine'], info)
     return out
 
 
@@ -189,14 +242,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='only the first N frames of the split (quick checks)')
     parser.add_argument('--title', default=None, help='name of the result row')
     parser.add_argument('--map', type=Path, default=None,
-                        help='localization map (camreloc map): also score retrieval, the '
-                        'oracle and PnP-refined poses')
+                        help='localization map (camreloc map): also score PnP-refined poses '
+                        '(retrieval and the oracle from the map)')
+    parser.add_argument('--no-baselines', action='store_true',
+                        help='skip the retrieval top-1 and oracle rows (they describe every '
+                        "training frame once with the checkpoint's trunk)")
 
 
 def from_args(args: argparse.Namespace) -> Path:
     """Run :func:`main` from parsed arguments."""
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
-            'runtime': args.runtime, 'limit': args.limit, 'title': args.title}
+            'runtime': args.runtime, 'limit': args.limit, 'title': args.title,
+            'baselines': not args.no_baselines}
     return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out,
                        'map': args.map})
