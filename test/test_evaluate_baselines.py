@@ -80,6 +80,17 @@ def test_evaluate_writes_retrieval_and_oracle_rows_and_the_verdict(setup, tmp_pa
     assert oracle['count'] == retrieval['count'] == LIMIT
 
 
+def test_training_frames_retrieve_themselves_and_the_verdict_says_so(setup, tmp_path):
+    ckpt, data = setup
+    out = evaluate.main({'device': 'cpu', 'limit': 3, 'split': 'train'},
+                        {'checkpoint': ckpt, 'data': data, 'out': tmp_path / 'ev'})
+    base = json.loads((out / 'summary.json').read_text())['baselines']
+    assert base['rows']['retrieval top-1']['position_m']['max'] < 1e-9
+    assert base['top1'] == load_per_frame(out / 'per_frame.txt')['names']
+    assert '3 of the 3 scored frames are training frames' in base['verdict']
+    assert base['verdict'] in (out / 'results.md').read_text()
+
+
 def test_no_baselines_and_onnx_models(setup, tmp_path, capsys):
     ckpt, data = setup
     assert cli.main(['evaluate', str(ckpt), str(data), '--limit', '3', '--device', 'cpu',
