@@ -184,3 +184,28 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
     if not out:
         raise ValueError('no images given')
     return out
+
+
+def add_bag_topic_arguments(group) -> None:
+    """``--image-topic``, ``--gt-topic``, ``--gt-tf``, ``--gt-tolerance`` of training bags."""
+    group.add_argument('--image-topic', help='Image or CompressedImage topic of the bags')
+    group.add_argument('--gt-topic', help='ground truth: PoseStamped, '
+                       'PoseWithCovarianceStamped or Odometry topic')
+    group.add_argument('--gt-tf', metavar='PARENT:CHILD', help='ground truth from /tf')
+    group.add_argument('--gt-tolerance', type=float, default=None,
+                       help='seconds between an image and its ground truth (default 0.05)')
+
+
+def bag_training_frames(path: str | Path, topic: str, gt_topic: str | None,
+                        gt_tf: str | None, tolerance: float, cache_dir: Path | None,
+                        log) -> tuple[list, dict]:
+    """Images of a bag with ground truth, extracted once into ``cache_dir``; says how many."""
+    from camreloc_ros.core import bags as bag_io
+
+    frames, info = bag_io.extract_frames(path, topic, gt_topic, gt_tf, tolerance,
+                                         cache_dir=cache_dir, log=log)
+    outside = info['outside_tolerance']
+    log(f'{path}: {info["frames"]} of {info["images"]} images with ground truth '
+        f'({info["ground_truth"]})'
+        + (f'; {outside} outside {tolerance:g} s, not used' if outside else ''))
+    return frames, info

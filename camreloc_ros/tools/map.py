@@ -49,8 +49,8 @@ from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, load_map
 from camreloc_ros.core.mapping.baselines import comparison_rows, verdict
 from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
 from camreloc_ros.core.refine import Refiner
-from camreloc_ros.tools.common import tool_logging
-from camreloc_ros.tools.common import require_exists, require_file
+from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
+                                       require_exists, require_file, tool_logging)
 from camreloc_ros.tools.evaluate import split_params
 
 logger = logging.getLogger('camreloc_ros')
@@ -129,12 +129,8 @@ def bag_frames(bags: Sequence, conf: dict, log) -> tuple[list, Intrinsics, list[
         cameras.append((intr, info_topic))
     frames, records, intrinsics = [], [], None
     for path, (intr, info_topic) in zip(paths, cameras):
-        got, info = bag_io.extract_frames(path, topic, conf['gt_topic'], conf['gt_tf'], tol,
-                                          cache_dir=cache, log=log)
-        outside = info['outside_tolerance']
-        log(f'{path}: {info["frames"]} of {info["images"]} images with ground truth '
-            f'({info["ground_truth"]})'
-            + (f'; {outside} outside {tol:g} s, not used' if outside else ''))
+        got, info = bag_training_frames(path, topic, conf['gt_topic'], conf['gt_tf'], tol,
+                                        cache, log)
         if not got:
             raise ValueError(f'bag {path}: no image of {topic} has ground truth within {tol:g} s')
         h, w = read_rgb(got[0].image_path).shape[:2]
@@ -342,12 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='every N-th block is held out (default: from the checkpoint)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
     bag = parser.add_argument_group('bags (--bag)')
-    bag.add_argument('--image-topic', help='Image or CompressedImage topic of the bags')
-    bag.add_argument('--gt-topic', help='ground truth: PoseStamped, PoseWithCovarianceStamped '
-                     'or Odometry topic')
-    bag.add_argument('--gt-tf', metavar='PARENT:CHILD', help='ground truth from /tf')
-    bag.add_argument('--gt-tolerance', type=float, default=None,
-                     help='seconds between an image and its ground truth (default 0.05)')
+    add_bag_topic_arguments(bag)
     bag.add_argument('--intrinsics', metavar='FX,FY,CX,CY', default=None,
                      help='camera intrinsics in pixels of the bag images as stored (default: '
                      "the bag's sensor_msgs/CameraInfo beside the image topic)")

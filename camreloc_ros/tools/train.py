@@ -35,7 +35,8 @@ from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation import atomic_write_text
-from camreloc_ros.tools.common import tool_logging
+from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
+                                       tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -110,13 +111,7 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
     def frames_of(paths: list) -> list:
         out = []
         for path in paths:
-            frames, info = bag_io.extract_frames(path, image_topic, gt_topic, gt_tf, tol,
-                                                 cache_dir=root, log=log)
-            log(f'{path}: {info["frames"]} of {info["images"]} images with ground truth '
-                f'({info["ground_truth"]})'
-                + (f'; {info["outside_tolerance"]} outside {tol:g} s, not used'
-                   if info['outside_tolerance'] else ''))
-            out += frames
+            out += bag_training_frames(path, image_topic, gt_topic, gt_tf, tol, root, log)[0]
         return out
 
     train = frames_of(list(bags))
@@ -273,12 +268,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help='training bag (repeatable); without --val-bag its held-out blocks '
                      'validate')
     bag.add_argument('--val-bag', action='append', metavar='BAG', help='validation bag')
-    bag.add_argument('--image-topic', help='Image or CompressedImage topic of the bags')
-    bag.add_argument('--gt-topic', help='ground truth: PoseStamped, PoseWithCovarianceStamped '
-                     'or Odometry topic')
-    bag.add_argument('--gt-tf', metavar='PARENT:CHILD', help='ground truth from /tf')
-    bag.add_argument('--gt-tolerance', type=float, default=None,
-                     help='seconds between an image and its ground truth (default 0.05)')
+    add_bag_topic_arguments(bag)
 
 
 def conf_from_args(args: argparse.Namespace) -> dict:
