@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> str:
         common = {'device': 'cpu', 'batch_size': args.batch_size}
         runs = {
             'evaluate (JPEG files)': lambda: evaluate.main(
-                dict(common, format='posed', split='test'),
+                dict(common, format='posed', split='test', baselines=False),   # as bag-eval
                 {'checkpoint': ckpt, 'data': args.data, 'out': tmp / 'out_eval'}),
             'bag-eval (JPEG CompressedImage, mcap)': lambda: bag_eval.main(
                 dict(common, image_topic='/camera/image_raw/compressed',

@@ -182,7 +182,7 @@ def ckpt(tmp_path_factory, dataset):
 @pytest.fixture(scope='module')
 def reference(ckpt, tmp_path_factory):
     """``evaluate`` on the first N_EVAL test frames: the numbers bag-eval must reproduce."""
-    out = evaluate.main({'device': 'cpu', 'limit': N_EVAL},
+    out = evaluate.main({'device': 'cpu', 'limit': N_EVAL, 'baselines': False},
                         {'checkpoint': ckpt, 'data': DATA,
                          'out': tmp_path_factory.mktemp('evaluate')})
     return load_per_frame(out / 'per_frame.txt')

@@ -154,7 +154,8 @@ def test_saliency_temporal_model_and_folder(tmp_path):
 def test_evaluate_onnx_runtime_gives_the_torch_numbers(ckpt, tmp_path):
     rows = {}
     for runtime in ('torch', 'onnx'):
-        out = evaluate.main({'device': 'cpu', 'limit': 6, 'runtime': runtime, 'format': 'posed'},
+        out = evaluate.main({'device': 'cpu', 'limit': 6, 'runtime': runtime, 'format': 'posed',
+                             'baselines': False},
                             {'checkpoint': ckpt, 'data': DATA, 'out': tmp_path / runtime})
         rows[runtime] = load_per_frame(out / 'per_frame.txt')
     assert rows['torch']['names'] == rows['onnx']['names']

@@ -82,11 +82,11 @@ def test_run_records_split_and_evaluate_warns_on_validation_frames(tmp_path, cap
     extra = load_checkpoint_file(run / 'best.pt')['extra']
     assert extra['split']['val_names'] == split['val_names']
     capsys.readouterr()
-    evaluate.main({'split': 'train', 'runtime': 'onnx'},
+    evaluate.main({'split': 'train', 'runtime': 'onnx', 'baselines': False},
                   {'checkpoint': run / 'best.pt', 'data': DATA, 'out': tmp_path / 'e_train'})
     out = capsys.readouterr().out
     assert 'WARNING: 50 of the 298 scored frames are validation frames' in out
-    evaluate.main({'split': 'test', 'runtime': 'onnx'},
+    evaluate.main({'split': 'test', 'runtime': 'onnx', 'baselines': False},
                   {'checkpoint': run / 'best.pt', 'data': DATA, 'out': tmp_path / 'e_test'})
     assert 'WARNING' not in capsys.readouterr().out
 

@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 TEMP_MARK = '.tmp'
 CACHE_ENV = 'CAMRELOC_CACHE_DIR'
 # The caches below the cache root: frozen-trunk features, ONNX exports, frames from bags.
-CACHES = ('features', 'onnx', 'bag_frames')
+CACHES = ('features', 'onnx', 'bag_frames', 'retrieval')
 _TEMP_RE = re.compile(r'^\..+\.(\d+)\.tmp[^/]*$')
 
 

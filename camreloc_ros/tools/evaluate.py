@@ -111,11 +111,11 @@ def retrieval_baselines(ckpt: Path, train: list, frames: list, preds: list,
                             'checkpoint (evaluate the .pt, --runtime onnx for ONNX poses)')
     if not train:
         return bl.not_shown('the checkpoint has no training frames in this dataset')
-    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.mapping.retrieval import describe_files, GlobalDescriptor
 
     t0 = time.perf_counter()
     describe = GlobalDescriptor.from_checkpoint(ckpt, device=device)
-    train_desc = np.stack([describe(read_rgb(f.image_path)) for f in train])
+    train_desc = describe_files(describe, [f.image_path for f in train])   # cached
     top1 = bl.retrieval_top1(describe, train_desc, (read_rgb(f.image_path) for f in frames))
     rows = bl.comparison_rows(np.stack([p.position for p in preds]),
                               np.stack([p.quaternion for p in preds]), gt_pos, gt_quat,

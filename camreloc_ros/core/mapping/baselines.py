@@ -19,7 +19,8 @@ than returning the pose of the most similar training image. Every evaluation the
 scores, beside the network: **retrieval top-1** (the training pose of the image whose global
 descriptor, :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor` of the
 checkpoint's own trunk, is most similar) and the **oracle** (the training pose nearest to
-the ground truth: the best any retrieval could do), and says whether the network beats
+the ground truth in metres + degrees / 10: the best any retrieval could do by that measure;
+its median position alone can exceed retrieval's), and says whether the network beats
 retrieval. Used by ``camreloc evaluate`` (with or without ``--map``) and ``bag-eval --map``.
 """
 

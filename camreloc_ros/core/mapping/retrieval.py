@@ -22,13 +22,21 @@ resized to the network input size, no centre crop), so nothing at the image bord
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from camreloc_ros.core.models.pose_model import PoseModel
+from camreloc_ros.core.data.transforms import read_rgb
+from camreloc_ros.core.io import atomic_output, cache_folder
+from camreloc_ros.core.models.pose_model import PoseModel, tensor_digest
+
+logger = logging.getLogger('camreloc_ros')
 
 
 class GlobalDescriptor:
@@ -78,3 +86,35 @@ class GlobalDescriptor:
             out.append(torch.nn.functional.normalize(gem, dim=1)[0].cpu().numpy())
         arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
         return arr[0] if single else arr
+
+
+def describe_files(describe: GlobalDescriptor, paths: Sequence[str | Path],
+                   cache_dir: str | Path | None = None) -> np.ndarray:
+    """Descriptors ``(N, C)`` of image files, cached under ``retrieval/`` of the cache root.
+
+    Every evaluation of a checkpoint describes the same training images again; the cache makes
+    the second one free. The key covers the trunk's weights, the descriptor settings and each
+    file's path, size and modification time, so a retrained trunk or a changed image misses.
+    A cache that cannot be written is skipped, never an error.
+    """
+    key = hashlib.sha256(json.dumps(describe.conf(), sort_keys=True).encode())
+    key.update(tensor_digest(describe.backbone.state_dict()).encode())
+    for path in paths:
+        st = Path(path).stat()
+        key.update(f'{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
+    file = Path(cache_dir or cache_folder('retrieval')) / f'{key.hexdigest()[:40]}.npy'
+    if file.is_file():
+        try:
+            cached = np.load(file, allow_pickle=False)
+            if cached.shape == (len(paths), describe.dim):
+                return cached
+        except (OSError, ValueError):
+            pass                                  # damaged: described again below
+    out = np.stack([describe(read_rgb(p)) for p in paths]) if len(paths) else \
+        np.zeros((0, describe.dim), np.float32)
+    try:
+        with atomic_output(file) as tmp, open(tmp, 'wb') as fh:
+            np.save(fh, out, allow_pickle=False)
+    except OSError as exc:
+        logger.debug('retrieval cache not written (%s)', exc)
+    return out
