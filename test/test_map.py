@@ -43,6 +43,19 @@ MINI = shared_data_dir() / '7scenes-stairs-mini'
 HOLO = shared_data_dir() / 'hololens-office'
 
 
+MAP_ROWS = ('network (APR)', 'retrieval top-1', 'oracle: nearest training pose',
+            'refined (network where it falls back)')
+
+
+def map_table(out: Path) -> str:
+    """``map_results.md`` of an evaluation with a map, checked for its four rows and verdict."""
+    text = (out / 'map_results.md').read_text()
+    for row in MAP_ROWS:
+        assert row in text
+    assert 'network beats retrieval:' in text and 'fell back' in text
+    return text
+
+
 def _checkpoint(path: Path, data: Path, fmt: str, seed: int = 0) -> Path:
     """An ImageNet-trunk pose model (untrained head) with the data's pose statistics."""
     import torch
@@ -253,11 +266,7 @@ def test_cli_map_refuses_to_overwrite_and_evaluate_map_writes_the_table(mini, tm
     assert path.read_bytes() == before
     out = evaluate.main({}, {'checkpoint': ckpt, 'data': MINI, 'out': tmp_path / 'ev',
                              'map': path})
-    text = (out / 'map_results.md').read_text()
-    for row in ('network (APR)', 'retrieval top-1', 'oracle: nearest training pose',
-                'refined (network where it falls back)'):
-        assert row in text
-    assert 'network beats retrieval:' in text and 'fell back' in text
+    map_table(out)
     lines = (out / 'refine_per_frame.txt').read_text().splitlines()
     assert len(lines) == 1 + 6 and lines[0].startswith('# name refined reason inliers')
     assert (out / 'refined' / 'per_frame.txt').is_file()
