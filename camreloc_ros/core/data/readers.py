@@ -16,6 +16,7 @@
 Strict on purpose (see :mod:`camreloc_ros.core.data.datasets`): anything unexpected raises
 :class:`DatasetError` naming the file and line. :func:`~camreloc_ros.core.data.datasets.
 read_dataset` is the entry point; the layouts are described in its module docstring.
+About 450 lines: five readers that share the strict parsing helpers at the top.
 """
 
 from __future__ import annotations
