@@ -368,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
             node = subprocess.Popen(
                 [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
                  '-p', f'model:={model}', '-p', f'runtime:={args.runtime}',
-                 '-p', 'device:=cpu'], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                 # the frames' frame_id is 'camera' and no TF is published: poses of the
+                 # camera itself (base_link, the default, would wait for extrinsics)
+                 '-p', 'device:=cpu', '-p', 'base_frame:=camera'],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
         driver = Driver(args)
         end: dict = {}
@@ -405,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(args, blocks, idle_rss, end))
         if end['traceback'] or not end['alive']:
             print(node_log.read_text()[-3000:], file=sys.stderr)
+        if not any(b['answered'] for b in blocks):
+            print('no pose was published: the run measured nothing (see tf_missing in the '
+                  f'node log):\n{node_log.read_text()[-3000:]}', file=sys.stderr)
+            return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
