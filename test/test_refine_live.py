@@ -102,6 +102,43 @@ def test_corrector_expires_and_never_applies_before_its_frame():
     assert corrector.stamp is None and corrector.correct(10.0, net_pos, net_quat) is None
 
 
+def test_odometry_motion_carries_the_refinement_exactly_whatever_the_network_says():
+    """Odometry poses A = W @ T_true (W: the odom frame's unknown offset): the corrected pose
+    is the true one even when the network is wrong by a different error at each frame; the
+    odometry's own noise term grows the covariance; ``motion`` picks the source."""
+    rng = np.random.default_rng(2)
+    W = matrix_from_pose(*_pose(rng))
+    T_ref, T_now = matrix_from_pose(*_pose(rng)), matrix_from_pose(*_pose(rng))
+    odom_ref, odom_now = pose_from_matrix(W @ T_ref), pose_from_matrix(W @ T_now)
+    net_ref, net_now = _pose(rng), _pose(rng)                # unrelated to the truth
+    ref_pos, ref_quat = pose_from_matrix(T_ref)
+    true_pos, true_quat = pose_from_matrix(T_now)
+    cov_ref = np.eye(6) * 1e-6
+    by_source = {}
+    for motion in ('auto', 'odom', 'network'):
+        corrector = PoseCorrector(max_age=5.0, motion_noise=0.1, odom_noise=0.02,
+                                  motion=motion)
+        corrector.update(1.0, ref_pos, ref_quat, cov_ref, *net_ref, odom=odom_ref)
+        by_source[motion] = corrector.correct(2.0, *net_now, odom=odom_now)
+        without = corrector.correct(2.0, *net_now)           # no odometry at this frame
+        assert (without is None) == (motion == 'odom')
+        if without is not None:
+            assert without.source == 'network'
+    for motion in ('auto', 'odom'):
+        fix = by_source[motion]
+        assert fix.source == 'odom'
+        np.testing.assert_allclose(fix.position, true_pos, atol=1e-9)
+        assert orientation_error_deg(fix.quaternion, true_quat) < 1e-6
+        d = np.linalg.norm(true_pos - ref_pos)
+        assert fix.covariance[0, 0] >= (0.02 * d) ** 2 and \
+            fix.covariance[0, 0] < 1e-6 + (0.02 * d) ** 2 + 1e-4 * d ** 2
+    network = by_source['network']
+    assert network.source == 'network'
+    assert np.linalg.norm(network.position - true_pos) > 0.1   # the network's error stays
+    with pytest.raises(ValueError, match='motion must be one of'):
+        PoseCorrector(motion='imu')
+
+
 # ---------------------------------------------------------------------------- node
 
 @pytest.fixture(scope='module')
@@ -257,10 +294,15 @@ def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):
         np.testing.assert_allclose(got['position'][k], res.position, atol=1e-5)
 
 
-def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
+@pytest.mark.parametrize('odometry', [False, True], ids=['network_motion', 'odom_tf'])
+def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odometry):
     """refine.sync false: the refiner runs in its own thread; once its refinement of frame A
-    is out, frame B's published pose is T_ref(A) inv(T_net(A)) T_net(B)."""
+    is out, frame B's published pose is T_ref(A) inv(M(A)) M(B), the motion M from the
+    network's poses, or, with TF odom -> base_link at both stamps, from odometry."""
+    from geometry_msgs.msg import TransformStamped
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
 
     from camreloc_ros.core.engine import InferenceEngine
     from camreloc_ros.core.refine import Refiner
@@ -276,14 +318,27 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
              if refiner.refine(im, p.position, p.quaternion, p.covariance).refined)
     b = (a + 1) % len(images)
     ref = refiner.refine(images[a], nets[a].position, nets[a].quaternion, nets[a].covariance)
-    expected = compose_correction(ref.position, ref.quaternion, ref.covariance,
-                                  nets[a].position, nets[a].quaternion, nets[b].position,
-                                  nets[b].quaternion, 0.1)
+    # odometry: base_link 0.4 m further along x and turned 0.2 rad about z at B than at A
+    odom = {200.0: (np.array([1.0, 2.0, 0.0]), quat_from_rotvec([0.0, 0.0, 0.3])),
+            200.5: (np.array([1.4, 2.0, 0.0]), quat_from_rotvec([0.0, 0.0, 0.5]))}
+    motion = ((*odom[200.0], *odom[200.5], 0.02) if odometry else
+              (nets[a].position, nets[a].quaternion, nets[b].position, nets[b].quaternion, 0.1))
+    expected = compose_correction(ref.position, ref.quaternion, ref.covariance, *motion)
     domain = DOMAIN_ID + 1
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)
         node = None
         try:
+            if odometry:   # TF odom -> base_link (the images' frame_id is empty: base_link)
+                tf_pub = ros.node.create_publisher(TFMessage, '/tf', 10)
+                transforms = []
+                for stamp, (pos, quat) in odom.items():
+                    t = TransformStamped(child_frame_id='base_link')
+                    t.header = Header(stamp=sec_to_stamp(stamp), frame_id='odom')
+                    tr, r = t.transform.translation, t.transform.rotation
+                    tr.x, tr.y, tr.z = pos
+                    r.x, r.y, r.z, r.w = quat
+                    transforms.append(t)
             lock = threading.Lock()
             refined, poses = {}, {}
 
@@ -304,6 +359,12 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
             assert node.is_active
             pub = ros.node.create_publisher(Image, '/async/image', 10)
             assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
+            if odometry:
+                at_b = Header(stamp=sec_to_stamp(200.5))
+                assert ros.wait_for(lambda: tf_pub.get_subscription_count() > 0, TIMEOUT_S)
+                tf_pub.publish(TFMessage(transforms=transforms))
+                assert ros.wait_for(lambda: node._frames.odom_camera(at_b) is not None,
+                                    TIMEOUT_S), 'the node never heard the odometry'
 
             def send(k, stamp):
                 msg = rgb_to_image(images[k], 'rgb8')
@@ -325,6 +386,8 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path):
                                        rtol=1e-3, atol=1e-9)
             assert ros.wait_for(lambda: node._refiner.diagnostics()['refine_corrected_poses']
                                 >= 1, TIMEOUT_S)
+            by_odom = node._refiner.diagnostics()['refine_corrected_by_odom']
+            assert by_odom == (1 if odometry else 0)
         finally:
             if node is not None:
                 ros.remove(node)

@@ -37,6 +37,14 @@ the world axes, first order):
 
 A correction expires ``max_age`` seconds (image stamps) after the refined frame, and never
 applies to a frame stamped before it: then the network's pose passes unchanged.
+
+The motion since the refined frame can come from odometry instead of the network: with the
+camera's pose in the odometry frame at both stamps (``A_ref``, ``A_now``, e.g. TF
+``odom -> camera``), ``T_corrected = T_ref @ inv(A_ref) @ A_now``: the same composition, so
+the odometry frame's unknown offset to the map cancels, and wheel / visual-inertial odometry
+is usually far better over a few seconds than the network's relative pose (its own noise
+term, ``odom_noise``). ``motion``: ``auto`` uses odometry where both poses are known, else the
+network; ``odom`` only odometry (no correction without it); ``network`` only the network.
 """
 
 from __future__ import annotations
@@ -61,7 +69,10 @@ def compose_correction(ref_position: np.ndarray, ref_quaternion: np.ndarray,
                        net_ref_quaternion: np.ndarray, net_position: np.ndarray,
                        net_quaternion: np.ndarray, motion_noise: float = 0.1
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``T_ref @ inv(T_net_ref) @ T_net`` -> (position, quaternion x y z w, 6x6 covariance)."""
+    """``T_ref @ inv(T_net_ref) @ T_net`` -> (position, quaternion x y z w, 6x6 covariance).
+
+    ``T_net_ref`` and ``T_net`` may be any motion source's camera poses (network, odometry).
+    """
     T_ref = matrix_from_pose(ref_position, ref_quaternion)
     T_net_ref = matrix_from_pose(net_ref_position, net_ref_quaternion)
     T_net = matrix_from_pose(net_position, net_quaternion)
@@ -77,14 +88,18 @@ def compose_correction(ref_position: np.ndarray, ref_quaternion: np.ndarray,
     return position, quaternion, 0.5 * (cov + cov.T)
 
 
+MOTION_SOURCES = ('auto', 'odom', 'network')
+
+
 @dataclass
 class Correction:
-    """A corrected pose; ``age`` seconds after the refined frame it comes from."""
+    """A corrected pose; ``age`` seconds after the refined frame, motion from ``source``."""
 
     position: np.ndarray
     quaternion: np.ndarray
     covariance: np.ndarray
     age: float
+    source: str = 'network'     # what measured the motion since the refinement: or 'odom'
 
 
 class PoseCorrector:
@@ -94,9 +109,15 @@ class PoseCorrector:
     :meth:`correct`.
     """
 
-    def __init__(self, max_age: float = 10.0, motion_noise: float = 0.1):
+    def __init__(self, max_age: float = 10.0, motion_noise: float = 0.1,
+                 odom_noise: float = 0.02, motion: str = 'auto'):
+        if motion not in MOTION_SOURCES:
+            raise ValueError(f'motion must be one of {", ".join(MOTION_SOURCES)}, got '
+                             f'{motion!r}')
         self.max_age = float(max_age)
         self.motion_noise = float(motion_noise)
+        self.odom_noise = float(odom_noise)
+        self.motion = motion
         self._lock = threading.Lock()
         self._ref: tuple | None = None
 
@@ -113,25 +134,40 @@ class PoseCorrector:
 
     def update(self, stamp: float, position: np.ndarray, quaternion: np.ndarray,
                covariance: np.ndarray, net_position: np.ndarray,
-               net_quaternion: np.ndarray) -> None:
-        """Use the refined camera pose of the frame stamped ``stamp`` (network pose beside)."""
+               net_quaternion: np.ndarray, odom: tuple | None = None) -> None:
+        """Use the refined camera pose of the frame stamped ``stamp`` (network pose beside).
+
+        ``odom``: the camera's ``(position, quaternion)`` in the odometry frame at ``stamp``,
+        or None where odometry is not known.
+        """
         ref = (float(stamp), np.array(position, np.float64), np.array(quaternion, np.float64),
                np.array(covariance, np.float64), np.array(net_position, np.float64),
-               np.array(net_quaternion, np.float64))
+               np.array(net_quaternion, np.float64),
+               None if odom is None else tuple(np.array(v, np.float64) for v in odom))
         with self._lock:
             if self._ref is None or ref[0] >= self._ref[0]:   # never go back to an older one
                 self._ref = ref
 
-    def correct(self, stamp: float, position: np.ndarray, quaternion: np.ndarray
-                ) -> Correction | None:
-        """Correct a network pose stamped ``stamp``; None when no refinement applies."""
+    def correct(self, stamp: float, position: np.ndarray, quaternion: np.ndarray,
+                odom: tuple | None = None) -> Correction | None:
+        """Correct a network pose stamped ``stamp``; None when no refinement applies.
+
+        ``odom``: the camera's pose in the odometry frame at ``stamp`` (None: unknown); used
+        with the refined frame's (``motion`` auto or odom).
+        """
         with self._lock:
             ref = self._ref
         if ref is None:
             return None
-        ref_stamp, r_pos, r_quat, r_cov, n_pos, n_quat = ref
+        ref_stamp, r_pos, r_quat, r_cov, n_pos, n_quat, r_odom = ref
         age = float(stamp) - ref_stamp
         if age < 0 or age > self.max_age:
+            return None
+        if self.motion != 'network' and odom is not None and r_odom is not None:
+            pos, quat, cov = compose_correction(r_pos, r_quat, r_cov, *r_odom, *odom,
+                                                self.odom_noise)
+            return Correction(pos, quat, cov, age, 'odom')
+        if self.motion == 'odom':
             return None
         pos, quat, cov = compose_correction(r_pos, r_quat, r_cov, n_pos, n_quat, position,
                                             quaternion, self.motion_noise)

@@ -187,6 +187,22 @@ class FrameIO:
                             f'{stamp_ns / NS:.3f} s ({self.tf_missing} missing so far): {exc}')
             return None
 
+    def odom_camera(self, header: Header, timeout_s: float = 0.0) -> Optional[Pose]:
+        """Return the image's camera pose in odom_frame at its stamp (None: not in TF).
+
+        For carrying a refinement forward (``refine.motion``); not counted as ``tf_missing``:
+        a robot without odometry is a normal case.
+        """
+        lookup = self.lookup
+        if lookup is None:
+            return None
+        camera = strip_frame(header.frame_id) or self.conf.base_frame
+        try:
+            return lookup.lookup(self.conf.odom_frame, camera, stamp_to_ns(header.stamp),
+                                 timeout_s)
+        except TransformError:
+            return None
+
     def to_base(self, header: Header, pred: Prediction) -> Optional[Prediction]:
         """Turn the camera pose ``pred`` into base_frame's (None: no extrinsics in TF).
 

@@ -230,7 +230,8 @@ class LocalizerNode(LifecycleNode):
         # a Path of up to path_length poses per frame is O(frames x length): on a timer instead
         ents['path_timer'] = self.create_timer(conf['path_period'], self._publish_path)
         if conf['map']:   # imports torch (the map's retrieval trunk): only with a map
-            self._refiner = RefinerWorker.from_conf(self, conf, OUTPUT_QOS)
+            self._refiner = RefinerWorker.from_conf(self, conf, OUTPUT_QOS,
+                                                    self._frames.odom_camera)
             ents['refined_pose'] = self._refiner.publisher
             self.get_logger().info(f'refiner: {self._refiner.describe()}')
         refused = self._frames.check_parents(wait_s=conf['transform_timeout'])

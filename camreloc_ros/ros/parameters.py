@@ -114,6 +114,13 @@ PARAMETERS: list[Param] = [
     Param('refine.motion_noise', 0.1, 'Growth of the corrected covariance: position std '
           'per metre and rotation std per radian of the network motion since the refinement.',
           limits=(0.0, 10.0)),
+    Param('refine.motion', 'auto', 'What measures the motion a refinement is carried through '
+          'to later frames: odom (TF odom_frame -> camera at both image stamps), network (its '
+          'own relative pose), or auto (odom where TF has it, else network).',
+          choices=('auto', 'odom', 'network')),
+    Param('refine.odom_noise', 0.02, 'Growth of the corrected covariance with odometry as '
+          'the motion: position std per metre and rotation std per radian of odometry motion.',
+          limits=(0.0, 10.0)),
     Param('refine.min_inliers', 20, 'PnP inliers below which a refinement falls back to '
           "the network's pose.", limits=(4, 100000)),
     Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',

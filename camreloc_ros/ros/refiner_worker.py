@@ -20,7 +20,8 @@ frame (image, stamp, the network's camera pose) to this worker, which keeps only
 (older waiting frames are dropped: latest-frame policy) and refines at whatever rate the CPU
 allows. Each refined camera pose goes out on ``~/refined_pose`` and becomes the reference of
 a :class:`~camreloc_ros.core.refine_live.PoseCorrector`, which corrects every later network
-pose by the network's own motion since the refined frame, before the node turns it into
+pose by the motion since the refined frame (odometry from TF, or the network's own relative
+pose: ``refine.motion``), before the node turns it into
 base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
 
 ``refine.sync`` refines every frame in the network's worker before its pose is published
@@ -38,7 +39,7 @@ import dataclasses
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
@@ -63,9 +64,13 @@ class RefinerWorker:
     """Refine the latest frame in a thread; correct the network's poses with the result."""
 
     def __init__(self, refiner: Any, corrector: PoseCorrector, publisher: Any,
-                 map_frame: str, sync: bool, logger: Any):
+                 map_frame: str, sync: bool, logger: Any,
+                 odom_pose: Callable[[Header, float], Any] | None = None,
+                 odom_timeout: float = 0.0):
         self.refiner = refiner
         self.corrector = corrector
+        self.odom_pose = odom_pose if corrector.motion != 'network' else None
+        self.odom_timeout = float(odom_timeout)   # refine.motion odom waits; auto does not
         self.publisher = publisher
         self.map_frame = map_frame
         self.sync = bool(sync)
@@ -78,6 +83,7 @@ class RefinerWorker:
         self.dropped = 0        # frames replaced by a newer one before the refiner took them
         self.errors = 0
         self.corrected = 0      # network poses corrected by a refinement
+        self.corrected_by_odom = 0   # of those, with odometry as the motion since
         self.last_inliers = 0
         self.last_reason = 'none yet'
         self.last_seconds = math.nan
@@ -85,8 +91,12 @@ class RefinerWorker:
         self._diag_last = (time.monotonic(), 0)
 
     @classmethod
-    def from_conf(cls, node: Any, conf: dict, qos: Any) -> 'RefinerWorker':
+    def from_conf(cls, node: Any, conf: dict, qos: Any,
+                  odom_pose: Callable[[Header, float], Any] | None = None) -> 'RefinerWorker':
         """Load ``conf['map']`` for ``conf['model']`` and create ``~/refined_pose``.
+
+        ``odom_pose(header, timeout_s)``: the camera's pose in the odometry frame at the image
+        stamp, or None (:meth:`FrameIO.odom_camera`).
 
         A map of another checkpoint, a corrupt map or an ``.onnx`` model (the map is tied to
         the ``.pt`` checkpoint whose trunk describes its images) is a clear error.
@@ -102,9 +112,11 @@ class RefinerWorker:
                                      device=refiner_device(conf['device']))
         publisher = node.create_lifecycle_publisher(PoseWithCovarianceStamped,
                                                     '~/refined_pose', qos)
-        corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'])
+        corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'],
+                                  conf['refine.odom_noise'], conf['refine.motion'])
         return cls(refiner, corrector, publisher, conf['map_frame'], conf['refine.sync'],
-                   node.get_logger())
+                   node.get_logger(), odom_pose,
+                   conf['transform_timeout'] if conf['refine.motion'] == 'odom' else 0.0)
 
     def describe(self) -> str:
         """One line for the configure log."""
@@ -147,11 +159,13 @@ class RefinerWorker:
         elif self._slot.put(job):
             with self._lock:
                 self.dropped += 1
-        fix = self.corrector.correct(stamp, pred.position, pred.quaternion)
+        fix = self.corrector.correct(stamp, pred.position, pred.quaternion,
+                                     self._odom(header))
         if fix is None:
             return pred
         with self._lock:
             self.corrected += 1
+            self.corrected_by_odom += fix.source == 'odom'
         return dataclasses.replace(pred, position=fix.position, quaternion=fix.quaternion,
                                    covariance=fix.covariance)
 
@@ -175,10 +189,14 @@ class RefinerWorker:
             return
         stamp = stamp_to_sec(header.stamp)
         self.corrector.update(stamp, res.position, res.quaternion, res.covariance,
-                              pred.position, pred.quaternion)
+                              pred.position, pred.quaternion, self._odom(header))
         self.publisher.publish(pose_with_covariance_stamped(
             Header(stamp=header.stamp, frame_id=self.map_frame), res.position, res.quaternion,
             res.covariance))
+
+    def _odom(self, header: Header) -> Any:
+        """Return the camera's pose in odom_frame at the image stamp (odometry in use)."""
+        return None if self.odom_pose is None else self.odom_pose(header, self.odom_timeout)
 
     # ---- diagnostics ----------------------------------------------------------------------
     def diagnostics(self) -> dict:
@@ -189,6 +207,7 @@ class RefinerWorker:
             values = {'refine_refined': self.refined, 'refine_fallbacks': self.fallbacks,
                       'refine_dropped_frames': self.dropped, 'refine_errors': self.errors,
                       'refine_corrected_poses': self.corrected,
+                      'refine_corrected_by_odom': self.corrected_by_odom,
                       'refine_last_inliers': self.last_inliers,
                       'refine_last_reason': self.last_reason,
                       'refine_last_ms': f'{self.last_seconds * 1000:.0f}'}
