@@ -174,6 +174,46 @@ def test_triangulated_map_on_a_hololens_slice(tmp_path):
 
 # ---------------------------------------------------------------------------- bad inputs
 
+def test_map_carries_its_descriptor_network_as_onnx(mini, tmp_path):
+    """The map's ONNX descriptor describes images as the trunk did (5e-7 here), serves an
+    exported .onnx model (paired through the checkpoint sha256 in its metadata), and an
+    older map without it needs the .pt."""
+    from camreloc_ros.core.mapping.descriptor_onnx import OnnxDescriptor
+    from camreloc_ros.core.refine import map_descriptor
+    from camreloc_ros.tools import export
+
+    ckpt, path = mini
+    lmap = load_map(path)
+    assert lmap.descriptor_onnx is not None
+    torch_desc = GlobalDescriptor(PoseModel.from_checkpoint(ckpt))
+    onnx_desc = map_descriptor(lmap, ckpt)
+    assert isinstance(onnx_desc, OnnxDescriptor)
+    test = split_dataset(read_dataset(MINI, '7scenes'), 'test').frames[:2]
+    images = [read_rgb(f.image_path) for f in test] + [np.full((300, 500, 3), 77, np.uint8)]
+    np.testing.assert_allclose(onnx_desc(images), torch_desc(images), atol=1e-5)
+    # train side: the map's stored descriptors are what the ONNX network gives
+    train = split_dataset(read_dataset(MINI, '7scenes'), 'train').frames
+    np.testing.assert_allclose(onnx_desc(read_rgb(train[0].image_path)), lmap.global_desc[0],
+                               atol=1e-5)
+    onnx_model = export.main({'check': False}, {'checkpoint': str(ckpt),
+                                                'out': str(tmp_path / 'model.onnx')})
+    ref = Refiner.from_files(path, onnx_model)
+    assert isinstance(ref.descriptor, OnnxDescriptor)
+    other = _checkpoint(tmp_path / 'other.pt', MINI, '7scenes', seed=1)
+    other_onnx = export.main({'check': False}, {'checkpoint': str(other),
+                                                'out': str(tmp_path / 'other.onnx')})
+    with pytest.raises(MapError, match='does not belong to checkpoint .*other.onnx'):
+        Refiner.from_files(path, other_onnx)
+    old = load_map(path)
+    old.descriptor_onnx = None                     # as written before the network was stored
+    save_map(old, tmp_path / 'old.npz')
+    assert 'descriptor_onnx' not in np.load(tmp_path / 'old.npz').files
+    assert isinstance(Refiner.from_files(tmp_path / 'old.npz', ckpt).descriptor,
+                      GlobalDescriptor)
+    with pytest.raises(MapError, match='holds no descriptor network'):
+        Refiner.from_files(tmp_path / 'old.npz', onnx_model)
+
+
 def test_map_from_another_checkpoint_or_dataset_or_stale_is_refused(mini, tmp_path):
     ckpt, path = mini
     train = split_dataset(read_dataset(MINI, '7scenes'), 'train').frames

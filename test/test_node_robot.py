@@ -332,24 +332,29 @@ def test_live_camera_check_refuses(harness, onnx_model, frame):
 # ---------------------------------------------------------------------------- no torch
 
 RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
-    """Run the node's main() with an .onnx in a thread, feed it an image, report sys.modules."""
+    """Run the node's main() with an .onnx in a thread, feed it an image, report sys.modules.
+
+    argv: model [map image]: with a map the node refines every frame (refine.sync) of the
+    image file instead of a grey frame, and the refined poses are counted too.
+    """
     import json, sys, threading, time
 
     import rclpy
     import rclpy.executors
-    from geometry_msgs.msg import PoseStamped
+    from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
     from sensor_msgs.msg import Image
 
     from camreloc_ros.ros import localizer_node
     from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp
 
     model = sys.argv[1]
+    map_args = ['-p', f'map:={sys.argv[2]}', '-p', 'refine.sync:=true'] if sys.argv[2:] else []
     result = {'exit': None}
 
     def run():
         result['exit'] = localizer_node.main(
             ['localizer', '--ros-args', '-p', f'model:={model}', '-p', 'runtime:=onnx',
-             '-p', 'qos.reliability:=reliable'])
+             '-p', 'qos.reliability:=reliable', *map_args])
 
     node_thread = threading.Thread(target=run)
     node_thread.start()
@@ -359,9 +364,15 @@ RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(probe)
     poses = []
+    refined = []
     probe.create_subscription(PoseStamped, 'pose', poses.append, 10)
+    probe.create_subscription(PoseWithCovarianceStamped, 'camreloc/refined_pose',
+                              refined.append, 10)
     pub = probe.create_publisher(Image, 'image', 10)
     frame = __import__('numpy').full((240, 320, 3), 90, 'uint8')
+    if sys.argv[3:]:
+        from camreloc_ros.core.data.transforms import read_rgb
+        frame = read_rgb(sys.argv[3])
     deadline = time.monotonic() + 120
     while not poses and time.monotonic() < deadline:
         msg = rgb_to_image(frame)
@@ -370,7 +381,7 @@ RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
         executor.spin_once(timeout_sec=0.2)
     rclpy.shutdown()   # the default context: main() returns
     node_thread.join(30)
-    print(json.dumps({'poses': len(poses), 'exit': result['exit'],
+    print(json.dumps({'poses': len(poses), 'refined': len(refined), 'exit': result['exit'],
                       'torch': sorted(m for m in sys.modules if m.split('.')[0] == 'torch'),
                       'pose': [poses[0].pose.position.x] if poses else None}))
     probe.destroy_node()
@@ -378,16 +389,45 @@ RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
 ''')
 
 
-def test_onnx_node_runs_without_torch(onnx_model, tmp_path):
-    """runtime onnx + an .onnx model: the node's process localizes and never imports torch."""
+def _run_node_without_torch(tmp_path: Path, *args: str) -> dict:
     script = tmp_path / 'run_node.py'
     script.write_text(RUN_NODE_WITHOUT_TORCH)
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID + 1),
                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(tmp_path / 'log'),
                PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, str(script), str(onnx_model)], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report['poses'] >= 1 and report['exit'] == 0, (report, proc.stderr[-3000:])
+    return report
+
+
+def test_onnx_node_runs_without_torch(onnx_model, tmp_path):
+    """runtime onnx + an .onnx model: the node's process localizes and never imports torch."""
+    report = _run_node_without_torch(tmp_path, onnx_model)
+    assert report['torch'] == [], f'torch was imported: {report["torch"][:5]}'
+
+
+def test_onnx_node_refines_with_a_map_without_torch(onnx_model, tmp_path):
+    """An .onnx model + a map of the .pt it was exported from: the node refines (the map's
+    own ONNX descriptor does the retrieval) and never imports torch."""
+    from camreloc_ros.core.data.datasets import read_dataset
+    from camreloc_ros.core.data.split import split_dataset
+    from camreloc_ros.core.mapping import file_sha256, save_map
+    from camreloc_ros.core.mapping.build import build_map
+    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.models.pose_model import PoseModel
+    from camreloc_ros.tools.common import shared_data_dir
+
+    ckpt = onnx_model.with_suffix('.pt')
+    dataset = read_dataset(shared_data_dir() / '7scenes-stairs-mini', '7scenes')
+    train = split_dataset(dataset, 'train').frames
+    lmap = build_map(train, dataset.intrinsics, GlobalDescriptor(PoseModel.from_checkpoint(ckpt)),
+                     meta={'checkpoint': {'path': str(ckpt), 'sha256': file_sha256(ckpt)}},
+                     log=lambda s: None)
+    assert lmap.descriptor_onnx is not None
+    path = save_map(lmap, tmp_path / 'map.npz')
+    report = _run_node_without_torch(tmp_path, onnx_model, path, train[2].image_path)
+    assert report['refined'] >= 1, report
     assert report['torch'] == [], f'torch was imported: {report["torch"][:5]}'

@@ -207,11 +207,49 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
     return R_w2c.T, -R_w2c.T @ t, mask
 
 
+def model_sha256(model) -> str:
+    """Return the sha256 of the checkpoint ``model`` is (``.pt``) or came from (``.onnx``)."""
+    from camreloc_ros.core.mapping import file_sha256, MapError
+    from camreloc_ros.core.runtimes import is_onnx_file
+    if not is_onnx_file(model):
+        return file_sha256(model)
+    from camreloc_ros.core.onnx_format import load_onnx
+    digest = (load_onnx(model)[1].get('source') or {}).get('sha256')
+    if not digest:
+        raise MapError(f'{model} does not name the checkpoint it was exported from, so no map '
+                       'can be paired with it: export it with `camreloc export CKPT`, or '
+                       'give the .pt')
+    return str(digest)
+
+
+def map_descriptor(lmap: LocalizationMap, model=None, device: str = 'cpu', threads: int = 0):
+    """Pick the retrieval descriptor of ``lmap``: its own ONNX network, else ``model``'s trunk.
+
+    The map's network (:mod:`~camreloc_ros.core.mapping.descriptor_onnx`) describes queries
+    as the map's images were described, through ONNX Runtime: no torch, no ``.pt``. Maps
+    written before it carry none: then the ``.pt`` checkpoint's trunk runs in torch.
+    """
+    from camreloc_ros.core.mapping import MapError
+    from camreloc_ros.core.runtimes import is_onnx_file
+    if lmap.descriptor_onnx is not None:
+        from camreloc_ros.core.mapping.descriptor_onnx import OnnxDescriptor
+        return OnnxDescriptor(lmap.descriptor_onnx, lmap.meta.get('descriptor') or {}, threads)
+    if model is None or is_onnx_file(model):
+        raise MapError(f'map {lmap.path} holds no descriptor network (written by an older '
+                       'camreloc_ros): give the .pt checkpoint as the model, or rebuild the '
+                       'map with `camreloc map`')
+    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.models.pose_model import PoseModel
+    from camreloc_ros.core.runtimes import resolve_device
+    p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
+    return GlobalDescriptor(PoseModel.from_checkpoint(model), p, str(resolve_device(device)))
+
+
 class Refiner:
     """Refine network poses against a :class:`LocalizationMap`.
 
-    ``descriptor`` (a :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor` of the
-    map's checkpoint) enables retrieval; without it only the network's pose picks images.
+    ``descriptor`` (:func:`map_descriptor`: the map's ONNX network or the checkpoint's trunk)
+    enables retrieval; without it only the network's pose picks images.
     """
 
     def __init__(self, lmap: LocalizationMap, descriptor: Callable | None = None,
@@ -227,20 +265,19 @@ class Refiner:
         self._roots: dict[int, np.ndarray] = {}
 
     @classmethod
-    def from_files(cls, map_path, checkpoint, conf: dict | None = None,
-                   device: str = 'cpu') -> 'Refiner':
-        """Load a map, check it belongs to the checkpoint (sha256), build the descriptor.
+    def from_files(cls, map_path, model, conf: dict | None = None, device: str = 'cpu',
+                   threads: int = 0) -> 'Refiner':
+        """Load a map, check it belongs to ``model``, and pick its retrieval descriptor.
 
-        What the live node and the bag tools call: a map of another or a retrained
-        checkpoint raises :class:`~camreloc_ros.core.mapping.MapError` naming both.
+        ``model``: the ``.pt`` checkpoint the map was built for, or an ``.onnx`` exported from
+        it (its metadata names the checkpoint's sha256). What the live node and the bag tools
+        call: a map of another or a retrained checkpoint raises
+        :class:`~camreloc_ros.core.mapping.MapError` naming both.
         """
-        from camreloc_ros.core.mapping import file_sha256, GlobalDescriptor, load_map
-        from camreloc_ros.core.models.pose_model import PoseModel
+        from camreloc_ros.core.mapping import load_map
         lmap = load_map(map_path)
-        lmap.check_pairing(file_sha256(checkpoint), checkpoint=str(checkpoint))
-        model = PoseModel.from_checkpoint(checkpoint)
-        p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
-        return cls(lmap, GlobalDescriptor(model, p, device), conf)
+        lmap.check_pairing(model_sha256(model), checkpoint=str(model))
+        return cls(lmap, map_descriptor(lmap, model, device, threads), conf)
 
     def _image_root(self, i: int) -> np.ndarray:
         if i not in self._roots:

@@ -103,7 +103,8 @@ PARAMETERS: list[Param] = [
           'pose is not published; 0 = off.', 'live', limits=(0.0, 100000.0)),
     Param('gate.max_position_std', 0.0, 'm; poses whose largest position standard '
           'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
-    Param('map', '', 'Localization map (.npz) from `camreloc map` for the .pt `model`: '
+    Param('map', '', 'Localization map (.npz) from `camreloc map` for the checkpoint of '
+          '`model` (the .pt, or the one an .onnx was exported from): '
           'poses are refined by 2D-3D matching + PnP in a worker of their own (latest frame) '
           'and later network poses corrected by the last refinement; empty = off.'),
     Param('refine.sync', False, 'Refine every frame before its pose is published (tests, '

@@ -28,9 +28,10 @@ base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
 (tests, evaluation): each published pose is then that frame's refinement (or the network's
 pose where it fell back), as ``camreloc evaluate --map`` computes it offline.
 
-The refiner imports torch (its retrieval descriptor is the checkpoint's trunk), so this
-module imports :mod:`camreloc_ros.core.refine` only when a map is configured: the ONNX-only
-node stays torch-free.
+Retrieval runs the map's own descriptor network through ONNX Runtime
+(:mod:`camreloc_ros.core.mapping.descriptor_onnx`), so a node with ``model:=x.onnx`` and a
+map never imports torch; only maps written before it fall back to the ``.pt``'s trunk in
+torch.
 """
 
 from __future__ import annotations
@@ -48,16 +49,10 @@ from std_msgs.msg import Header
 from camreloc_ros.core.engine import Prediction
 from camreloc_ros.core.live import LatestSlot
 from camreloc_ros.core.refine_live import PoseCorrector
-from camreloc_ros.core.runtimes import is_onnx_file
+from camreloc_ros.core.runtimes import live_threads
 from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
 
 LOG_PERIOD_S = 5.0
-
-
-def refiner_device(device: str) -> str:
-    """Return the retrieval descriptor's torch device for the ``device`` parameter."""
-    from camreloc_ros.core.runtimes import resolve_device
-    return str(resolve_device(device))
 
 
 class RefinerWorker:
@@ -98,18 +93,15 @@ class RefinerWorker:
         ``odom_pose(header, timeout_s)``: the camera's pose in the odometry frame at the image
         stamp, or None (:meth:`FrameIO.odom_camera`).
 
-        A map of another checkpoint, a corrupt map or an ``.onnx`` model (the map is tied to
-        the ``.pt`` checkpoint whose trunk describes its images) is a clear error.
+        A map of another checkpoint (an ``.onnx`` model counts as the checkpoint it was
+        exported from) or a corrupt map is a clear error. The map's own ONNX descriptor does
+        the retrieval where it has one (no torch); older maps need the ``.pt``.
         """
-        if is_onnx_file(conf['model']):
-            raise ValueError(f"parameter 'map' needs the .pt checkpoint the map was built for "
-                             f"(`camreloc map --model CKPT`), but 'model' is the ONNX file "
-                             f"{conf['model']!r}: set model to the .pt (runtime onnx still "
-                             'exports it for the network)')
-        from camreloc_ros.core.refine import Refiner   # torch: only when a map is set
+        from camreloc_ros.core.refine import Refiner
         refiner = Refiner.from_files(conf['map'], conf['model'],
                                      {'min_inliers': conf['refine.min_inliers']},
-                                     device=refiner_device(conf['device']))
+                                     device=conf['device'],
+                                     threads=conf['threads'] or live_threads())
         publisher = node.create_lifecycle_publisher(PoseWithCovarianceStamped,
                                                     '~/refined_pose', qos)
         corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'],

@@ -48,7 +48,7 @@ from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, load_map
                                        LocalizationMap, save_map)
 from camreloc_ros.core.mapping.baselines import comparison_rows, verdict
 from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
-from camreloc_ros.core.refine import Refiner
+from camreloc_ros.core.refine import map_descriptor, Refiner
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
                                        require_exists, require_file, tool_logging)
 from camreloc_ros.tools.evaluate import split_params
@@ -260,10 +260,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
     """
     log = log or logger.info
-    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
-
-    p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
-    refiner = Refiner(lmap, GlobalDescriptor.from_checkpoint(checkpoint, p), conf)
+    refiner = Refiner(lmap, map_descriptor(lmap, checkpoint), conf)   # as the live node
     n = len(names)
     net_pos = np.stack([p.position for p in preds])
     net_quat = np.stack([p.quaternion for p in preds])

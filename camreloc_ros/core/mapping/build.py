@@ -357,4 +357,13 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
         kp_desc=np.concatenate(kp_desc).astype(np.uint8).reshape(-1, 128),
         kp_point=np.concatenate(kp_point).astype(np.int32),
         points=np.asarray(points, np.float64).reshape(-1, 3),
-        point_error=np.asarray(point_error, np.float32), meta=info)
+        point_error=np.asarray(point_error, np.float32), meta=info,
+        descriptor_onnx=_descriptor_onnx(descriptor))
+
+
+def _descriptor_onnx(descriptor) -> bytes | None:
+    """Export the descriptor's network to ONNX (stored in the map), when it is a torch one."""
+    if getattr(descriptor, 'backbone', None) is None:
+        return None
+    from camreloc_ros.core.mapping.descriptor_onnx import export_descriptor
+    return export_descriptor(descriptor)

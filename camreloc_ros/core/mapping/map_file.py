@@ -23,6 +23,9 @@ Arrays (all plain dtypes, read with ``np.load(allow_pickle=False)``):
 * ``kp_offsets`` (N + 1,): keypoints of image i are rows ``kp_offsets[i]:kp_offsets[i+1]`` of
   ``kp_xy`` (M, 2) float32, ``kp_desc`` (M, 128) uint8 and ``kp_point`` (M,) int32
 * ``points`` (P, 3) world coordinates (m); ``point_error`` (P,) mean reprojection error (px)
+* optional ``descriptor_onnx`` (uint8 bytes): the network that made ``global_desc`` (trunk +
+  GeM) as ONNX, so a refiner describes queries identically without torch
+  (:mod:`camreloc_ros.core.mapping.descriptor_onnx`); maps written before it lack it
 
 Only keypoints with a 3D point are stored: the query is matched against exactly those.
 The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the
@@ -86,6 +89,7 @@ class LocalizationMap:
     point_error: np.ndarray
     meta: dict = field(default_factory=dict)
     path: Path | None = None
+    descriptor_onnx: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -131,6 +135,8 @@ def save_map(lmap: LocalizationMap, path: str | Path) -> Path:
     arrays = {k: np.asarray(getattr(lmap, k)) for k in ARRAYS}
     arrays['names'] = np.asarray([str(n) for n in lmap.names], dtype=np.str_)
     arrays['meta'] = np.frombuffer(json.dumps(meta).encode('utf-8'), np.uint8)
+    if lmap.descriptor_onnx is not None:
+        arrays['descriptor_onnx'] = np.frombuffer(bytes(lmap.descriptor_onnx), np.uint8)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.npz', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
@@ -200,5 +206,9 @@ def load_map(path: str | Path) -> LocalizationMap:
             path, 'kp_point out of range')
     for k in ('poses_c2w', 'K', 'global_desc', 'kp_xy', 'points'):
         _expect(bool(np.all(np.isfinite(data[k]))), path, f'{k} has NaN or inf')
+    onnx = data.get('descriptor_onnx')
+    _expect(onnx is None or (onnx.dtype == np.uint8 and onnx.ndim == 1), path,
+            'descriptor_onnx is not a byte array')
     return LocalizationMap(names=[str(s) for s in data['names']],
-                           **{k: data[k] for k in ARRAYS if k != 'names'}, meta=meta, path=path)
+                           **{k: data[k] for k in ARRAYS if k != 'names'}, meta=meta, path=path,
+                           descriptor_onnx=None if onnx is None else onnx.tobytes())

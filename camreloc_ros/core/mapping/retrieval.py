@@ -28,12 +28,12 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.io import atomic_output, cache_folder
+from camreloc_ros.core.mapping.descriptor_onnx import descriptor_input
 from camreloc_ros.core.models.pose_model import PoseModel, tensor_digest
 
 logger = logging.getLogger('camreloc_ros')
@@ -61,17 +61,11 @@ class GlobalDescriptor:
     def conf(self) -> dict:
         """Return what identifies these descriptors (stored in the map)."""
         return {'pooling': 'gem', 'p': self.p, 'input_shorter_side': self.size,
-                'backbone': self.backbone.name, 'dim': self.dim}
+                'backbone': self.backbone.name, 'dim': self.dim,
+                'mean': self.mean.ravel().tolist(), 'std': self.std.ravel().tolist()}
 
     def _input(self, image: np.ndarray) -> np.ndarray:
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        h, w = image.shape[:2]
-        s = self.size / min(h, w)
-        size = (max(int(round(w * s)), 32), max(int(round(h * s)), 32))
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        x = cv2.resize(image, size, interpolation=interp).astype(np.float32) / 255.0
-        return (x.transpose(2, 0, 1) - self.mean) / self.std
+        return descriptor_input(image, self.size, self.mean, self.std)
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

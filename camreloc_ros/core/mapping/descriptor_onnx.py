@@ -1,0 +1,106 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The map's own retrieval descriptor as ONNX: refinement without torch or the checkpoint.
+
+``camreloc map`` stores, next to the training images' global descriptors, the network that
+made them (trunk + GeM + L2 norm, exported with a dynamic image size). A refiner that runs
+it through ONNX Runtime describes queries exactly as the map's images were described, needs
+neither torch nor the ``.pt`` (an ONNX-only robot, or ``model:=x.onnx``), and cannot pair
+the map with another trunk by mistake. Preprocessing (:func:`descriptor_input`) is shared
+with the torch :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+import warnings
+
+import cv2
+import numpy as np
+
+INPUT = 'image'
+OUTPUT = 'descriptor'
+
+
+def descriptor_input(image: np.ndarray, size: int, mean: np.ndarray,
+                     std: np.ndarray) -> np.ndarray:
+    """RGB uint8 image -> ``(3, H, W)`` float32, shorter side ``size`` (the whole frame)."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    h, w = image.shape[:2]
+    s = size / min(h, w)
+    out = (max(int(round(w * s)), 32), max(int(round(h * s)), 32))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    x = cv2.resize(image, out, interpolation=interp).astype(np.float32) / 255.0
+    return ((x.transpose(2, 0, 1) - mean.reshape(3, 1, 1)) / std.reshape(3, 1, 1)).astype(
+        np.float32)
+
+
+def export_descriptor(describe, opset: int = 17) -> bytes:
+    """ONNX bytes of a :class:`GlobalDescriptor`'s network (input ``(1, 3, H, W)``)."""
+    import torch
+
+    class Describe(torch.nn.Module):
+        def __init__(self, backbone, p: float):
+            super().__init__()
+            self.backbone = backbone
+            self.p = p
+
+        def forward(self, images_b3hw: torch.Tensor) -> torch.Tensor:
+            fmap = self.backbone(images_b3hw).float()
+            gem = fmap.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+            return torch.nn.functional.normalize(gem, dim=1)
+
+    net = Describe(describe.backbone, describe.p).cpu().eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation/tracer notes
+        torch.onnx.export(net, (torch.zeros(1, 3, describe.size, describe.size + 32),), buf,
+                          dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_axes={INPUT: {2: 'height', 3: 'width'}},
+                          opset_version=opset, do_constant_folding=True)
+    return buf.getvalue()
+
+
+class OnnxDescriptor:
+    """RGB image -> unit-norm descriptor ``(C,)`` by the map's ONNX network (no torch)."""
+
+    def __init__(self, onnx_bytes: bytes, conf: dict, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(bytes(onnx_bytes), opts,
+                                            providers=['CPUExecutionProvider'])
+        self._conf = dict(conf)
+        self.size = int(conf['input_shorter_side'])
+        self.mean = np.asarray(conf['mean'], np.float32)
+        self.std = np.asarray(conf['std'], np.float32)
+        self.dim = int(conf['dim'])
+
+    def conf(self) -> dict:
+        """Return what identifies these descriptors (as stored in the map)."""
+        return dict(self._conf)
+
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """One RGB uint8 image -> ``(C,)``; a list of images -> ``(N, C)`` float32."""
+        single = isinstance(images, np.ndarray)
+        batch = [images] if single else list(images)
+        out = [self.session.run([OUTPUT], {INPUT: descriptor_input(
+            np.asarray(im), self.size, self.mean, self.std)[None]})[0][0] for im in batch]
+        arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        return arr[0] if single else arr
