@@ -227,9 +227,11 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     lmap.meta['stats']['cpu_threads'] = threads
     save_map(lmap, out)
     size = out.stat().st_size
-    log(f'map: {lmap.describe()}, {size / 1e6:.1f} MB, built in {seconds:.0f} s '
-        f'({seconds / len(frames) * 1000:.0f} s and {size / len(frames) * 1000 / 1e6:.0f} MB '
-        f'per 1000 images) -> {out}')
+    net = len(lmap.descriptor_onnx or b'')     # fixed: the descriptor network
+    log(f'map: {lmap.describe()}, {size / 1e6:.1f} MB ({net / 1e6:.1f} MB of it the '
+        f'descriptor network), built in {seconds:.0f} s ({seconds / len(frames) * 1000:.0f} s '
+        f'and {(size - net) / len(frames) * 1000 / 1e6:.0f} MB per 1000 images + the '
+        f'network) -> {out}')
     return out
 
 
