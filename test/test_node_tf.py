@@ -25,6 +25,7 @@ parent.
 """
 
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import (PoseStamped, PoseWithCovarianceStamped, Transform,
@@ -318,6 +319,29 @@ def test_latched_pose_reaches_a_late_subscriber(robot):
         assert stamp_to_ns(got[0].header.stamp) == last
     finally:
         robot.harness.node.destroy_subscription(sub)
+
+
+def test_odometry_lookup_waits_only_for_a_sample_on_its_way(robot):
+    """refine.motion's odometry lookup (FrameIO.odom_camera): with odometry in TF it waits for
+    the sample after the image stamp; a frame TF does not know answers None at once."""
+    io = robot.node._frames
+    robot.tf_pub.publish(TFMessage(transforms=[transform('odom', 'base_link', 575.0, ODOM_A)]))
+    first = Header(stamp=sec_to_stamp(575.0), frame_id='camera_optical')
+    assert robot.harness.wait_for(lambda: io.odom_camera(first) is not None, TIMEOUT_S)
+    later = threading.Timer(0.3, lambda: robot.tf_pub.publish(TFMessage(
+        transforms=[transform('odom', 'base_link', 575.2, ODOM_B)])))
+    later.start()
+    t0 = time.monotonic()
+    pose = io.odom_camera(Header(stamp=sec_to_stamp(575.1), frame_id='camera_optical'), 5.0)
+    waited = time.monotonic() - t0
+    later.join()
+    assert pose is not None and 0.2 < waited < 5.0, waited
+    odom_base = interpolate_pose(*ODOM_A, *ODOM_B, 0.5)
+    expected = matrix_from_pose(*odom_base) @ matrix_from_pose(*EXTRINSICS)
+    np.testing.assert_allclose(pose[0], expected[:3, 3], atol=1e-6)
+    t0 = time.monotonic()
+    unknown = Header(stamp=sec_to_stamp(575.1), frame_id='no_such_camera')
+    assert io.odom_camera(unknown, 5.0) is None and time.monotonic() - t0 < 1.0
 
 
 def test_second_parent_found_later_stops_tf(robot, frames):

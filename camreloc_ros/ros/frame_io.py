@@ -36,8 +36,9 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from camreloc_ros.core.engine import Prediction
-from camreloc_ros.core.frames import (base_covariance, base_pose, map_to_odom, parent_conflict,
-                                      Pose, strip_frame, TransformError)
+from camreloc_ros.core.frames import (base_covariance, base_pose, ExtrapolationError,
+                                      map_to_odom, parent_conflict, Pose, strip_frame,
+                                      TransformError)
 from camreloc_ros.core.geometry import unit_quat_problem
 from camreloc_ros.core.messages import NS
 from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped,
@@ -187,19 +188,28 @@ class FrameIO:
                             f'{stamp_ns / NS:.3f} s ({self.tf_missing} missing so far): {exc}')
             return None
 
-    def odom_camera(self, header: Header, timeout_s: float = 0.0) -> Optional[Pose]:
+    def odom_camera(self, header: Header, wait_s: float = 0.0) -> Optional[Pose]:
         """Return the image's camera pose in odom_frame at its stamp (None: not in TF).
 
-        For carrying a refinement forward (``refine.motion``); not counted as ``tf_missing``:
-        a robot without odometry is a normal case.
+        For carrying a refinement forward (``refine.motion``). Waits up to ``wait_s`` only
+        when odometry exists but has no sample after the stamp yet (it usually arrives a few
+        ms later); a robot without odometry costs nothing and is not counted as
+        ``tf_missing``: it is a normal case.
         """
         lookup = self.lookup
         if lookup is None:
             return None
         camera = strip_frame(header.frame_id) or self.conf.base_frame
+        args = (self.conf.odom_frame, camera, stamp_to_ns(header.stamp))
         try:
-            return lookup.lookup(self.conf.odom_frame, camera, stamp_to_ns(header.stamp),
-                                 timeout_s)
+            return lookup.lookup(*args, 0.0)
+        except ExtrapolationError:
+            if wait_s <= 0:
+                return None
+        except TransformError:
+            return None
+        try:
+            return lookup.lookup(*args, wait_s)
         except TransformError:
             return None
 

@@ -65,7 +65,7 @@ class RefinerWorker:
         self.refiner = refiner
         self.corrector = corrector
         self.odom_pose = odom_pose if corrector.motion != 'network' else None
-        self.odom_timeout = float(odom_timeout)   # refine.motion odom waits; auto does not
+        self.odom_timeout = float(odom_timeout)   # for a sample after the stamp (odometry on)
         self.publisher = publisher
         self.map_frame = map_frame
         self.sync = bool(sync)
@@ -107,8 +107,7 @@ class RefinerWorker:
         corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'],
                                   conf['refine.odom_noise'], conf['refine.motion'])
         return cls(refiner, corrector, publisher, conf['map_frame'], conf['refine.sync'],
-                   node.get_logger(), odom_pose,
-                   conf['transform_timeout'] if conf['refine.motion'] == 'odom' else 0.0)
+                   node.get_logger(), odom_pose, conf['transform_timeout'])
 
     def describe(self) -> str:
         """One line for the configure log."""
