@@ -374,7 +374,8 @@ RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
         from camreloc_ros.core.data.transforms import read_rgb
         frame = read_rgb(sys.argv[3])
     deadline = time.monotonic() + 120
-    while not poses and time.monotonic() < deadline:
+    # with a map, until a refined pose came too (its message may trail the pose's)
+    while (not poses or (sys.argv[2:] and not refined)) and time.monotonic() < deadline:
         msg = rgb_to_image(frame)
         msg.header.stamp = sec_to_stamp(time.time())
         pub.publish(msg)
