@@ -18,8 +18,9 @@
 made them (trunk + GeM + L2 norm, exported with a dynamic image size). A refiner that runs
 it through ONNX Runtime describes queries exactly as the map's images were described, needs
 neither torch nor the ``.pt`` (an ONNX-only robot, or ``model:=x.onnx``), and cannot pair
-the map with another trunk by mistake. Preprocessing (:func:`descriptor_input`) is shared
-with the torch :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`.
+the map with another trunk by mistake. Preprocessing and batching (:class:`ImageDescriptor`)
+are shared with the torch :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`,
+whose :class:`~camreloc_ros.core.mapping.retrieval.GeMNet` is what gets exported.
 """
 
 from __future__ import annotations
@@ -49,33 +50,49 @@ def descriptor_input(image: np.ndarray, size: int, mean: np.ndarray,
         np.float32)
 
 
+class ImageDescriptor:
+    """What the torch and the ONNX descriptor share: preprocessing, batching, the output.
+
+    A subclass sets ``size``, ``mean``, ``std`` and ``dim`` and describes one preprocessed
+    image (:meth:`_describe`: ``(1, 3, H, W)`` float32 -> ``(C,)``).
+    """
+
+    size: int
+    mean: np.ndarray
+    std: np.ndarray
+    dim: int
+
+    def _describe(self, x_13hw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """One RGB uint8 image -> ``(C,)``; a list of images -> ``(N, C)`` float32."""
+        single = isinstance(images, np.ndarray)
+        batch = [images] if single else list(images)
+        out = [self._describe(descriptor_input(np.asarray(image), self.size, self.mean,
+                                               self.std)[None])
+               for image in batch]   # images may differ in size: one at a time
+        arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
+        return arr[0] if single else arr
+
+
 def export_descriptor(describe, opset: int = 17) -> bytes:
     """ONNX bytes of a :class:`GlobalDescriptor`'s network (input ``(1, 3, H, W)``)."""
     import torch
 
-    class Describe(torch.nn.Module):
-        def __init__(self, backbone, p: float):
-            super().__init__()
-            self.backbone = backbone
-            self.p = p
-
-        def forward(self, images_b3hw: torch.Tensor) -> torch.Tensor:
-            fmap = self.backbone(images_b3hw).float()
-            gem = fmap.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
-            return torch.nn.functional.normalize(gem, dim=1)
-
-    net = Describe(describe.backbone, describe.p).cpu().eval()
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')   # the TorchScript exporter's deprecation/tracer notes
-        torch.onnx.export(net, (torch.zeros(1, 3, describe.size, describe.size + 32),), buf,
+        torch.onnx.export(describe.net.cpu().eval(),
+                          (torch.zeros(1, 3, describe.size, describe.size + 32),), buf,
                           dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {2: 'height', 3: 'width'}},
                           opset_version=opset, do_constant_folding=True)
+    describe.net.to(describe.device)
     return buf.getvalue()
 
 
-class OnnxDescriptor:
+class OnnxDescriptor(ImageDescriptor):
     """RGB image -> unit-norm descriptor ``(C,)`` by the map's ONNX network (no torch)."""
 
     def __init__(self, onnx_bytes: bytes, conf: dict, threads: int = 0):
@@ -96,11 +113,5 @@ class OnnxDescriptor:
         """Return what identifies these descriptors (as stored in the map)."""
         return dict(self._conf)
 
-    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """One RGB uint8 image -> ``(C,)``; a list of images -> ``(N, C)`` float32."""
-        single = isinstance(images, np.ndarray)
-        batch = [images] if single else list(images)
-        out = [self.session.run([OUTPUT], {INPUT: descriptor_input(
-            np.asarray(im), self.size, self.mean, self.std)[None]})[0][0] for im in batch]
-        arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
-        return arr[0] if single else arr
+    def _describe(self, x_13hw: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: x_13hw})[0][0]

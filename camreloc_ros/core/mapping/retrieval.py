@@ -33,23 +33,43 @@ import torch
 
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.io import atomic_output, cache_folder
-from camreloc_ros.core.mapping.descriptor_onnx import descriptor_input
+from camreloc_ros.core.mapping.descriptor_onnx import ImageDescriptor
 from camreloc_ros.core.models.pose_model import PoseModel, tensor_digest
 
 logger = logging.getLogger('camreloc_ros')
 
 
-class GlobalDescriptor:
+class GeMNet(torch.nn.Module):
+    """The descriptor network: the pose model's trunk, GeM pooling, L2 norm.
+
+    What :class:`GlobalDescriptor` runs and what a map stores as ONNX
+    (:func:`~camreloc_ros.core.mapping.descriptor_onnx.export_descriptor`): one definition.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, p: float):
+        super().__init__()
+        self.backbone = backbone
+        self.p = float(p)
+
+    def forward(self, images_b3hw: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``(B, 3, H, W)`` -> unit-norm descriptors ``(B, C)``."""
+        fmap = self.backbone(images_b3hw).float()
+        gem = fmap.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+        return torch.nn.functional.normalize(gem, dim=1)
+
+
+class GlobalDescriptor(ImageDescriptor):
     """RGB image -> unit-norm GeM descriptor ``(C,)`` of the pose model's trunk output."""
 
     def __init__(self, model: PoseModel, p: float = 3.0, device: str = 'cpu'):
-        self.backbone = model.backbone.eval().to(device)
+        self.device = torch.device(device)
+        self.net = GeMNet(model.backbone, p).eval().to(self.device)
+        self.backbone = self.net.backbone
         spec = model.spec
         self.size = int(spec.input_size)
-        self.mean = np.asarray(spec.mean, np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(spec.std, np.float32).reshape(3, 1, 1)
-        self.p = float(p)
-        self.device = torch.device(device)
+        self.mean = np.asarray(spec.mean, np.float32)
+        self.std = np.asarray(spec.std, np.float32)
+        self.p = self.net.p
         self.dim = int(model.backbone.out_channels)
 
     @classmethod
@@ -62,24 +82,11 @@ class GlobalDescriptor:
         """Return what identifies these descriptors (stored in the map)."""
         return {'pooling': 'gem', 'p': self.p, 'input_shorter_side': self.size,
                 'backbone': self.backbone.name, 'dim': self.dim,
-                'mean': self.mean.ravel().tolist(), 'std': self.std.ravel().tolist()}
-
-    def _input(self, image: np.ndarray) -> np.ndarray:
-        return descriptor_input(image, self.size, self.mean, self.std)
+                'mean': self.mean.tolist(), 'std': self.std.tolist()}
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        """One RGB uint8 image -> ``(C,)``; a list of images -> ``(N, C)`` float32."""
-        single = isinstance(images, np.ndarray)
-        batch = [images] if single else list(images)
-        out = []
-        for image in batch:   # images may differ in size: one at a time
-            x = torch.from_numpy(self._input(np.asarray(image)))[None].to(self.device)
-            fmap = self.backbone(x).float()
-            gem = fmap.clamp(min=1e-6).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
-            out.append(torch.nn.functional.normalize(gem, dim=1)[0].cpu().numpy())
-        arr = np.stack(out).astype(np.float32) if out else np.zeros((0, self.dim), np.float32)
-        return arr[0] if single else arr
+    def _describe(self, x_13hw: np.ndarray) -> np.ndarray:
+        return self.net(torch.from_numpy(x_13hw).to(self.device))[0].cpu().numpy()
 
 
 def describe_files(describe: GlobalDescriptor, paths: Sequence[str | Path],
