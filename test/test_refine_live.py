@@ -95,6 +95,8 @@ def test_corrector_expires_and_never_applies_before_its_frame():
     assert fix.age == 0.0
     assert corrector.correct(11.5, net_pos, net_quat).age == 1.5
     assert corrector.correct(12.5, net_pos, net_quat) is None   # expired
+    assert corrector.applies(11.5) and not corrector.applies(12.5)
+    assert not corrector.applies(9.0)
     assert corrector.correct(9.0, net_pos, net_quat) is None    # before the refined frame
     corrector.update(5.0, net_pos, net_quat, np.eye(6), net_pos, net_quat)   # older: ignored
     assert corrector.stamp == 10.0

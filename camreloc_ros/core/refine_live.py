@@ -132,6 +132,13 @@ class PoseCorrector:
         ref = self._ref
         return None if ref is None else ref[0]
 
+    def applies(self, stamp: float) -> bool:
+        """Whether a refinement would correct a pose stamped ``stamp`` (before any lookup)."""
+        return self._applies(self._ref, stamp)
+
+    def _applies(self, ref: tuple | None, stamp: float) -> bool:
+        return ref is not None and 0.0 <= float(stamp) - ref[0] <= self.max_age
+
     def update(self, stamp: float, position: np.ndarray, quaternion: np.ndarray,
                covariance: np.ndarray, net_position: np.ndarray,
                net_quaternion: np.ndarray, odom: tuple | None = None) -> None:
@@ -157,12 +164,10 @@ class PoseCorrector:
         """
         with self._lock:
             ref = self._ref
-        if ref is None:
+        if not self._applies(ref, stamp):
             return None
         ref_stamp, r_pos, r_quat, r_cov, n_pos, n_quat, r_odom = ref
         age = float(stamp) - ref_stamp
-        if age < 0 or age > self.max_age:
-            return None
         if self.motion != 'network' and odom is not None and r_odom is not None:
             pos, quat, cov = compose_correction(r_pos, r_quat, r_cov, *r_odom, *odom,
                                                 self.odom_noise)

@@ -150,8 +150,9 @@ class RefinerWorker:
         elif self._slot.put(job):
             with self._lock:
                 self.dropped += 1
-        fix = self.corrector.correct(stamp, pred.position, pred.quaternion,
-                                     self._odom(header))
+        # odometry is looked up (and maybe waited for) only when a refinement applies
+        odom = self._odom(header) if self.corrector.applies(stamp) else None
+        fix = self.corrector.correct(stamp, pred.position, pred.quaternion, odom)
         if fix is None:
             return pred
         with self._lock:
