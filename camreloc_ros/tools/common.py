@@ -196,6 +196,16 @@ def add_bag_topic_arguments(group) -> None:
                        help='seconds between an image and its ground truth (default 0.05)')
 
 
+def checked_bag_topics(image_topic: str | None, gt_topic: str | None, gt_tf: str | None,
+                       tolerance: float | None) -> float:
+    """Refuse incomplete bag options before any work; return the tolerance in seconds."""
+    if not image_topic or (gt_topic is None) == (gt_tf is None):
+        raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
+    from camreloc_ros.core.bags import DEFAULT_TOLERANCE
+
+    return DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
+
+
 def bag_training_frames(path: str | Path, topic: str, gt_topic: str | None,
                         gt_tf: str | None, tolerance: float, cache_dir: Path | None,
                         log) -> tuple[list, dict]:

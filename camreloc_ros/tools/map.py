@@ -50,7 +50,8 @@ from camreloc_ros.core.mapping.baselines import comparison_rows, verdict
 from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
 from camreloc_ros.core.refine import map_descriptor, Refiner
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       require_exists, require_file, tool_logging)
+                                       checked_bag_topics, require_exists, require_file,
+                                       tool_logging)
 from camreloc_ros.tools.evaluate import split_params
 
 logger = logging.getLogger('camreloc_ros')
@@ -110,10 +111,8 @@ def bag_frames(bags: Sequence, conf: dict, log) -> tuple[list, Intrinsics, list[
     from camreloc_ros.core.data.transforms import read_rgb
 
     topic = conf['image_topic']
-    if not topic or (conf['gt_topic'] is None) == (conf['gt_tf'] is None):
-        raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
+    tol = checked_bag_topics(topic, conf['gt_topic'], conf['gt_tf'], conf['gt_tolerance'])
     given = parse_intrinsics(conf['intrinsics'])
-    tol = bag_io.DEFAULT_TOLERANCE if conf['gt_tolerance'] is None else float(conf['gt_tolerance'])
     cache = (Path(conf['cache_dir']) / 'bag_frames' if conf['cache_dir']
              else bag_io.default_extract_dir())
     paths = [require_exists(b, 'bag') for b in bags]

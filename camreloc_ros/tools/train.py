@@ -36,7 +36,7 @@ from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation import atomic_write_text
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       tool_logging)
+                                       checked_bag_topics, tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -102,11 +102,9 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
     Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
     """
     log = log or logger.info
-    from camreloc_ros.core import bags as bag_io
-
+    tol = checked_bag_topics(image_topic, gt_topic, gt_tf, tolerance)
     cache = conf['train'].get('cache_dir')
     root = Path(cache) / 'bag_frames' if cache else None
-    tol = bag_io.DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
 
     def frames_of(paths: list) -> list:
         out = []
@@ -169,8 +167,6 @@ def frames_from_paths(conf: dict, paths: dict, log=None) -> FrameSplit:
         raise ValueError('give either --data or --bag, not both')
     if paths.get('bags'):
         bag = conf['data']['bag']
-        if not bag['image_topic'] or (bag['gt_topic'] is None) == (bag['gt_tf'] is None):
-            raise ValueError('--bag needs --image-topic and one of --gt-topic / --gt-tf')
         return load_bag_frames(list(paths['bags']), paths.get('val_bags'), conf,
                                bag['image_topic'], bag['gt_topic'], bag['gt_tf'],
                                bag['gt_tolerance'], log=log)
