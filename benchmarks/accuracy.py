@@ -41,12 +41,13 @@ import torch
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import atomic_write_text, format_table, pose_errors, summarize
-from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, pose_errors,
+                                                  summarize)
+from camreloc_ros.core.localization.retrieval import GlobalDescriptor
 from camreloc_ros.core.models.backbones import SPECS
 from camreloc_ros.core.models.pose_model import PoseModel
-from camreloc_ros.core.refine import pose_neighbours
-from camreloc_ros.core.training import pose_targets, train_conf
+from camreloc_ros.core.localization.refiner import pose_neighbours
+from camreloc_ros.core.training.trainer import pose_targets, train_conf
 from camreloc_ros.tools import evaluate, train
 from camreloc_ros.tools.common import shared_data_dir
 

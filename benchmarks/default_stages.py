@@ -41,9 +41,9 @@ import time
 import numpy as np
 import torch
 
-from camreloc_ros.core.features import frozen_features
+from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.models.pose_model import PoseModel
-from camreloc_ros.core.training import train_conf
+from camreloc_ros.core.training.trainer import train_conf
 from camreloc_ros.tools import evaluate, train
 from camreloc_ros.tools.common import shared_data_dir
 

@@ -25,7 +25,7 @@ import time
 
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
-from camreloc_ros.core.training import Trainer
+from camreloc_ros.core.training.trainer import Trainer
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'

@@ -40,8 +40,8 @@ from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.loading import EpochBatches, FrameImages, make_loader
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor
-from camreloc_ros.core.features import frozen_features
-from camreloc_ros.core.training import Trainer
+from camreloc_ros.core.training.feature_cache import frozen_features
+from camreloc_ros.core.training.trainer import Trainer
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'

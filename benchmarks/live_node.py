@@ -202,8 +202,8 @@ def bare_forward_ms(model: str, runtime: str, device: str, threads: int, frame: 
     median with the stream's idle gaps (one call per ``1 / rate`` s): after an idle gap the
     weights are no longer in the caches, which costs the node too.
     """
-    from camreloc_ros.core.engine import InferenceEngine
-    from camreloc_ros.core.runtimes import live_threads
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.inference.runtimes import live_threads
 
     engine = InferenceEngine.from_checkpoint(model, runtime=runtime, device=device,
                                              threads=threads or live_threads())

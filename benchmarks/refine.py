@@ -31,12 +31,13 @@ import numpy as np
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import (atomic_write_text, format_table, load_per_frame,
-                                          pose_errors)
+from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, load_per_frame,
+                                                  pose_errors)
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.core.mapping import GlobalDescriptor, load_map
+from camreloc_ros.core.localization.retrieval import GlobalDescriptor
+from camreloc_ros.core.localization.map_file import load_map
 from camreloc_ros.core.models.pose_model import PoseModel
-from camreloc_ros.core.refine import Refiner, SOLVERS
+from camreloc_ros.core.localization.refiner import Refiner, SOLVERS
 from camreloc_ros.tools import evaluate, train
 from camreloc_ros.tools import map as map_tool
 from camreloc_ros.tools.common import shared_data_dir

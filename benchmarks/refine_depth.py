@@ -32,12 +32,12 @@ import numpy as np
 
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
+from camreloc_ros.core.evaluation.metrics import atomic_write_text, pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.core.mapping.build import build_map
-from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+from camreloc_ros.core.localization.build import build_map
+from camreloc_ros.core.localization.retrieval import GlobalDescriptor
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core.refine import Refiner
+from camreloc_ros.core.localization.refiner import Refiner
 from camreloc_ros.tools.common import shared_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

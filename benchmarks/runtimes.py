@@ -43,10 +43,10 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
-from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core.runtimes import (export_onnx, live_threads, OnnxRuntime, OUTPUT_KEYS,
-                                        TorchRuntime)
+from camreloc_ros.core.inference.runtimes import (export_onnx, live_threads, OnnxRuntime,
+                                                  OUTPUT_KEYS, TorchRuntime)
 from camreloc_ros.tools.common import shared_data_dir
 
 DATA_DIR = shared_data_dir() / 'hololens-office'

@@ -28,7 +28,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture(scope='module')
 def offline(checkpoints):
     """The offline engine on the regressor, as the evaluation tools use it (CPU)."""
-    from camreloc_ros.core.engine import InferenceEngine
+    from camreloc_ros.core.inference.engine import InferenceEngine
 
     return InferenceEngine.from_checkpoint(checkpoints['reg'], device='cpu')
 

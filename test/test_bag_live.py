@@ -34,7 +34,7 @@ from ros_env import DATA_DIR, ros_harness
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
 from camreloc_ros.core.bags import Bag, header_stamp_ns
-from camreloc_ros.core.evaluation import load_per_frame
+from camreloc_ros.core.evaluation.metrics import load_per_frame
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.ros.bag_player import BagPlayer, message_class
 from camreloc_ros.ros.localizer_node import LocalizerNode

@@ -36,8 +36,8 @@ from camreloc_ros.core import geometry as g
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import load_per_frame, load_tum
-from camreloc_ros.core.messages import NS
+from camreloc_ros.core.evaluation.metrics import load_per_frame, load_tum
+from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, train
 from camreloc_ros.tools.common import shared_data_dir

@@ -30,7 +30,7 @@ from test_map import _checkpoint
 
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
-from camreloc_ros.core.evaluation import load_per_frame, pose_errors
+from camreloc_ros.core.evaluation.metrics import load_per_frame, pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.tools import cli, evaluate
 from camreloc_ros.tools import map as map_tool
@@ -120,7 +120,7 @@ def test_no_baselines_and_onnx_models(setup, tmp_path, capsys):
 
 def test_training_descriptors_are_cached_by_trunk_and_file(setup, tmp_path, monkeypatch):
     """The second evaluation of a checkpoint describes nothing; a changed image is redone."""
-    from camreloc_ros.core.mapping.retrieval import describe_files, GlobalDescriptor
+    from camreloc_ros.core.localization.retrieval import describe_files, GlobalDescriptor
 
     ckpt, data = setup
     files = []

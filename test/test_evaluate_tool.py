@@ -25,8 +25,8 @@ from camreloc_ros.core import geometry as g
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import frame_breaks, split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.engine import InferenceEngine
-from camreloc_ros.core.evaluation import load_per_frame, load_tum
+from camreloc_ros.core.inference.engine import InferenceEngine
+from camreloc_ros.core.evaluation.metrics import load_per_frame, load_tum
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import cli, evaluate, saliency
 from camreloc_ros.tools.common import frame_stamps

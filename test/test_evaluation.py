@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tests of camreloc_ros.core.evaluation on hand-made predictions with known errors."""
+"""Tests of camreloc_ros.core.evaluation.metrics on hand-made predictions with known errors."""
 
 import json
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from camreloc_ros.core import evaluation as ev
+from camreloc_ros.core.evaluation.metrics import metrics as ev
 from camreloc_ros.core import geometry as g
 
 # Per-frame errors built into the predictions below (metres, degrees).

@@ -52,12 +52,12 @@ import torch
 
 from camreloc_ros.core import bags
 from camreloc_ros.core.config import ConfigError, parse_overrides
-from camreloc_ros.core.engine import InferenceEngine
-from camreloc_ros.core.evaluation import load_per_frame
+from camreloc_ros.core.inference.engine import InferenceEngine
+from camreloc_ros.core.evaluation.metrics import load_per_frame
 from camreloc_ros.core.io import atomic_write_text, clean_stale_temps, temp_prefix
 from camreloc_ros.core.models.pose_model import (build_model, CheckpointError,
                                                  load_checkpoint_file, PoseModel, save_atomic)
-from camreloc_ros.core.training import train_conf, Trainer
+from camreloc_ros.core.training.trainer import train_conf, Trainer
 from camreloc_ros.ros.conversions import (rgb_to_compressed, rgb_to_image, sec_to_stamp,
                                           stamp_to_ns)
 from camreloc_ros.ros.localizer_node import LocalizerNode

@@ -441,7 +441,7 @@ def test_sourced_install_is_what_runs(workspace):
 
 def test_installed_localizer_gives_the_offline_pose(workspace, harness, checkpoint, frame):
     """lib/camreloc_ros/localizer, started directly, publishes the offline engine's pose."""
-    from camreloc_ros.core.engine import InferenceEngine
+    from camreloc_ros.core.inference.engine import InferenceEngine
 
     exe = workspace.prefix / 'lib' / PACKAGE / 'localizer'
     started = workspace.start('direct', str(exe), '--ros-args', '-r', '__ns:=/direct',

@@ -35,7 +35,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.ros.conversions import (rgb_to_compressed, rgb_to_image, sec_to_stamp,
                                           stamp_to_ns)
 from camreloc_ros.ros.localizer_node import LocalizerNode, TF_QOS
@@ -396,9 +396,9 @@ def test_missing_model_fails_configure_then_recovers(harness, checkpoints, capfd
 
 def test_pose_gate_rules():
     """Speed, angular speed and uncertainty rules; the reference expires after max_gap."""
-    from camreloc_ros.core.engine import Prediction
+    from camreloc_ros.core.inference.engine import Prediction
     from camreloc_ros.core.geometry import quat_from_rotvec
-    from camreloc_ros.core.live import PoseGate
+    from camreloc_ros.core.inference.live import PoseGate
 
     def pred(x: float, yaw_deg: float = 0.0, var: float = 0.01) -> Prediction:
         quat = quat_from_rotvec([0.0, 0.0, np.radians(yaw_deg)])
@@ -422,7 +422,7 @@ def test_latest_slot_keeps_only_the_newest_item():
     """The hand-over of the node's worker and the refiner: newest item wins, close wakes."""
     import threading
 
-    from camreloc_ros.core.live import LatestSlot
+    from camreloc_ros.core.inference.live import LatestSlot
 
     slot = LatestSlot()
     assert slot.put(1) is False

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from camreloc_ros.core import geometry as g
-from camreloc_ros.core.losses import (
+from camreloc_ros.core.training.losses import (
     build_loss, LOSS_DEFAULTS, NHLoss, PoseNetLoss, QEHLoss)
 
 S = math.sqrt(0.5)  # sin(45 deg) = cos(45 deg)

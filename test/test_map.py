@@ -29,12 +29,13 @@ import pytest
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation import pose_errors
+from camreloc_ros.core.evaluation.metrics import pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.core.mapping import GlobalDescriptor, load_map, MapError, save_map
-from camreloc_ros.core.mapping.build import build_map
+from camreloc_ros.core.localization.retrieval import GlobalDescriptor
+from camreloc_ros.core.localization.map_file import load_map, MapError, save_map
+from camreloc_ros.core.localization.build import build_map
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
-from camreloc_ros.core.refine import Refiner
+from camreloc_ros.core.localization.refiner import Refiner
 from camreloc_ros.tools import cli, evaluate
 from camreloc_ros.tools import map as map_tool
 from camreloc_ros.tools.common import shared_data_dir
@@ -178,8 +179,8 @@ def test_map_carries_its_descriptor_network_as_onnx(mini, tmp_path):
     """The map's ONNX descriptor describes images as the trunk did (5e-7 here), serves an
     exported .onnx model (paired through the checkpoint sha256 in its metadata), and an
     older map without it needs the .pt."""
-    from camreloc_ros.core.mapping.descriptor_onnx import OnnxDescriptor
-    from camreloc_ros.core.refine import map_descriptor
+    from camreloc_ros.core.localization.descriptor_onnx import OnnxDescriptor
+    from camreloc_ros.core.localization.refiner import map_descriptor
     from camreloc_ros.tools import export
 
     ckpt, path = mini
@@ -320,7 +321,7 @@ def test_every_pinned_pnp_solver_recovers_a_pose_despite_outliers(solver):
     import importlib.util
 
     from camreloc_ros.core.geometry import quat_to_matrix
-    from camreloc_ros.core.refine import solve_pnp
+    from camreloc_ros.core.localization.refiner import solve_pnp
 
     if solver != 'opencv':
         assert importlib.util.find_spec(solver) is not None, f'{solver} is not installed'

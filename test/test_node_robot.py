@@ -38,8 +38,8 @@ from rosgraph_msgs.msg import Clock
 from ros_env import DATA_DIR, load_frames, ros_harness
 from sensor_msgs.msg import CameraInfo, Image
 
-from camreloc_ros.core.camera import (camera_mismatch, camera_record, field_of_view_deg,
-                                      training_camera)
+from camreloc_ros.core.robot.camera import (camera_mismatch, camera_record, field_of_view_deg,
+                                            training_camera)
 from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
 from camreloc_ros.ros.localizer_node import LocalizerNode
@@ -278,7 +278,7 @@ def test_camera_check_warns_once_per_difference():
 
 def test_onnx_export_carries_the_camera(onnx_model):
     """The ONNX metadata keeps the checkpoint's camera record (a robot needs no checkpoint)."""
-    from camreloc_ros.core.onnx_format import load_onnx
+    from camreloc_ros.core.inference.onnx_format import load_onnx
 
     _, meta = load_onnx(onnx_model)
     assert training_camera(meta['extra']) == CAMERA
@@ -415,9 +415,9 @@ def test_onnx_node_refines_with_a_map_without_torch(onnx_model, tmp_path):
     own ONNX descriptor does the retrieval) and never imports torch."""
     from camreloc_ros.core.data.datasets import read_dataset
     from camreloc_ros.core.data.split import split_dataset
-    from camreloc_ros.core.mapping import file_sha256, save_map
-    from camreloc_ros.core.mapping.build import build_map
-    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.localization.map_file import file_sha256, save_map
+    from camreloc_ros.core.localization.build import build_map
+    from camreloc_ros.core.localization.retrieval import GlobalDescriptor
     from camreloc_ros.core.models.pose_model import PoseModel
     from camreloc_ros.tools.common import shared_data_dir
 

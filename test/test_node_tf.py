@@ -41,7 +41,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
-from camreloc_ros.core.frames import base_covariance, base_pose
+from camreloc_ros.core.robot.tf_tree import base_covariance, base_pose
 from camreloc_ros.core.geometry import interpolate_pose, matrix_from_pose, quat_from_rotvec
 from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
 from camreloc_ros.ros.localizer_node import LocalizerNode

@@ -33,7 +33,7 @@ from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_deg,
                                         pose_from_matrix, quat_from_rotvec)
-from camreloc_ros.core.refine_live import compose_correction, PoseCorrector
+from camreloc_ros.core.localization.correction import compose_correction, PoseCorrector
 from camreloc_ros.tools.common import shared_data_dir
 
 DOMAIN_ID = 230
@@ -146,8 +146,9 @@ def test_odometry_motion_carries_the_refinement_exactly_whatever_the_network_say
 @pytest.fixture(scope='module')
 def map_setup(tmp_path_factory):
     """A lite0 checkpoint and a triangulated map of 40 walk frames tied to it; 4 queries."""
-    from camreloc_ros.core.mapping import file_sha256, GlobalDescriptor, save_map
-    from camreloc_ros.core.mapping.build import build_map
+    from camreloc_ros.core.localization.map_file import file_sha256, save_map
+    from camreloc_ros.core.localization.retrieval import GlobalDescriptor
+    from camreloc_ros.core.localization.build import build_map
     from camreloc_ros.core.models.pose_model import build_model
 
     d = tmp_path_factory.mktemp('refine_live')
@@ -169,8 +170,8 @@ def map_setup(tmp_path_factory):
 def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
     """refine.sync: ~/refined_pose == Refiner.refine offline on the same frames and prior;
     the pose topic carries the refinement too; diagnostics report the refiner."""
-    from camreloc_ros.core.engine import InferenceEngine
-    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.localization.refiner import Refiner
     from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
     from camreloc_ros.ros.localizer_node import LocalizerNode
 
@@ -263,10 +264,10 @@ def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):
     on the bag's images with the network's priors; a bad map is refused before any work."""
     import json
 
-    from camreloc_ros.core.engine import InferenceEngine
-    from camreloc_ros.core.evaluation import load_per_frame
-    from camreloc_ros.core.mapping import MapError
-    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.evaluation.metrics import load_per_frame
+    from camreloc_ros.core.localization.map_file import MapError
+    from camreloc_ros.core.localization.refiner import Refiner
     from camreloc_ros.tools import bag_eval, bag_from_dataset
 
     ckpt, map_path, _ = map_setup
@@ -306,8 +307,8 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odo
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
-    from camreloc_ros.core.engine import InferenceEngine
-    from camreloc_ros.core.refine import Refiner
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.localization.refiner import Refiner
     from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
     from camreloc_ros.ros.localizer_node import LocalizerNode
 

@@ -28,15 +28,16 @@ from ros_env import load_frames, RosHarness, ros_environment
 import torch
 
 from camreloc_ros import __version__
-from camreloc_ros.core import engine as engine_module
-from camreloc_ros.core.engine import InferenceEngine
+from camreloc_ros.core.inference import engine as engine_module
+from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core import features
+from camreloc_ros.core.training.trainer import feature_cache as features
 from camreloc_ros.core.bags import default_extract_dir
 from camreloc_ros.core.io import cache_root, file_sha256
-from camreloc_ros.core.onnx_format import (cached_onnx, export_onnx, load_onnx, METADATA_KEY,
-                                           ONNX_FORMAT_VERSION, OnnxModelError)
-from camreloc_ros.core.runtimes import auto_runtime, TorchRuntime
+from camreloc_ros.core.inference.onnx_format import (cached_onnx, export_onnx, load_onnx,
+                                                     METADATA_KEY, ONNX_FORMAT_VERSION,
+                                                     OnnxModelError)
+from camreloc_ros.core.inference.runtimes import auto_runtime, TorchRuntime
 from camreloc_ros.tools import cli
 
 DOMAIN_ID = 163

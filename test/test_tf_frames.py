@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""core/frames.py: the TF tree (tf2 semantics) and the REP 105 pose math, ROS-free.
+"""core/robot/tf_tree.py: the TF tree (tf2 semantics) and the REP 105 pose math, ROS-free.
 
 Transforms are checked against 4x4 matrix products; the covariance propagated to base_link
 against a Monte-Carlo propagation (camera poses sampled from the covariance, mapped through
@@ -22,12 +22,11 @@ the extrinsics, the base poses' sample covariance).
 import numpy as np
 import pytest
 
-from camreloc_ros.core.frames import (base_covariance, base_pose, ConnectivityError,
-                                      ExtrapolationError, FrameLookupError, map_to_odom,
-                                      parent_conflict, TransformTree)
+from camreloc_ros.core.robot.tf_tree import (base_covariance, base_pose, ConnectivityError,
+                                             ExtrapolationError, FrameLookupError, map_to_odom,
+                                             parent_conflict, TransformTree)
 from camreloc_ros.core.geometry import (matrix_from_pose, pose_from_matrix, quat_exp,
-                                        quat_from_rotvec, quat_log, quat_multiply,
-                                        quat_normalize)
+                                        quat_from_rotvec, quat_log, quat_multiply, quat_normalize)
 
 NS = 1_000_000_000
 

@@ -26,9 +26,9 @@ import pytest
 
 from camreloc_ros.core.data.datasets import read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
-from camreloc_ros.core.features import frozen_features
+from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
-from camreloc_ros.core.training import Trainer, train_conf
+from camreloc_ros.core.training.trainer import Trainer, train_conf
 from camreloc_ros.tools.common import shared_data_dir
 from ros_env import wait_for_file
 

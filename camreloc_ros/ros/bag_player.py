@@ -37,7 +37,7 @@ from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 
 from camreloc_ros.core.bags import Bag, BagMessage, TopicInfo
-from camreloc_ros.core.messages import header_stamp_ns, NS, stamp_ns, time_fields
+from camreloc_ros.core.robot.messages import header_stamp_ns, NS, stamp_ns, time_fields
 
 
 def message_class(msgtype: str) -> type:

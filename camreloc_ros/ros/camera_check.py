@@ -16,7 +16,7 @@
 
 The node subscribes to ``camera_info`` (a relative name, next to ``image``; remap it like
 the image topic) and compares each new calibration with the camera recorded in the model
-(:mod:`camreloc_ros.core.camera`). A difference beyond the tolerances is logged once per
+(:mod:`camreloc_ros.core.robot.camera`). A difference beyond the tolerances is logged once per
 kind of difference and counted in diagnostics; with ``camera_check.refuse`` the images are
 not localized while it lasts (each refused image is counted).
 """
@@ -24,7 +24,7 @@ not localized while it lasts (each refused image is counted).
 import threading
 from typing import Any, Callable
 
-from camreloc_ros.core.camera import camera_mismatch, describe_camera, training_camera
+from camreloc_ros.core.robot.camera import camera_mismatch, describe_camera, training_camera
 
 
 class CameraCheck:

@@ -19,7 +19,7 @@ zero-copy ``np.frombuffer`` view and converted with OpenCV, and every problem ra
 :class:`ImageConversionError` that names it, so the node can count it and keep running.
 Pose messages are built from the engine's numpy outputs in one place, so the pose, the
 covariance pose, the TF and the path always agree; their field values come from
-:mod:`camreloc_ros.core.messages`, as for the messages the bag tools write.
+:mod:`camreloc_ros.core.robot.messages`, as for the messages the bag tools write.
 """
 
 from typing import Sequence
@@ -35,9 +35,9 @@ from std_msgs.msg import Header
 from camreloc_ros.core.data.images import (  # noqa: F401 - re-exported for the node
     check_compressed, check_image, COMPRESSED_SIGNATURES, compressed_format, compressed_to_rgb,
     ENCODINGS, image_pixels, image_to_rgb, ImageConversionError, UnsupportedEncodingError)
-from camreloc_ros.core.messages import (compressed_format_string, covariance_fields,
-                                        image_fields, quaternion_fields, seconds_to_ns,
-                                        stamp_ns, stamp_seconds, time_fields, vector_fields)
+from camreloc_ros.core.robot.messages import (compressed_format_string, covariance_fields,
+                                              image_fields, quaternion_fields, seconds_to_ns,
+                                              stamp_ns, stamp_seconds, time_fields, vector_fields)
 
 
 # --------------------------------------------------------------------------- images out
@@ -114,7 +114,7 @@ def pose_msg(position: Sequence[float], quaternion: Sequence[float]) -> Pose:
 def covariance_to_list(covariance: np.ndarray) -> list[float]:
     """6x6 covariance (x y z rotx roty rotz; m², rad²) -> 36 floats, row-major, as ROS wants.
 
-    Symmetrised; non-finite values are an error (:func:`camreloc_ros.core.messages.
+    Symmetrised; non-finite values are an error (:func:`camreloc_ros.core.robot.messages.
     covariance_fields`, which the bag writer uses too).
     """
     return covariance_fields(covariance).tolist()

@@ -35,14 +35,14 @@ from rclpy.qos import QoSProfile
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from camreloc_ros.core.engine import Prediction
-from camreloc_ros.core.frames import (base_covariance, base_pose, ExtrapolationError,
-                                      map_to_odom, parent_conflict, Pose, strip_frame,
-                                      TransformError)
+from camreloc_ros.core.inference.engine import Prediction
+from camreloc_ros.core.robot.tf_tree import (base_covariance, base_pose, ExtrapolationError,
+                                             map_to_odom, parent_conflict, Pose, strip_frame,
+                                             TransformError)
 from camreloc_ros.core.geometry import unit_quat_problem
-from camreloc_ros.core.messages import NS
-from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped,
-                                          stamp_to_ns, stamp_to_sec, transform_stamped)
+from camreloc_ros.core.robot.messages import NS
+from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped, stamp_to_ns,
+                                          stamp_to_sec, transform_stamped)
 from camreloc_ros.ros.tf_io import (LATCHED_QOS, LOG_PERIOD_S, make_lookup, make_sender,
                                     OUTPUT_QOS, TF_MODES)
 

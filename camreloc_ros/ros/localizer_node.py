@@ -14,7 +14,8 @@
 
 """The live localizer: camera images in, camera poses out (``ros2 run camreloc_ros localizer``).
 
-A lifecycle node and a thin layer over :class:`~camreloc_ros.core.engine.InferenceEngine`:
+A lifecycle node and a thin layer over
+:class:`~camreloc_ros.core.inference.engine.InferenceEngine`:
 the subscription callback only checks a message and keeps the newest one; a worker thread
 converts it, runs the engine and publishes, so a slow model never blocks the executor and
 never builds a queue (latest-frame policy: older waiting frames are dropped and counted).
@@ -23,7 +24,7 @@ Over 450 lines because the lifecycle transitions, the callback, the worker and p
 are one state machine sharing one lock; everything else lives in its own module: the
 parameter table (``ros/parameters.py``), TF and Nav2 (``ros/frame_io.py``, ``ros/tf_io.py``),
 the refiner (``ros/refiner_worker.py``), diagnostics (``ros/diagnostics.py``), the camera
-check (``ros/camera_check.py``), the gate and counters (``core/live.py``).
+check (``ros/camera_check.py``), the gate and counters (``core/inference/live.py``).
 """
 
 from collections import deque
@@ -53,10 +54,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
-from camreloc_ros.core.engine import InferenceEngine, Prediction, resolve_device
-from camreloc_ros.core.runtimes import is_onnx_file, live_threads
+from camreloc_ros.core.inference.engine import InferenceEngine, Prediction, resolve_device
+from camreloc_ros.core.inference.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
-from camreloc_ros.core.live import LatestSlot, LiveStats, PoseGate
+from camreloc_ros.core.inference.live import LatestSlot, LiveStats, PoseGate
 from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
                                           image_pixels, ImageConversionError, pose_stamped,
                                           pose_with_covariance_stamped, stamp_to_sec)

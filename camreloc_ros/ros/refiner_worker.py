@@ -14,13 +14,14 @@
 
 """The live node's PnP refiner: its own thread, the latest frame only, corrections after.
 
-With a ``map`` parameter the localizer runs :class:`~camreloc_ros.core.refine.Refiner` next
+With a ``map`` parameter the localizer runs
+:class:`~camreloc_ros.core.localization.refiner.Refiner` next
 to the network. The network still answers every frame; after each one its worker hands the
 frame (image, stamp, the network's camera pose) to this worker, which keeps only the newest
 (older waiting frames are dropped: latest-frame policy) and refines at whatever rate the CPU
 allows. Each refined camera pose goes out on ``~/refined_pose`` and becomes the reference of
-a :class:`~camreloc_ros.core.refine_live.PoseCorrector`, which corrects every later network
-pose by the motion since the refined frame (odometry from TF, or the network's own relative
+a :class:`~camreloc_ros.core.localization.correction.PoseCorrector`, which corrects every later
+network pose by the motion since the refined frame (odometry from TF, or the network's own relative
 pose: ``refine.motion``), before the node turns it into
 base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
 
@@ -29,7 +30,7 @@ base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
 pose where it fell back), as ``camreloc evaluate --map`` computes it offline.
 
 Retrieval runs the map's own descriptor network through ONNX Runtime
-(:mod:`camreloc_ros.core.mapping.descriptor_onnx`), so a node with ``model:=x.onnx`` and a
+(:mod:`camreloc_ros.core.localization.descriptor_onnx`), so a node with ``model:=x.onnx`` and a
 map never imports torch; only maps written before it fall back to the ``.pt``'s trunk in
 torch.
 """
@@ -46,10 +47,10 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 from std_msgs.msg import Header
 
-from camreloc_ros.core.engine import Prediction
-from camreloc_ros.core.live import LatestSlot
-from camreloc_ros.core.refine_live import PoseCorrector
-from camreloc_ros.core.runtimes import live_threads
+from camreloc_ros.core.inference.engine import Prediction
+from camreloc_ros.core.inference.live import LatestSlot
+from camreloc_ros.core.localization.correction import PoseCorrector
+from camreloc_ros.core.inference.runtimes import live_threads
 from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
 
 LOG_PERIOD_S = 5.0
@@ -97,7 +98,7 @@ class RefinerWorker:
         exported from) or a corrupt map is a clear error. The map's own ONNX descriptor does
         the retrieval where it has one (no torch); older maps need the ``.pt``.
         """
-        from camreloc_ros.core.refine import Refiner
+        from camreloc_ros.core.localization.refiner import Refiner
         refiner = Refiner.from_files(conf['map'], conf['model'],
                                      {'min_inliers': conf['refine.min_inliers']},
                                      device=conf['device'],

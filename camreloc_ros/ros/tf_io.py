@@ -16,9 +16,9 @@
 
 * :class:`Tf2Lookup` reads TF through tf2_ros (``Buffer`` + ``TransformListener``) where it
   imports (every ROS install); :class:`TopicTfLookup` subscribes to ``/tf`` and
-  ``/tf_static`` itself and answers from :class:`~camreloc_ros.core.frames.TransformTree`
+  ``/tf_static`` itself and answers from :class:`~camreloc_ros.core.robot.tf_tree.TransformTree`
   with the same semantics (a PyPI-only venv has no tf2_ros). Both raise the core's
-  :class:`~camreloc_ros.core.frames.TransformError` family.
+  :class:`~camreloc_ros.core.robot.tf_tree.TransformError` family.
 * :mod:`camreloc_ros.ros.frame_io` (``FrameIO``) is what the node calls; it reads TF
   through these lookups and sends it through :func:`make_sender`.
 """
@@ -32,9 +32,10 @@ import numpy as np
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
                        QoSReliabilityPolicy)
 
-from camreloc_ros.core.frames import (ConnectivityError, ExtrapolationError, FrameLookupError,
-                                      Pose, strip_frame, TransformError, TransformTree)
-from camreloc_ros.core.messages import NS
+from camreloc_ros.core.robot.tf_tree import (ConnectivityError, ExtrapolationError,
+                                             FrameLookupError, Pose, strip_frame, TransformError,
+                                             TransformTree)
+from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.ros.conversions import stamp_to_ns
 
 try:  # a robot has tf2_ros; a PyPI-only venv does not

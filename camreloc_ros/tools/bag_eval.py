@@ -43,10 +43,10 @@ from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, camera_
                                     decoded_images, DEFAULT_TOLERANCE, iter_images,
                                     rosbag_folder_problem, scan_bag, STORAGES)
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.engine import InferenceEngine, Prediction
-from camreloc_ros.core.evaluation import format_table, write_results
+from camreloc_ros.core.inference.engine import InferenceEngine, Prediction
+from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
-from camreloc_ros.core.messages import NS
+from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
     tool_logging
 

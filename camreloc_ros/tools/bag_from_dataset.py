@@ -39,7 +39,7 @@ from camreloc_ros.core.data.datasets import FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.core.messages import NS, seconds_to_ns
+from camreloc_ros.core.robot.messages import NS, seconds_to_ns
 from camreloc_ros.tools.common import frame_stamps, require_exists, tool_logging
 
 logger = logging.getLogger('camreloc_ros')

@@ -30,7 +30,7 @@ import sys
 from typing import Iterable, Iterator, Sequence
 
 from camreloc_ros.core.data.datasets import Frame, IMAGE_SUFFIXES
-from camreloc_ros.core.evaluation import FALLBACK_FPS
+from camreloc_ros.core.evaluation.metrics import FALLBACK_FPS
 from camreloc_ros.core.io import (  # noqa: F401 - re-exported for the tools
     atomic_output, atomic_write_bytes, atomic_write_text)
 

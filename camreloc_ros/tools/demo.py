@@ -55,7 +55,7 @@ def demo_map(ckpt: Path, data: Path, path: Path) -> Path:
     A map of an earlier checkpoint in the demo's own output folder (``--epochs`` changed) is
     rebuilt in place; anything else at ``path`` that is not a map is left alone (an error).
     """
-    from camreloc_ros.core.mapping import MapError
+    from camreloc_ros.core.localization.map_file import MapError
     from camreloc_ros.tools import map as map_tool
 
     overwrite = False
@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_args(args: argparse.Namespace) -> Path:
     """Run from parsed command-line arguments."""
-    from camreloc_ros.core.training import train_conf
+    from camreloc_ros.core.training.trainer import train_conf
     conf = train_conf(DEMO_TRAIN)
     conf['train']['epochs'] = args.epochs
     return main(conf, {'data': args.data, 'out': args.out})

@@ -17,10 +17,10 @@
 Predictions come from :class:`InferenceEngine` (the live node's code path), so the numbers
 here are the numbers the node would publish for the same images. The block split defaults to
 the one the checkpoint was trained with (``extra['data']``), so "test" means the frames the
-model never saw. Results go through :func:`camreloc_ros.core.evaluation.write_results`.
+model never saw. Results go through :func:`camreloc_ros.core.evaluation.metrics.write_results`.
 
 Every evaluation also scores the bar a pose network must clear
-(:mod:`camreloc_ros.core.mapping.baselines`): retrieval top-1 over the checkpoint's training
+(:mod:`camreloc_ros.core.evaluation.baselines`): retrieval top-1 over the checkpoint's training
 frames with its own trunk's global descriptor, and the oracle nearest training pose, and
 says whether the network beats retrieval (``baselines: False`` / ``--no-baselines`` skips it).
 """
@@ -38,8 +38,8 @@ from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import FORMATS, read_dataset
 from camreloc_ros.core.data.split import frame_breaks, split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.engine import InferenceEngine
-from camreloc_ros.core.evaluation import format_table, write_results
+from camreloc_ros.core.inference.engine import InferenceEngine
+from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.tools.common import (default_out_dir, frame_stamps, require_exists,
                                        require_file, tool_logging)
@@ -102,16 +102,16 @@ def retrieval_baselines(ckpt: Path, train: list, frames: list, preds: list,
     The descriptor is the checkpoint's own trunk (GeM), also for an ONNX runtime (the
     ``.pt`` is loaded for it); an ``.onnx`` model has no trunk to describe images with, so
     its entry says the rows are not shown and why. Returns the ``baselines`` entry of
-    :func:`~camreloc_ros.core.evaluation.write_results`.
+    :func:`~camreloc_ros.core.evaluation.metrics.write_results`.
     """
-    from camreloc_ros.core.mapping import baselines as bl
+    from camreloc_ros.core.evaluation.metrics import baselines as bl
 
     if ckpt.suffix.lower() == '.onnx':
         return bl.not_shown(f'{ckpt} is an ONNX model; retrieval needs the trunk of its .pt '
                             'checkpoint (evaluate the .pt, --runtime onnx for ONNX poses)')
     if not train:
         return bl.not_shown('the checkpoint has no training frames in this dataset')
-    from camreloc_ros.core.mapping.retrieval import describe_files, GlobalDescriptor
+    from camreloc_ros.core.localization.retrieval import describe_files, GlobalDescriptor
 
     t0 = time.perf_counter()
     describe = GlobalDescriptor.from_checkpoint(ckpt, device=device)
@@ -197,7 +197,7 @@ def main(conf: dict, paths: dict) -> Path:
         msum = map_tool.evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names,
                                      stamps, preds, gt_pos, gt_quat, out, title, conf['refine'],
                                      info)
-        from camreloc_ros.core.mapping.baselines import baselines_doc, NETWORK_ROW
+        from camreloc_ros.core.evaluation.baselines import baselines_doc, NETWORK_ROW
         rows = {k: v for k, v in msum['rows'].items() if not k.startswith('refined')}
         baselines = baselines_doc(rows, NETWORK_ROW, map=str(lmap.path))
     elif conf['baselines']:

@@ -33,8 +33,8 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.io import file_sha256
-from camreloc_ros.core.onnx_format import export_onnx, ONNX_OPSET, OUTPUT_KEYS
-from camreloc_ros.core.runtimes import OnnxRuntime, TorchRuntime
+from camreloc_ros.core.inference.onnx_format import export_onnx, ONNX_OPSET, OUTPUT_KEYS
+from camreloc_ros.core.inference.runtimes import OnnxRuntime, TorchRuntime
 from camreloc_ros.tools.common import require_file, tool_logging
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only; torch loads when a model does

@@ -17,7 +17,8 @@
 The map holds SIFT keypoints with 3D points (depth where the dataset has it, else
 triangulated from the training images with their known poses) and a global descriptor per
 training image from the checkpoint's own trunk; ``camreloc evaluate --map`` and the live
-node refine the network's poses with it (:mod:`camreloc_ros.core.refine`). The training
+node refine the network's poses with it (:mod:`camreloc_ros.core.localization.refiner`). The
+training
 frames of a dataset folder are the ones the checkpoint was trained on (its stored format and
 block split), so no held-out frame ever enters the map. From bags (``--bag``, the training
 bags) every image with ground truth enters it, validation blocks included: a bag has no test
@@ -42,13 +43,13 @@ from camreloc_ros import __version__
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import FORMATS, Intrinsics, read_dataset
 from camreloc_ros.core.data.split import split_dataset
-from camreloc_ros.core.evaluation import (atomic_write_text, format_table, pose_errors,
-                                          summarize, write_results)
-from camreloc_ros.core.mapping import (file_sha256, frames_fingerprint, load_map,
-                                       LocalizationMap, save_map)
-from camreloc_ros.core.mapping.baselines import comparison_rows, verdict
-from camreloc_ros.core.mapping.build import build_map, default_conf as build_conf
-from camreloc_ros.core.refine import map_descriptor, Refiner
+from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, pose_errors,
+                                                  summarize, write_results)
+from camreloc_ros.core.localization.map_file import (file_sha256, frames_fingerprint, load_map,
+                                                     LocalizationMap, save_map)
+from camreloc_ros.core.evaluation.baselines import comparison_rows, verdict
+from camreloc_ros.core.localization.build import build_map, default_conf as build_conf
+from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
                                        checked_bag_topics, require_exists, require_file,
                                        tool_logging)
@@ -185,7 +186,7 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     if bags:     # checked before the checkpoint is loaded
         parse_intrinsics(conf['intrinsics'])
     import torch
-    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.localization.retrieval import GlobalDescriptor
     from camreloc_ros.core.models.pose_model import PoseModel
 
     model = PoseModel.from_checkpoint(ckpt)
@@ -253,7 +254,8 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     """Refine every frame; write the comparison table and the refined row's result files.
 
     ``images`` are callables returning RGB frames, ``preds`` the network's
-    :class:`~camreloc_ros.core.engine.Prediction` per frame. Rows: network (APR), retrieval
+    :class:`~camreloc_ros.core.inference.engine.Prediction` per frame. Rows: network (APR),
+    retrieval
     top-1 (the Sattler et al. bar), oracle nearest training pose (best possible retrieval)
     and refined (the network's pose where the refiner fell back). Files in ``out``:
     ``map_results.md``, ``map_summary.json``, ``refine_per_frame.txt`` and ``refined/``

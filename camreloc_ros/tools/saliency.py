@@ -36,7 +36,7 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.transforms import Preprocessor, read_rgb
-from camreloc_ros.core.engine import resolve_device
+from camreloc_ros.core.inference.engine import resolve_device
 from camreloc_ros.tools.common import (atomic_write_bytes, collect_images, default_out_dir,
                                        require_file, tool_logging)
 

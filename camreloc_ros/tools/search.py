@@ -146,7 +146,7 @@ def check_space(space: dict, base: dict | None = None) -> None:
     Every choice and the ends and middle of every range go through the training config's own
     checks, so a misspelt key or a value of the wrong type is named now, not in trial 7.
     """
-    from camreloc_ros.core.training import train_conf  # torch: not for --help
+    from camreloc_ros.core.training.trainer import train_conf  # torch: not for --help
 
     if not isinstance(space, dict) or not space:
         raise ValueError('the search space must be a non-empty mapping of dotted training-'
@@ -319,7 +319,7 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     if log is None:
         tool_logging()
         log = logger.info
-    from camreloc_ros.core.training import train_conf  # torch: not for --help
+    from camreloc_ros.core.training.trainer import train_conf  # torch: not for --help
 
     conf = _load_conf(conf)
     split = frames_from_paths(train_conf(conf['base']), paths, log=log)
@@ -329,7 +329,7 @@ def main(conf: dict, paths: dict, log=None) -> Path:
 def run_study(conf: dict, split: tuple, out: Path, log=None) -> Path:
     """Run the study on frames already loaded (``(train, val)``): :func:`main` after the data."""
     log = log or logger.info
-    from camreloc_ros.core.training import train_conf, Trainer  # torch: not for --help
+    from camreloc_ros.core.training.trainer import train_conf, Trainer  # torch: not for --help
 
     optuna = _optuna()
     conf = _load_conf(conf)

@@ -30,11 +30,11 @@ import sys
 
 import yaml
 
-from camreloc_ros.core.camera import camera_record
+from camreloc_ros.core.robot.camera import camera_record
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
-from camreloc_ros.core.evaluation import atomic_write_text
+from camreloc_ros.core.evaluation.metrics import atomic_write_text
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
                                        checked_bag_topics, tool_logging)
 
@@ -186,7 +186,7 @@ def main(conf: dict, paths: dict, resume: bool = False, log=None,
     if log is None:
         tool_logging()
         log = logger.info
-    from camreloc_ros.core.training import train_conf   # torch: not needed for --help
+    from camreloc_ros.core.training.trainer import train_conf   # torch: not needed for --help
 
     unknown = sorted(set(paths) - PATH_KEYS)
     if unknown:
@@ -208,8 +208,8 @@ def fit(conf: dict, split: FrameSplit | tuple, out: Path, resume: bool = False, 
     'given by the caller' in ``split.json``.
     """
     log = log or logger.info
-    from camreloc_ros.core import distributed   # torch: not needed for --help
-    from camreloc_ros.core.training import train_conf, Trainer
+    from camreloc_ros.core.training.trainer import distributed   # torch: not needed for --help
+    from camreloc_ros.core.training.trainer import train_conf, Trainer
 
     conf = train_conf(conf)
     out = Path(out)
@@ -269,7 +269,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def conf_from_args(args: argparse.Namespace) -> dict:
     """Config file, then key=value overrides, then shortcuts."""
-    from camreloc_ros.core.training import train_conf
+    from camreloc_ros.core.training.trainer import train_conf
 
     conf = load_yaml(args.config) if args.config else {}
     shortcuts = {}

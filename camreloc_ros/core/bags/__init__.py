@@ -42,7 +42,7 @@ from camreloc_ros.core.bags.reader import (Bag, BagMessage, COMPRESSED, IMAGE, I
 from camreloc_ros.core.bags.writer import (BAG_FOLDER_SUFFIXES, BagWriter, Messages,
                                            rosbag_folder_problem)
 from camreloc_ros.core.geometry import QUAT_NORM_TOL
-from camreloc_ros.core.messages import header_stamp_ns, NS
+from camreloc_ros.core.robot.messages import header_stamp_ns, NS
 
 __all__ = [
     'BagError', 'BagCorruptError', 'BagDamagedError', 'BagDamage', 'Bag', 'BagMessage',

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from camreloc_ros.core.messages import NS
+from camreloc_ros.core.robot.messages import NS
 
 
 class BagError(ValueError):

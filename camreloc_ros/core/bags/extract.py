@@ -39,7 +39,7 @@ from camreloc_ros.core.data.images import COMPRESSED_SIGNATURES as SIGNATURES, \
 from camreloc_ros.core.geometry import matrix_from_pose
 from camreloc_ros.core.io import (atomic_folder, atomic_write_text, cache_folder,
                                   clean_stale_temps, file_sha256)
-from camreloc_ros.core.messages import NS
+from camreloc_ros.core.robot.messages import NS
 
 EXTRACT_VERSION = 1
 

@@ -50,10 +50,10 @@ import numpy as np
 
 from camreloc_ros.core.bags.errors import BagCorruptError, BagDamage, BagDamagedError, BagError
 from camreloc_ros.core.bags.reader import Bag, BagMessage, IMAGE_TYPES
-from camreloc_ros.core.frames import strip_frame, TransformError, TransformTree
+from camreloc_ros.core.robot.tf_tree import strip_frame, TransformError, TransformTree
 from camreloc_ros.core.geometry import (interpolate_pose, pose_compose, pose_invert,
                                         quat_normalize, unit_quat_problem)
-from camreloc_ros.core.messages import header_stamp_ns, NS, seconds_to_ns, stamp_ns
+from camreloc_ros.core.robot.messages import header_stamp_ns, NS, seconds_to_ns, stamp_ns
 
 POSE_TYPES = ('geometry_msgs/msg/PoseStamped', 'geometry_msgs/msg/PoseWithCovarianceStamped',
               'nav_msgs/msg/Odometry', 'geometry_msgs/msg/TransformStamped')
@@ -150,8 +150,8 @@ class TfTree(TransformTree):
     """Every ``/tf`` and ``/tf_static`` transform of a bag, looked up at many stamps at once.
 
     The tree itself (one parent per frame, chains through the common ancestor) is the live
-    node's :class:`~camreloc_ros.core.frames.TransformTree`, kept whole (no cache time). What
-    differs is the lookup: :meth:`lookup_many` takes all image stamps of a bag in one call and
+    node's :class:`~camreloc_ros.core.robot.tf_tree.TransformTree`, kept whole (no cache time).
+    What differs is the lookup: :meth:`lookup_many` takes all image stamps of a bag in one call and
     interpolates each dynamic edge within a tolerance (:meth:`Trajectory.at`, see the table
     above) where tf2 needs the exact bracket, and a stamp without a close sample is not ``ok``
     instead of an error. A second parent is an error: a recording is evidence to score

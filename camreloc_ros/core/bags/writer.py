@@ -32,9 +32,9 @@ from camreloc_ros.core.bags.groundtruth import TF_TYPE
 from camreloc_ros.core.bags.mcap import write_crcs
 from camreloc_ros.core.bags.reader import COMPRESSED, IMAGE, STORAGES, typestore
 from camreloc_ros.core.io import atomic_folder
-from camreloc_ros.core.messages import (compressed_format_string, covariance_fields,
-                                        image_fields, quaternion_fields, time_fields,
-                                        vector_fields)
+from camreloc_ros.core.robot.messages import (compressed_format_string, covariance_fields,
+                                              image_fields, quaternion_fields, time_fields,
+                                              vector_fields)
 
 # Files a rosbag2 folder holds; --overwrite replaces only folders with nothing else in them.
 BAG_FOLDER_SUFFIXES = ('.mcap', '.db3', '.db3-wal', '.db3-shm', '.db3-journal', '.zstd')
@@ -43,7 +43,7 @@ BAG_FOLDER_SUFFIXES = ('.mcap', '.db3', '.db3-wal', '.db3-shm', '.db3-journal', 
 class Messages:
     """Builders of the messages the tools write, as rosbags objects of the ROS 2 typestore.
 
-    Field values come from :mod:`camreloc_ros.core.messages`, as for the live node's rclpy
+    Field values come from :mod:`camreloc_ros.core.robot.messages`, as for the live node's rclpy
     messages (:mod:`camreloc_ros.ros.conversions`), so both mean and refuse the same.
     """
 

@@ -18,7 +18,7 @@ Every backbone is a list of named stages applied in order; the classifier and au
 branches are gone and the output is a feature map ``(B, C, h, w)``. The thesis froze all but
 the last few stages of each CNN and cached the frozen part's output; the split into
 ``frozen`` and ``trainable`` here is what makes that cache possible
-(see :mod:`camreloc_ros.core.features`).
+(see :mod:`camreloc_ros.core.training.feature_cache`).
 """
 
 from dataclasses import dataclass

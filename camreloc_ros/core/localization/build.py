@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.mapping.features import (extract_sift, match_descriptors, root_sift,
-                                                SIFT_DEFAULTS)
-from camreloc_ros.core.mapping.map_file import LocalizationMap
+from camreloc_ros.core.localization.sift import (extract_sift, match_descriptors, root_sift,
+                                                 SIFT_DEFAULTS)
+from camreloc_ros.core.localization.map_file import LocalizationMap
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -277,7 +277,7 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
 
     ``intrinsics`` is the dataset's :class:`~camreloc_ros.core.data.datasets.Intrinsics`
     (for the images as stored); ``descriptor`` a
-    :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`.
+    :class:`~camreloc_ros.core.localization.retrieval.GlobalDescriptor`.
     """
     log = log or logger.info
     from camreloc_ros.core.data.transforms import read_rgb
@@ -365,5 +365,5 @@ def _descriptor_onnx(descriptor) -> bytes | None:
     """Export the descriptor's network to ONNX (stored in the map), when it is a torch one."""
     if getattr(descriptor, 'backbone', None) is None:
         return None
-    from camreloc_ros.core.mapping.descriptor_onnx import export_descriptor
+    from camreloc_ros.core.localization.descriptor_onnx import export_descriptor
     return export_descriptor(descriptor)

@@ -23,7 +23,8 @@ give the same poses. A backend works on numpy arrays and has three calls:
 * ``features(images)`` -> ``(B, C)`` pooled features (what a temporal model buffers),
 * ``head(feat)``: ``(B, C)`` or ``(B, T, C)`` -> ``{'pos', 'quat', 'var'}``.
 
-The ONNX file format, export and export cache are :mod:`camreloc_ros.core.onnx_format`.
+The ONNX file format, export and export cache are
+:mod:`camreloc_ros.core.inference.onnx_format`.
 Measured on a 2-core Xeon (docs/performance.md), ONNX Runtime runs lite0 3.7x faster than
 eager torch at its best thread count; TorchScript, torch.compile and OpenVINO did not pay
 for their cost here.
@@ -31,7 +32,7 @@ for their cost here.
 torch is imported only by the torch backend (and :func:`resolve_device`): a robot running an
 exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory). Slightly
 over 450 lines: the two backends share the buffer and thread handling of the base class; the
-ONNX file format and export are in :mod:`camreloc_ros.core.onnx_format`.
+ONNX file format and export are in :mod:`camreloc_ros.core.inference.onnx_format`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from typing import NamedTuple, TYPE_CHECKING
 import numpy as np
 
 from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
-from camreloc_ros.core.onnx_format import (  # noqa: F401 - the format's names, re-exported
+from camreloc_ros.core.inference.onnx_format import (  # noqa: F401 - re-exported
     cached_onnx, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES, is_onnx_file, load_onnx,
     METADATA_KEY, model_metadata, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError,
     OUTPUT_KEYS, read_metadata)

@@ -14,8 +14,8 @@
 
 """Carry the last PnP refinement forward onto later network poses (live, ROS-free).
 
-The refiner (:mod:`camreloc_ros.core.refine`) is much slower than the pose network, so live
-it finishes every few frames. Between refinements the network's error is mostly a slowly
+The refiner (:mod:`camreloc_ros.core.localization.refiner`) is much slower than the pose network,
+so live it finishes every few frames. Between refinements the network's error is mostly a slowly
 varying bias; its *relative* motion over a short time is far better than its absolute pose.
 :class:`PoseCorrector` keeps the last refinement ``T_ref`` (camera-to-world) with the
 network's pose ``T_net_ref`` of that same frame, and corrects a later network pose by the
@@ -54,8 +54,7 @@ import threading
 
 import numpy as np
 
-from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_rad,
-                                        pose_from_matrix)
+from camreloc_ros.core.geometry import matrix_from_pose, orientation_error_rad, pose_from_matrix
 
 
 def skew(v: np.ndarray) -> np.ndarray:

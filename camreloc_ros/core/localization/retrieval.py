@@ -33,7 +33,7 @@ import torch
 
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.io import atomic_output, cache_folder
-from camreloc_ros.core.mapping.descriptor_onnx import ImageDescriptor
+from camreloc_ros.core.localization.descriptor_onnx import ImageDescriptor
 from camreloc_ros.core.models.pose_model import PoseModel, tensor_digest
 
 logger = logging.getLogger('camreloc_ros')
@@ -43,7 +43,7 @@ class GeMNet(torch.nn.Module):
     """The descriptor network: the pose model's trunk, GeM pooling, L2 norm.
 
     What :class:`GlobalDescriptor` runs and what a map stores as ONNX
-    (:func:`~camreloc_ros.core.mapping.descriptor_onnx.export_descriptor`): one definition.
+    (:func:`~camreloc_ros.core.localization.descriptor_onnx.export_descriptor`): one definition.
     """
 
     def __init__(self, backbone: torch.nn.Module, p: float):

@@ -273,7 +273,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     written paths and the summary (:class:`Results`), so callers print the numbers written
     instead of computing them again. ``info`` (JSON-able: checkpoint, data, split, ...) is
     stored as is in ``summary.json``. ``baselines`` (``rows``, ``network_beats_retrieval``,
-    ``verdict``: :mod:`camreloc_ros.core.mapping.baselines`) adds the retrieval and oracle
+    ``verdict``: :mod:`camreloc_ros.core.evaluation.baselines`) adds the retrieval and oracle
     rows under the network's row in ``results.md``, its verdict line, and the entry
     ``baselines`` in ``summary.json``.
     """

@@ -19,8 +19,8 @@ made them (trunk + GeM + L2 norm, exported with a dynamic image size). A refiner
 it through ONNX Runtime describes queries exactly as the map's images were described, needs
 neither torch nor the ``.pt`` (an ONNX-only robot, or ``model:=x.onnx``), and cannot pair
 the map with another trunk by mistake. Preprocessing and batching (:class:`ImageDescriptor`)
-are shared with the torch :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor`,
-whose :class:`~camreloc_ros.core.mapping.retrieval.GeMNet` is what gets exported.
+are shared with the torch :class:`~camreloc_ros.core.localization.retrieval.GlobalDescriptor`,
+whose :class:`~camreloc_ros.core.localization.retrieval.GeMNet` is what gets exported.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ Arrays (all plain dtypes, read with ``np.load(allow_pickle=False)``):
 * ``points`` (P, 3) world coordinates (m); ``point_error`` (P,) mean reprojection error (px)
 * optional ``descriptor_onnx`` (uint8 bytes): the network that made ``global_desc`` (trunk +
   GeM) as ONNX, so a refiner describes queries identically without torch
-  (:mod:`camreloc_ros.core.mapping.descriptor_onnx`); maps written before it lack it
+  (:mod:`camreloc_ros.core.localization.descriptor_onnx`); maps written before it lack it
 
 Only keypoints with a 3D point are stored: the query is matched against exactly those.
 The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the

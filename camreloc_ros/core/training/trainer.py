@@ -20,7 +20,7 @@ seeded with ``(seed, epoch)`` and each frame's augmentation from ``(seed, epoch,
 optimizer state after each finished epoch. A run killed at any point and resumed therefore
 produces the same next epoch as an uninterrupted run, augmented or not, with any number of
 data-loader workers. Scale-out is torchrun + DistributedDataParallel
-(:mod:`camreloc_ros.core.distributed`). This module is over 450 lines because the config
+(:mod:`camreloc_ros.core.training.distributed`). This module is over 450 lines because the config
 schema, the trainer and its DDP step belong together; the data pipeline lives in
 ``data/loading.py``.
 """
@@ -44,13 +44,13 @@ from camreloc_ros.core.data.split import causal_window_groups, frame_breaks, tem
 from camreloc_ros.core.data.loading import CachedFrozen, EpochBatches, FrameImages, make_loader, \
     shard
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor
-from camreloc_ros.core.distributed import Dist, resolve_train_device
-from camreloc_ros.core.evaluation import atomic_write_text, pose_errors
-from camreloc_ros.core.features import frozen_features
+from camreloc_ros.core.training.distributed import Dist, resolve_train_device
+from camreloc_ros.core.evaluation.metrics import atomic_write_text, pose_errors
+from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.io import clean_stale_temps
 from camreloc_ros.core.geometry import matrix_to_quat, torch_quat_multiply, \
     torch_quat_conjugate, torch_quat_log
-from camreloc_ros.core.losses import build_loss, LOSS_DEFAULTS
+from camreloc_ros.core.training.losses import build_loss, LOSS_DEFAULTS
 from camreloc_ros.core.models.pose_model import default_conf as model_default_conf
 from camreloc_ros.core.models.pose_model import load_checkpoint_file, model_conf, PoseModel, \
     save_atomic

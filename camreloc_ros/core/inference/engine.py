@@ -16,8 +16,8 @@
 
 One code path from an RGB frame to a pose, so that a pose published live equals the pose the
 evaluation tools compute for the same image, whichever backend runs the network (eager torch
-or ONNX Runtime, :mod:`camreloc_ros.core.runtimes`). Single-frame heads run image -> pose in
-one backend call. For temporal (GRU) models the CNN runs once per frame and its pooled
+or ONNX Runtime, :mod:`camreloc_ros.core.inference.runtimes`). Single-frame heads run image -> pose
+in one backend call. For temporal (GRU) models the CNN runs once per frame and its pooled
 features go into a ring buffer; the head runs over the last N features and the newest frame's
 pose is returned (causal windows, the same rule offline and live).
 torch is imported by the torch backend only, so an ONNX Runtime engine runs without it.
@@ -35,8 +35,8 @@ import numpy as np
 
 from camreloc_ros.core.data.split import causal_window_groups
 from camreloc_ros.core.data.transforms import Preprocessor
-from camreloc_ros.core.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
-                                        TorchRuntime)
+from camreloc_ros.core.inference.runtimes import (make_runtime, resolve_device, Runtime, RUNTIMES,
+                                                  TorchRuntime)
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import torch
@@ -67,7 +67,7 @@ class InferenceEngine:
     """Preprocess, run the CNN once per frame, run the head, decode a :class:`Prediction`.
 
     ``model`` is a :class:`PoseModel` (run by ``runtime``: ``torch`` or ``onnx``, the latter
-    exported in memory) or a ready :class:`~camreloc_ros.core.runtimes.Runtime`.
+    exported in memory) or a ready :class:`~camreloc_ros.core.inference.runtimes.Runtime`.
     ``precision`` (``fp32``, ``fp16``, ``bf16``) applies to the CNN on CUDA only; the head
     always runs in float32.
     """

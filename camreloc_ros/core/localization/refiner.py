@@ -36,8 +36,8 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.geometry import matrix_to_quat, orientation_error_deg, quat_to_matrix
-from camreloc_ros.core.mapping.features import extract_sift, match_descriptors, root_sift
-from camreloc_ros.core.mapping.map_file import LocalizationMap
+from camreloc_ros.core.localization.sift import extract_sift, match_descriptors, root_sift
+from camreloc_ros.core.localization.map_file import LocalizationMap
 
 SOLVERS = ('auto', 'poselib', 'pycolmap', 'opencv')
 
@@ -209,11 +209,11 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
 
 def model_sha256(model) -> str:
     """Return the sha256 of the checkpoint ``model`` is (``.pt``) or came from (``.onnx``)."""
-    from camreloc_ros.core.mapping import file_sha256, MapError
-    from camreloc_ros.core.runtimes import is_onnx_file
+    from camreloc_ros.core.localization.map_file import file_sha256, MapError
+    from camreloc_ros.core.inference.runtimes import is_onnx_file
     if not is_onnx_file(model):
         return file_sha256(model)
-    from camreloc_ros.core.onnx_format import load_onnx
+    from camreloc_ros.core.inference.onnx_format import load_onnx
     digest = (load_onnx(model)[1].get('source') or {}).get('sha256')
     if not digest:
         raise MapError(f'{model} does not name the checkpoint it was exported from, so no map '
@@ -225,22 +225,22 @@ def model_sha256(model) -> str:
 def map_descriptor(lmap: LocalizationMap, model=None, device: str = 'cpu', threads: int = 0):
     """Pick the retrieval descriptor of ``lmap``: its own ONNX network, else ``model``'s trunk.
 
-    The map's network (:mod:`~camreloc_ros.core.mapping.descriptor_onnx`) describes queries
+    The map's network (:mod:`~camreloc_ros.core.localization.descriptor_onnx`) describes queries
     as the map's images were described, through ONNX Runtime: no torch, no ``.pt``. Maps
     written before it carry none: then the ``.pt`` checkpoint's trunk runs in torch.
     """
-    from camreloc_ros.core.mapping import MapError
-    from camreloc_ros.core.runtimes import is_onnx_file
+    from camreloc_ros.core.localization.map_file import MapError
+    from camreloc_ros.core.inference.runtimes import is_onnx_file
     if lmap.descriptor_onnx is not None:
-        from camreloc_ros.core.mapping.descriptor_onnx import OnnxDescriptor
+        from camreloc_ros.core.localization.descriptor_onnx import OnnxDescriptor
         return OnnxDescriptor(lmap.descriptor_onnx, lmap.meta.get('descriptor') or {}, threads)
     if model is None or is_onnx_file(model):
         raise MapError(f'map {lmap.path} holds no descriptor network (written by an older '
                        'camreloc_ros): give the .pt checkpoint as the model, or rebuild the '
                        'map with `camreloc map`')
-    from camreloc_ros.core.mapping.retrieval import GlobalDescriptor
+    from camreloc_ros.core.localization.retrieval import GlobalDescriptor
     from camreloc_ros.core.models.pose_model import PoseModel
-    from camreloc_ros.core.runtimes import resolve_device
+    from camreloc_ros.core.inference.runtimes import resolve_device
     p = float((lmap.meta.get('descriptor') or {}).get('p', 3.0))
     return GlobalDescriptor(PoseModel.from_checkpoint(model), p, str(resolve_device(device)))
 
@@ -272,9 +272,9 @@ class Refiner:
         ``model``: the ``.pt`` checkpoint the map was built for, or an ``.onnx`` exported from
         it (its metadata names the checkpoint's sha256). What the live node and the bag tools
         call: a map of another or a retrained checkpoint raises
-        :class:`~camreloc_ros.core.mapping.MapError` naming both.
+        :class:`~camreloc_ros.core.localization.MapError` naming both.
         """
-        from camreloc_ros.core.mapping import load_map
+        from camreloc_ros.core.localization.map_file import load_map
         lmap = load_map(map_path)
         lmap.check_pairing(model_sha256(model), checkpoint=str(model))
         return cls(lmap, map_descriptor(lmap, model, device, threads), conf)

@@ -17,7 +17,7 @@
 Sattler et al. (CVPR 2019) showed that absolute pose regressors are often no more accurate
 than returning the pose of the most similar training image. Every evaluation therefore
 scores, beside the network: **retrieval top-1** (the training pose of the image whose global
-descriptor, :class:`~camreloc_ros.core.mapping.retrieval.GlobalDescriptor` of the
+descriptor, :class:`~camreloc_ros.core.localization.retrieval.GlobalDescriptor` of the
 checkpoint's own trunk, is most similar) and the **oracle** (the training pose nearest to
 the ground truth in metres + degrees / 10: the best any retrieval could do by that measure;
 its median position alone can exceed retrieval's), and says whether the network beats
@@ -30,7 +30,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from camreloc_ros.core.evaluation import pose_errors, summarize
+from camreloc_ros.core.evaluation.metrics import pose_errors, summarize
 from camreloc_ros.core.geometry import matrix_to_quat
 
 NETWORK_ROW = 'network (APR)'
@@ -45,7 +45,7 @@ def _row(pos: np.ndarray, quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndar
 def oracle_indices(train_poses_c2w: np.ndarray, gt_pos: np.ndarray,
                    gt_quat: np.ndarray) -> list[int]:
     """Index of the training pose nearest to each ground truth (metres + degrees / 10)."""
-    from camreloc_ros.core.refine import pose_neighbours
+    from camreloc_ros.core.localization.refiner import pose_neighbours
 
     return [int(pose_neighbours(train_poses_c2w, p, q, 1)[0]) for p, q in zip(gt_pos, gt_quat)]
 

@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from camreloc_ros.core.engine import Prediction
+from camreloc_ros.core.inference.engine import Prediction
 from camreloc_ros.core.geometry import orientation_error_rad
 
 
