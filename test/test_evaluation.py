@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from camreloc_ros.core.evaluation.metrics import metrics as ev
+from camreloc_ros.core.evaluation import metrics as ev
 from camreloc_ros.core import geometry as g
 
 # Per-frame errors built into the predictions below (metres, degrees).

@@ -31,7 +31,7 @@ from camreloc_ros import __version__
 from camreloc_ros.core.inference import engine as engine_module
 from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import build_model
-from camreloc_ros.core.training.trainer import feature_cache as features
+from camreloc_ros.core.training import feature_cache as features
 from camreloc_ros.core.bags import default_extract_dir
 from camreloc_ros.core.io import cache_root, file_sha256
 from camreloc_ros.core.inference.onnx_format import (cached_onnx, export_onnx, load_onnx,

@@ -208,7 +208,7 @@ def fit(conf: dict, split: FrameSplit | tuple, out: Path, resume: bool = False, 
     'given by the caller' in ``split.json``.
     """
     log = log or logger.info
-    from camreloc_ros.core.training.trainer import distributed   # torch: not needed for --help
+    from camreloc_ros.core.training import distributed   # torch: not needed for --help
     from camreloc_ros.core.training.trainer import train_conf, Trainer
 
     conf = train_conf(conf)
