@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, pose_errors,

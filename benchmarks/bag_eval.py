@@ -33,7 +33,7 @@ import time
 import torch
 
 from camreloc_ros.core import bags as bag_io
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.models.pose_model import build_model

@@ -23,7 +23,7 @@ from pathlib import Path
 import tempfile
 import time
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.training.trainer import Trainer
 from camreloc_ros.tools.common import shared_data_dir

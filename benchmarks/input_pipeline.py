@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.loading import EpochBatches, FrameImages, make_loader
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor

@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, load_per_frame,

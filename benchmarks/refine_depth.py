@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation.metrics import atomic_write_text, pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix

@@ -33,7 +33,7 @@ import yaml
 
 from camreloc_ros.core import bags
 from camreloc_ros.core import geometry as g
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation.metrics import load_per_frame, load_tum

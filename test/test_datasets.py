@@ -21,8 +21,8 @@ pose conversions are checked against scipy, independently of the project's geome
 from pathlib import Path
 
 from camreloc_ros.tools.common import shared_data_dir
-from camreloc_ros.core.data.datasets import (
-    Dataset, DatasetError, Frame, FORMATS, Intrinsics, read_dataset)
+from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame, Intrinsics
+from camreloc_ros.core.data.formats import FORMATS, read_dataset
 from camreloc_ros.core.data.split import (block_split, causal_window_groups,
                                           causal_window_starts, frame_breaks,
                                           split_dataset, temporal_windows)

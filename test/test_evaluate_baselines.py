@@ -28,7 +28,7 @@ import pytest
 from test_bags import _posed_folder
 from test_map import _checkpoint
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.evaluation.metrics import load_per_frame, pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix

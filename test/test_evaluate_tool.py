@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from camreloc_ros.core import geometry as g
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import frame_breaks, split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.inference.engine import InferenceEngine

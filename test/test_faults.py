@@ -45,7 +45,8 @@ from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from ros_env import load_frames, ros_harness, RosHarness, ros_environment
+from support import (allocate_domain, child_env, load_frames, ros_environment, ros_harness,
+                     RosHarness)
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, Image
 import torch
@@ -172,7 +173,7 @@ def test_checkpoint_path_that_is_a_directory(tmp_path):
 # ----------------------------------------------------------------------------- training
 
 def _frames():
-    from camreloc_ros.core.data.datasets import read_dataset
+    from camreloc_ros.core.data.formats import read_dataset
     return read_dataset(DATA, 'posed').frames
 
 
@@ -297,17 +298,10 @@ def test_full_disk_names_the_file_and_keeps_earlier_checkpoints(tiny_disk):
 
 # ----------------------------------------------------------------------------- live node
 
-START_DOMAIN_ID = 164      # start-failure subprocesses
-NODE_DOMAIN_ID = 165       # in-process nodes
-JAZZY_DOMAIN_ID = 166      # main() with Jazzy's rclpy.init
+START_DOMAIN_ID = allocate_domain()     # start-failure subprocesses
+NODE_DOMAIN_ID = allocate_domain()      # in-process nodes
+JAZZY_DOMAIN_ID = allocate_domain()     # main() with Jazzy's rclpy.init
 TIMEOUT_S = 15.0
-
-
-def child_env(domain_id: int, log_dir: Path) -> dict:
-    """Environment of a node process: private domain, localhost discovery, logs in a temp dir."""
-    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
-                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(log_dir),
-                PYTHONPATH=str(ROOT))
 
 
 @pytest.fixture(scope='module')

@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.evaluation.metrics import pose_errors

@@ -27,7 +27,7 @@ from test_bags import _posed_folder
 from test_map import _checkpoint, map_table
 
 from camreloc_ros.core.bags import Bag, camera_matrix
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.localization.map_file import load_map
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli
 from camreloc_ros.tools import map as map_tool

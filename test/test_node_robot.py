@@ -14,9 +14,9 @@
 
 """On the robot: diagnostics in every state, the training camera check, the torch-free path.
 
-Over real rclpy / Fast DDS (private ROS_DOMAIN_ID 210). The model is an ``.onnx`` exported
-by ``camreloc export`` from a checkpoint whose ``extra`` records a 640x480 training camera
-(fx = fy = 585, the 7-Scenes Kinect), so every node here runs ONNX Runtime.
+Over real rclpy / Fast DDS (private ROS_DOMAIN_IDs from support.allocate_domain). The model is
+an ``.onnx`` exported by ``camreloc export`` from a checkpoint whose ``extra`` records a 640x480
+training camera (fx = fy = 585, the 7-Scenes Kinect), so every node here runs ONNX Runtime.
 """
 
 import json
@@ -35,7 +35,7 @@ import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
-from ros_env import DATA_DIR, load_frames, ros_harness
+from support import allocate_domain, DATA_DIR, load_frames, ros_harness
 from sensor_msgs.msg import CameraInfo, Image
 
 from camreloc_ros.core.robot.camera import (camera_mismatch, camera_record, field_of_view_deg,
@@ -44,7 +44,7 @@ from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
 from camreloc_ros.ros.localizer_node import LocalizerNode
 
-DOMAIN_ID = 210
+DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 20.0
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +230,7 @@ def test_image_age_uses_the_node_clock(harness, onnx_model, frame):
 
 def test_camera_record_and_comparison():
     """The record of a dataset with intrinsics, of frames without; tolerant reading; checks."""
-    from camreloc_ros.core.data.datasets import read_dataset
+    from camreloc_ros.core.data.formats import read_dataset
 
     dataset = read_dataset(DATA_DIR, 'posed')
     record = camera_record(dataset)
@@ -393,7 +393,7 @@ RUN_NODE_WITHOUT_TORCH = textwrap.dedent('''
 def _run_node_without_torch(tmp_path: Path, *args: str) -> dict:
     script = tmp_path / 'run_node.py'
     script.write_text(RUN_NODE_WITHOUT_TORCH)
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID + 1),
+    env = dict(os.environ, ROS_DOMAIN_ID=str(allocate_domain()),
                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(tmp_path / 'log'),
                PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(script), *map(str, args)], env=env, cwd=ROOT,
@@ -413,7 +413,7 @@ def test_onnx_node_runs_without_torch(onnx_model, tmp_path):
 def test_onnx_node_refines_with_a_map_without_torch(onnx_model, tmp_path):
     """An .onnx model + a map of the .pt it was exported from: the node refines (the map's
     own ONNX descriptor does the retrieval) and never imports torch."""
-    from camreloc_ros.core.data.datasets import read_dataset
+    from camreloc_ros.core.data.formats import read_dataset
     from camreloc_ros.core.data.split import split_dataset
     from camreloc_ros.core.localization.map_file import file_sha256, save_map
     from camreloc_ros.core.localization.build import build_map

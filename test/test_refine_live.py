@@ -26,17 +26,17 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
-from ros_env import RosHarness, ros_environment
+from support import allocate_domain, ros_environment, RosHarness
 from test_map import map_table
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_deg,
                                         pose_from_matrix, quat_from_rotvec)
 from camreloc_ros.core.localization.correction import compose_correction, PoseCorrector
 from camreloc_ros.tools.common import shared_data_dir
 
-DOMAIN_ID = 230
+DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 60.0
 HOLO = shared_data_dir() / 'hololens-office'
 
@@ -327,7 +327,7 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odo
     motion = ((*odom[200.0], *odom[200.5], 0.02) if odometry else
               (nets[a].position, nets[a].quaternion, nets[b].position, nets[b].quaternion, 0.1))
     expected = compose_correction(ref.position, ref.quaternion, ref.covariance, *motion)
-    domain = DOMAIN_ID + 1
+    domain = allocate_domain()
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)
         node = None
@@ -406,7 +406,7 @@ def test_node_refuses_a_bad_map_clearly(map_setup, tmp_path):
     corrupt.write_bytes(b'not a map' * 10)
     cases = [(str(ckpt), str(tmp_path / 'missing.npz'), 'does not exist'),
              (str(ckpt), str(corrupt), 'not a readable .npz')]
-    domain = DOMAIN_ID + 2
+    domain = allocate_domain()
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)
         try:

@@ -26,14 +26,14 @@ import numpy as np
 import pytest
 import torch
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import load_checkpoint_file
 from camreloc_ros.core.training.trainer import train_conf, Trainer
 from camreloc_ros.tools import evaluate, train
 from camreloc_ros.tools.common import shared_data_dir
-from ros_env import wait_for_file
+from support import wait_for_file
 from test_datasets import make_7scenes, make_cambridge, make_csv, make_posed, make_tum
 
 DATA = shared_data_dir() / 'hololens-office'

@@ -24,7 +24,7 @@ import optuna
 import pytest
 
 from camreloc_ros.core.config import ConfigError, parse_overrides
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.tools import search
 from camreloc_ros.tools.common import shared_data_dir
@@ -86,7 +86,7 @@ def test_bad_space_and_pruner_are_refused():
 
 WORKER = '''
 import json, sys
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.tools import search
 from camreloc_ros.tools.common import shared_data_dir

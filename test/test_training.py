@@ -24,13 +24,13 @@ import sys
 import numpy as np
 import pytest
 
-from camreloc_ros.core.data.datasets import read_dataset
+from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.models.pose_model import build_model, PoseModel
 from camreloc_ros.core.training.trainer import Trainer, train_conf
 from camreloc_ros.tools.common import shared_data_dir
-from ros_env import wait_for_file
+from support import wait_for_file
 
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,12 +35,13 @@ import cv2
 
 from camreloc_ros.core.bags import BagWriter, COMPRESSED, IMAGE, SIGNATURES, STORAGES
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.datasets import FORMATS, read_dataset
+from camreloc_ros.core.data.formats import FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.robot.messages import NS, seconds_to_ns
-from camreloc_ros.tools.common import frame_stamps, require_exists, tool_logging
+from camreloc_ros.tools.common import (frame_stamps, refuse_output_in_inputs, require_exists,
+                                       tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -96,6 +97,7 @@ def main(conf: dict, paths: dict) -> Path:
     tool_logging()
     data = require_exists(paths['data'], 'dataset')
     out = Path(paths['out'])
+    refuse_output_in_inputs('out', out, [('dataset', data)])   # BagWriter: only a rosbag2
     if conf['format'] not in FORMATS:
         raise ValueError(f'--format must be one of {", ".join(FORMATS)}, got {conf["format"]!r}')
     if conf['split'] not in SPLIT_NAMES:

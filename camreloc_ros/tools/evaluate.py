@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.datasets import FORMATS, read_dataset
+from camreloc_ros.core.data.formats import FORMATS, read_dataset
 from camreloc_ros.core.data.split import frame_breaks, split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.inference.engine import InferenceEngine

@@ -36,23 +36,26 @@ import logging
 from pathlib import Path
 import time
 from typing import Callable, Sequence
+import zipfile
 
 import numpy as np
 
 from camreloc_ros import __version__
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.datasets import FORMATS, Intrinsics, read_dataset
+from camreloc_ros.core.data.datasets import Intrinsics
+from camreloc_ros.core.data.formats import FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, pose_errors,
                                                   summarize, write_results)
 from camreloc_ros.core.localization.map_file import (file_sha256, frames_fingerprint, load_map,
-                                                     LocalizationMap, save_map)
+                                                     LocalizationMap, MAP_FORMAT, save_map)
 from camreloc_ros.core.evaluation.baselines import comparison_rows, verdict
-from camreloc_ros.core.localization.build import build_map, default_conf as build_conf
+from camreloc_ros.core.localization.build import (build_map, default_conf as build_conf,
+                                                  unusable_reason)
 from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       checked_bag_topics, require_exists, require_file,
-                                       tool_logging)
+                                       checked_bag_topics, refuse_output_in_inputs,
+                                       require_exists, require_file, tool_logging)
 from camreloc_ros.tools.evaluate import split_params
 
 logger = logging.getLogger('camreloc_ros')
@@ -83,6 +86,48 @@ def train_frames(data, fmt: str | None, extra: dict, conf: dict) -> tuple:
     dataset = read_dataset(data, fmt)
     frames = split_dataset(dataset, 'train', block=block, every=every).frames
     return dataset, frames, fmt, block, every
+
+
+def map_header_problem(path: Path) -> str | None:
+    """Why ``path`` is not a camreloc map that ``--overwrite`` may replace (None if it is one).
+
+    The rule is the map's format header (``meta.format``, what :func:`load_map` checks
+    first): a map of another version or with damaged arrays still says it is a map and may
+    be rebuilt in place, while a checkpoint, a text file or any other ``.npz`` never does
+    and is left as it is. Only the header member is decoded, without pickle.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, 'files') or 'meta' not in z.files:
+                return 'it has no camreloc map header'
+            meta = json.loads(bytes(z['meta'].astype(np.uint8)).decode('utf-8'))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile,
+            UnicodeDecodeError) as exc:
+        return f'it is not a readable .npz map ({type(exc).__name__})'
+    fmt = meta.get('format') if isinstance(meta, dict) else None
+    if fmt != MAP_FORMAT:
+        return f'its header says format {fmt!r}, not {MAP_FORMAT!r}'
+    return None
+
+
+def check_map_out(out: Path, overwrite: bool, inputs: list) -> None:
+    """Refuse a map output that would destroy something, before any work.
+
+    ``out`` is never an input nor inside one (the dataset folder, a bag, the checkpoint);
+    an existing ``out`` is replaced only with ``overwrite`` and only when it is a map
+    (:func:`map_header_problem`).
+    """
+    refuse_output_in_inputs('--out', out, inputs)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise ValueError(f'map {out} already exists; pass --overwrite to replace it')
+    if not out.is_file():
+        raise ValueError(f'--out {out} exists and is not a file; expected a map .npz path')
+    problem = map_header_problem(out)
+    if problem:
+        raise ValueError(f'--out {out} is not a camreloc map ({problem}); --overwrite only '
+                         'replaces a map, so it is left as it is')
 
 
 def parse_intrinsics(value) -> list[float] | None:
@@ -174,15 +219,8 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         raise ValueError('--data (a dataset folder) or --bag (one or more rosbags) is required')
     data = require_exists(paths['data'], 'dataset') if not bags else None
     out = Path(paths['out'])
-    if out.exists() and not conf['overwrite']:
-        raise ValueError(f'map {out} already exists; pass --overwrite to replace it')
-    if out.exists() and not out.is_file():
-        raise ValueError(f'{out} exists and is not a file; expected a map .npz path')
-    inputs = [(ckpt, 'checkpoint')] + ([(data, 'dataset')] if data else
-                                       [(b, 'bag') for b in bags])
-    for inp, what in inputs:
-        if out.resolve() == Path(inp).resolve():
-            raise ValueError(f'--out {out} is the {what}; expected a new map file path')
+    check_map_out(out, conf['overwrite'], [('checkpoint', ckpt), ('dataset', data)]
+                  + [('bag', b) for b in bags])
     if bags:     # checked before the checkpoint is loaded
         parse_intrinsics(conf['intrinsics'])
     import torch
@@ -225,6 +263,11 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     seconds = time.perf_counter() - t0
     lmap.meta['stats']['seconds_total'] = round(seconds, 2)
     lmap.meta['stats']['cpu_threads'] = threads
+    ppi = lmap.meta['stats']['points_per_image']
+    log(f'3D points per image: median {ppi["median"]:g}, min {ppi["min"]}, max {ppi["max"]}')
+    reason = unusable_reason(lmap, conf['build']['min_points_per_image'])
+    if reason:       # before save_map: an older map at --out stays as it is
+        raise ValueError(f'map {out} not written: {reason}')
     save_map(lmap, out)
     size = out.stat().st_size
     net = len(lmap.descriptor_onnx or b'')     # fixed: the descriptor network
@@ -331,12 +374,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', required=True, type=Path, help='map file to write (.npz)')
     parser.add_argument('--points', choices=('auto', 'depth', 'triangulate'), default='auto',
                         help='3D points from depth images or by triangulation (auto: depth '
-                        'when every training frame has a depth image)')
+                        'when training frames have depth images; frames without one get no '
+                        '3D points and are reported)')
     parser.add_argument('--block', type=int, default=None,
                         help='frames per held-out block (default: from the checkpoint)')
     parser.add_argument('--every', type=int, default=None,
                         help='every N-th block is held out (default: from the checkpoint)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing map')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing map (only a camreloc map, never an input)')
     bag = parser.add_argument_group('bags (--bag)')
     add_bag_topic_arguments(bag)
     bag.add_argument('--intrinsics', metavar='FX,FY,CX,CY', default=None,

@@ -41,7 +41,7 @@ import numpy as np
 
 from camreloc_ros.core.config import ConfigError, deep_update, load_yaml, merge_conf, \
     parse_overrides
-from camreloc_ros.core.data.datasets import FORMATS
+from camreloc_ros.core.data.formats import FORMATS
 from camreloc_ros.core.io import atomic_write_text, pid_alive
 from camreloc_ros.tools.search_report import (  # noqa: F401 - re-exported
     _counts, _optuna, format_results, override_value, shown_url, trial_records, write_plots,

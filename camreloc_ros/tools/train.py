@@ -32,11 +32,13 @@ import yaml
 
 from camreloc_ros.core.robot.camera import camera_record
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
-from camreloc_ros.core.data.datasets import DatasetError, FORMATS, read_dataset
+from camreloc_ros.core.data.datasets import DatasetError
+from camreloc_ros.core.data.formats import FORMATS, read_dataset
 from camreloc_ros.core.data.split import split_dataset, train_val_split
 from camreloc_ros.core.evaluation.metrics import atomic_write_text
 from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       checked_bag_topics, tool_logging)
+                                       checked_bag_topics, refuse_output_in_inputs,
+                                       tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -194,6 +196,10 @@ def main(conf: dict, paths: dict, resume: bool = False, log=None,
                          f'{", ".join(sorted(PATH_KEYS))} (frames already loaded: use fit)')
     conf = train_conf(conf)
     out = Path(paths['out'])
+    refuse_output_in_inputs('--out', out, [('dataset', paths.get('data')),
+                                           ('validation dataset', paths.get('val_data'))]
+                            + [('bag', b) for b in (paths.get('bags') or [])
+                               + (paths.get('val_bags') or [])])
     check_out_dir(out, resume)   # every rank, before the rendezvous: nothing written yet
     rank0 = os.environ.get('RANK', '0') == '0'
     split = frames_from_paths(conf, paths, log=log if rank0 else _quiet)

@@ -22,7 +22,7 @@ Two ground-truth matching rules, on purpose (``test_bags.py::test_two_matching_r
 
 ========================  ==============================  ==================================
                           bags (:meth:`Trajectory.at`)    TUM RGB-D folders
-                                                          (``datasets.read_dataset``)
+                                                          (``formats.read_dataset``)
 ========================  ==============================  ==================================
 rule                      interpolate between the two     the nearest sample, as it is
                           samples around the stamp

@@ -12,4 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Dataset readers, splits and image transforms."""
+"""Data: posed-image datasets in one in-memory form, their splits and image transforms.
+
+Owns: :mod:`datasets` (the :class:`Frame` / :class:`Dataset` types), :mod:`readers` (one reader
+per on-disk layout), :mod:`formats` (``FORMATS`` and ``read_dataset``, the one dispatch),
+:mod:`split` (block splits and their defaults, temporal windows), :mod:`transforms`,
+:mod:`images` and :mod:`loading` (decoding, preprocessing, batches).
+
+May import: ``geometry``, ``config``, ``io``. Never another stage: every stage reads data.
+"""

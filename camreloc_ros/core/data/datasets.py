@@ -21,7 +21,7 @@ list still trains, just badly, and nobody notices. So anything unexpected (a mis
 a short pose list, a NaN, a non-rigid matrix, ...) raises :class:`DatasetError` naming the
 file and line, and nothing is ever skipped silently.
 
-Supported formats (``FORMATS``):
+Supported formats (:data:`camreloc_ros.core.data.formats.FORMATS`):
 
 ``7scenes``
     Microsoft 7-Scenes: ``seq-XX/frame-XXXXXX.color.png|jpg`` + ``frame-XXXXXX.pose.txt``
@@ -50,7 +50,8 @@ Supported formats (``FORMATS``):
     and ``timestamp`` columns. ``root`` is the csv file itself or a folder holding it (option
     ``file``; default ``poses.csv`` or the only ``*.csv`` there).
 
-The readers themselves are in :mod:`camreloc_ros.core.data.readers`.
+The readers themselves are in :mod:`camreloc_ros.core.data.readers`, and
+:func:`camreloc_ros.core.data.formats.read_dataset` picks one by name.
 ``posed``, ``tum`` and ``csv`` have no official split: use :func:`split.split_dataset`.
 An optional ``K.txt`` next to the data gives intrinsics for ``tum`` and ``csv`` too.
 """
@@ -59,11 +60,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-FORMATS = ('7scenes', 'posed', 'cambridge', 'tum', 'csv')
 SPLITS = ('train', 'test')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
@@ -162,54 +161,3 @@ class Dataset:
         for f in self.frames:
             groups.setdefault(f.sequence, []).append(f)
         return {k: sorted(v, key=lambda f: f.index) for k, v in groups.items()}
-
-
-# ----------------------------------------------------------------------------- public entry
-
-_OPTIONS = {
-    '7scenes': set(),
-    'posed': set(),
-    'cambridge': set(),
-    'tum': {'max_dt', 'drop_unmatched'},
-    'csv': {'file'},
-}
-
-
-def read_dataset(root: Any, fmt: str, split: str | None = None, **options: Any) -> Dataset:
-    """Read the dataset at ``root`` in format ``fmt`` (one of ``FORMATS``).
-
-    ``split`` is ``'train'``, ``'test'`` or ``None``/``'all'``; only formats with an official
-    split (7scenes, cambridge) accept train/test here. Raises :class:`DatasetError` for bad
-    data and for unknown formats or options, so a typo never falls back to a default.
-    """
-    if fmt not in FORMATS:
-        raise DatasetError(f'unknown dataset format {fmt!r}; valid formats: '
-                           + ', '.join(FORMATS))
-    unknown = set(options) - _OPTIONS[fmt]
-    if unknown:
-        valid = ', '.join(sorted(_OPTIONS[fmt])) or 'none'
-        raise DatasetError(f'unknown option(s) {", ".join(sorted(unknown))} for format '
-                           f'{fmt!r}; valid options: {valid}')
-    if split == 'all':
-        split = None
-    if split is not None and split not in SPLITS:
-        raise DatasetError(f'unknown split {split!r}; expected train, test, all or None')
-    if split is not None and fmt not in ('7scenes', 'cambridge'):
-        raise DatasetError(f'format {fmt!r} has no official {split} split; read it whole '
-                           'and use split_dataset() / block_split() (contiguous blocks)')
-    root = Path(root)
-    if not root.exists():
-        raise DatasetError('dataset root does not exist', root)
-    from camreloc_ros.core.data import readers   # they build on the types above
-
-    reader = {'7scenes': readers.read_7scenes, 'posed': readers.read_posed,
-              'cambridge': readers.read_cambridge, 'tum': readers.read_tum,
-              'csv': readers.read_csv}[fmt]
-    ds = reader(root, split, **options)
-    names: dict[str, Frame] = {}
-    for f in ds.frames:
-        if f.name in names:
-            raise DatasetError(f'frame name {f.name!r} appears twice ({names[f.name].image_path}'
-                               f' and {f.image_path}); expected unique images', ds.root)
-        names[f.name] = f
-    return ds

@@ -14,8 +14,8 @@
 """The on-disk layouts: one reader per format, each returning a :class:`Dataset`.
 
 Strict on purpose (see :mod:`camreloc_ros.core.data.datasets`): anything unexpected raises
-:class:`DatasetError` naming the file and line. :func:`~camreloc_ros.core.data.datasets.
-read_dataset` is the entry point; the layouts are described in its module docstring.
+:class:`DatasetError` naming the file and line. :func:`~camreloc_ros.core.data.formats.
+read_dataset` is the entry point; the layouts are described in :mod:`.datasets`.
 About 450 lines: five readers that share the strict parsing helpers at the top.
 """
 

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
-from camreloc_ros.core.data.datasets import FORMATS
+from camreloc_ros.core.data.formats import FORMATS
 from camreloc_ros.core.data.split import causal_window_groups, frame_breaks, temporal_windows
 from camreloc_ros.core.data.loading import CachedFrozen, EpochBatches, FrameImages, make_loader, \
     shard
