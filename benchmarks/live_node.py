@@ -47,6 +47,7 @@ import time
 
 import numpy as np
 
+from camreloc_ros.ros.domain import allocate_domain
 from camreloc_ros.tools.common import shared_data_dir
 from runtimes import machine  # noqa: I100 - a sibling benchmark script
 
@@ -81,7 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='auto | cpu | cuda')
     parser.add_argument('--profile', default=str(DEFAULT_PROFILE),
                         help="Fast DDS profile XML, or 'none' for the stock transports")
-    parser.add_argument('--domain-id', type=int, default=120)
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID (default: a free one from camreloc_ros.ros.domain)')
     parser.add_argument('--forward-runs', type=int, default=50,
                         help='engine.predict calls for the bare forward median')
     parser.add_argument('--publisher', action='store_true', help=argparse.SUPPRESS)
@@ -90,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def set_environment(args: argparse.Namespace, log_dir: str) -> None:
     """Domain, localhost discovery, logs and the Fast DDS profile (inherited by the child)."""
+    if args.domain_id is None:    # the child publisher gets this id through --domain-id
+        args.domain_id = allocate_domain()
     os.environ['ROS_DOMAIN_ID'] = str(args.domain_id)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_LOG_DIR', log_dir)

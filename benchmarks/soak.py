@@ -70,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--profile', default=str(DEFAULT_PROFILE),
                         help="Fast DDS profile XML, or 'none' for the stock transports")
-    parser.add_argument('--domain-id', type=int, default=167)
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help='ROS_DOMAIN_ID (default: a free one from camreloc_ros.ros.domain)')
     return parser.parse_args(argv)
 
 

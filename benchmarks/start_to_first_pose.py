@@ -36,7 +36,6 @@ import tempfile
 import time
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAIN_ID = 212
 
 
 def make_models(folder: Path) -> dict[str, Path]:
@@ -110,13 +109,14 @@ def main() -> None:
     import cv2
 
     from camreloc_ros.core.data.transforms import read_rgb
+    from camreloc_ros.ros.domain import allocate_domain
     from camreloc_ros.tools.common import shared_data_dir
 
     image = sorted((shared_data_dir() / 'hololens-office' / 'images').glob('*.jpg'))[0]
     frame = cv2.resize(read_rgb(image), (640, 480), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.environ.update({'ROS_DOMAIN_ID': str(DOMAIN_ID),
+        os.environ.update({'ROS_DOMAIN_ID': str(allocate_domain()),
                            'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
                            'ROS_LOG_DIR': str(tmp / 'log'),
                            'PYTHONPATH': str(ROOT) + os.pathsep + os.environ.get('PYTHONPATH',

@@ -16,7 +16,7 @@
 """Fixtures several test modules share: real checkpoints, made once per session."""
 
 import pytest
-from ros_env import make_checkpoints
+from support import make_checkpoints
 
 
 @pytest.fixture(scope='session')

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-from ros_env import DATA_DIR, ros_harness
+from support import allocate_domain, DATA_DIR, ros_harness
 from sensor_msgs.msg import CameraInfo, CompressedImage
 
 from camreloc_ros.core.bags import Bag, header_stamp_ns
@@ -40,7 +40,7 @@ from camreloc_ros.ros.bag_player import BagPlayer, message_class
 from camreloc_ros.ros.localizer_node import LocalizerNode
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli
 
-DOMAIN_ID = 140
+DOMAIN_ID = allocate_domain()
 NS = 1_000_000_000
 N_FRAMES = 12
 JPEG_TOPIC = '/camera/image_raw/compressed'

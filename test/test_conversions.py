@@ -227,7 +227,7 @@ YUV_LAYOUTS = {'yuv422': ('UYVY', cv2.COLOR_YUV2RGB_UYVY),
 @pytest.fixture(scope='module')
 def real_rgb() -> np.ndarray:
     """A real hololens-office frame (even width, as camera drivers deliver)."""
-    from ros_env import load_frames
+    from support import load_frames
 
     frame = load_frames(1)[0]
     assert frame.shape[1] % 2 == 0

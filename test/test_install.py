@@ -28,7 +28,6 @@ import os
 from pathlib import Path
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -36,13 +35,13 @@ import time
 from geometry_msgs.msg import PoseStamped
 import numpy as np
 import pytest
-from ros_env import load_frames, RosHarness, ros_environment
 from sensor_msgs.msg import CompressedImage, Image
+from support import allocate_domain, load_frames, ros_environment, RosHarness, Started
 import yaml
 
 from camreloc_ros.ros.conversions import rgb_to_compressed, rgb_to_image, sec_to_stamp
 
-DOMAIN_ID = 170
+DOMAIN_ID = allocate_domain()
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.prefix) / 'bin'
 PACKAGE = 'camreloc_ros'
@@ -141,41 +140,6 @@ def robot_requirements() -> dict:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-class Started:
-    """A command in its own process group, output in a file; stopped as a group."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]):
-        self.argv, self.log = argv, log
-        with open(log, 'wb') as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                         cwd=log.parent, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
-
-    def output(self) -> str:
-        """Everything the command printed so far."""
-        return self.log.read_text(errors='replace')
-
-    def stop(self) -> None:
-        """SIGINT to the whole group (launch and its node), SIGKILL what is left after 20 s."""
-        for sig, wait_s in ((signal.SIGINT, 20.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline:
-                self.proc.poll()
-                try:
-                    os.killpg(self.proc.pid, 0)    # anyone left in the group?
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                continue
-            break
-        self.proc.wait(timeout=10)
-
 
 class Workspace:
     """The colcon install space and the environment of a shell that sourced it."""

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from ros_env import load_frames, ros_harness, RosHarness
+from support import allocate_domain, load_frames, ros_harness, RosHarness
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
@@ -40,7 +40,7 @@ from camreloc_ros.ros.conversions import (rgb_to_compressed, rgb_to_image, sec_t
                                           stamp_to_ns)
 from camreloc_ros.ros.localizer_node import LocalizerNode, TF_QOS
 
-DOMAIN_ID = 101
+DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 10.0
 pytestmark = pytest.mark.timeout(120)
 

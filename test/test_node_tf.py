@@ -35,7 +35,7 @@ import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
-from ros_env import load_frames, ros_harness, RosHarness
+from support import allocate_domain, load_frames, ros_harness, RosHarness
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -47,7 +47,7 @@ from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
 from camreloc_ros.ros.localizer_node import LocalizerNode
 from camreloc_ros.ros.tf_io import TF_QOS
 
-DOMAIN_ID = 200
+DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 15.0
 TOLERANCE_S = 0.5
 pytestmark = pytest.mark.timeout(240)

@@ -25,13 +25,13 @@ from pathlib import Path
 import re
 
 import pytest
-from ros_env import ros_environment
+from support import allocate_domain, ros_environment
 import yaml
 
 from camreloc_ros.ros.localizer_node import LocalizerNode
 from camreloc_ros.ros.parameters import PARAMETERS
 
-DOMAIN_ID = 102
+DOMAIN_ID = allocate_domain()
 ROOT = Path(__file__).resolve().parent.parent
 YAML_FILE = ROOT / 'config' / 'localizer.yaml'
 LAUNCH_FILE = ROOT / 'launch' / 'localizer.launch.py'

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import pytest
 from rclpy.parameter import Parameter
-from ros_env import load_frames, RosHarness, ros_environment
+from support import allocate_domain, load_frames, ros_environment, RosHarness
 import torch
 
 from camreloc_ros import __version__
@@ -40,7 +40,7 @@ from camreloc_ros.core.inference.onnx_format import (cached_onnx, export_onnx, l
 from camreloc_ros.core.inference.runtimes import auto_runtime, TorchRuntime
 from camreloc_ros.tools import cli
 
-DOMAIN_ID = 163
+DOMAIN_ID = allocate_domain()
 ATOL = 1e-4
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,10 +16,11 @@
 import time
 
 import pytest
+from support import allocate_domain
 
 UPSTREAM_TFMESSAGE_HASH = (
     'RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087')
-DOMAIN_ID = 77
+DOMAIN_ID = allocate_domain()
 
 
 def _wait_for(predicate, executor, timeout_s):

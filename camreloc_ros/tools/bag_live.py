@@ -38,6 +38,7 @@ import numpy as np
 
 from camreloc_ros.core.bags import Bag, BagScan
 from camreloc_ros.core.io import atomic_write_text
+from camreloc_ros.ros.domain import allocate_domain
 from camreloc_ros.tools.bag_eval import _info, _score, main
 from camreloc_ros.tools.common import scoped_environ
 
@@ -183,7 +184,7 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
     bag = bag_from_dataset.main({'format': 'posed', 'split': 'test', 'block': 25, 'every': 4,
                                  'compressed': True, 'rate': 10.0, 'overwrite': True},
                                 {'data': data, 'out': out / 'heldout_bag'})
-    domain = 200 + os.getpid() % 30
+    domain = allocate_domain()    # no other run on this host (tests, benchmarks) holds it
     env = {'ROS_DOMAIN_ID': str(domain), 'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
            'ROS_LOG_DIR': os.environ.get('ROS_LOG_DIR') or str(out / 'ros_log')}
     root = str(Path(__file__).resolve().parents[2])

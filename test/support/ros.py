@@ -12,25 +12,30 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Helpers for tests over real rclpy / Fast DDS: isolation, an executor thread, test data.
+"""Helpers for tests over real rclpy / Fast DDS: isolation and an executor thread.
 
-Each test module picks its own ``ROS_DOMAIN_ID`` (below 233) so modules never hear each other,
-discovery stays on this host, and rcl logs go to a temp dir instead of ``~/.ros/log``.
-The variables are set by :func:`ros_environment` before ``rclpy.init`` and restored after,
-not at import time: pytest imports every module before running any.
+Each test module takes its ``ROS_DOMAIN_ID`` from :func:`allocate_domain` (the allocator the
+demo and the benchmarks use: an exclusive lock per id on this host), so modules, parallel runs
+and ``make demo`` never hear each other; discovery stays on this host, and rcl logs go to a
+temp dir instead of ``~/.ros/log``. The variables are set by :func:`ros_environment` before
+``rclpy.init`` and restored after, not at import time: pytest imports every module before
+running any.
 """
 
 from contextlib import contextmanager
+import os
 from pathlib import Path
 import threading
 import time
 from typing import Callable
 
-import numpy as np
+from camreloc_ros.ros.domain import allocate_domain, DOMAIN_POOL, release_domain
+from camreloc_ros.tools.common import scoped_environ
 
-from camreloc_ros.tools.common import scoped_environ, shared_data_dir
+ROOT = Path(__file__).resolve().parents[2]
 
-DATA_DIR = shared_data_dir() / 'hololens-office'
+__all__ = ['allocate_domain', 'child_env', 'DOMAIN_POOL', 'release_domain', 'ros_environment',
+           'ros_harness', 'RosHarness']
 
 
 def ros_environment(domain_id: int, log_dir: str | Path):
@@ -41,13 +46,11 @@ def ros_environment(domain_id: int, log_dir: str | Path):
                            'ROS_LOG_DIR': str(log_dir)})
 
 
-def wait_for_file(path: Path, proc, timeout_s: float, period_s: float = 0.05) -> None:
-    """Wait until ``path`` exists while ``proc`` (a Popen) runs; fail if it dies or times out."""
-    deadline = time.monotonic() + timeout_s
-    while not Path(path).exists():
-        assert proc.poll() is None, f'the process died (exit {proc.returncode}) before {path}'
-        assert time.monotonic() < deadline, f'no {path} within {timeout_s:g} s'
-        time.sleep(period_s)
+def child_env(domain_id: int, log_dir: str | Path) -> dict[str, str]:
+    """Environment of a node process: private domain, localhost discovery, logs in a temp dir."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id),
+                ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_LOG_DIR=str(log_dir),
+                PYTHONPATH=str(ROOT))
 
 
 @contextmanager
@@ -122,42 +125,3 @@ class RosHarness:
         self.node.destroy_node()
         self.context.try_shutdown()
         self._thread.join(timeout=5.0)
-
-
-def image_paths(count: int, start: int = 0, stride: int = 1) -> list[Path]:
-    """``count`` hololens-office image files in sequence order."""
-    paths = sorted((DATA_DIR / 'images').glob('*.jpg'))
-    chosen = paths[start:start + count * stride:stride]
-    if len(chosen) < count:
-        raise FileNotFoundError(f'need {count} images in {DATA_DIR / "images"}, '
-                                f'found {len(chosen)}')
-    return chosen
-
-
-def load_frames(count: int, start: int = 0, stride: int = 1,
-                size: tuple[int, int] | None = None) -> list[np.ndarray]:
-    """RGB uint8 frames from the hololens-office sequence, optionally resized to (w, h)."""
-    import cv2
-
-    from camreloc_ros.core.data.transforms import read_rgb
-
-    frames = [read_rgb(p) for p in image_paths(count, start, stride)]
-    if size is not None:
-        frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]
-    return frames
-
-
-def make_checkpoints(directory: Path, window: int = 4) -> dict[str, Path]:
-    """Write a regressor (posenet) and a temporal GRU checkpoint with lite0 ImageNet weights.
-
-    Non-trivial pose statistics make poses differ visibly between images (for the gate test).
-    """
-    from camreloc_ros.core.models.pose_model import build_model
-
-    directory.mkdir(parents=True, exist_ok=True)
-    reg = build_model('posenet')
-    reg.set_pose_stats([1.0, -2.0, 0.5], 5.0)
-    gru = build_model('gru', head={'window': window})
-    gru.set_pose_stats([0.5, 0.2, -1.0], 3.0)
-    return {'reg': reg.save_checkpoint(directory / 'reg.pt'),
-            'gru': gru.save_checkpoint(directory / 'gru.pt')}
