@@ -38,9 +38,11 @@ _held: dict[int, int] = {}    # domain id -> file descriptor holding its lock (t
 
 
 def lock_dir() -> Path:
-    """The directory every allocator on this host locks in (``$CAMRELOC_DOMAIN_LOCK_DIR``).
+    """Return the directory every allocator on this host locks in.
 
-    One shared place, so the demo, a benchmark and several pytest runs see each other's ids.
+    ``$CAMRELOC_DOMAIN_LOCK_DIR`` when set, else ``camreloc_ros_domains`` in the temp dir:
+
+    one shared place, so the demo, a benchmark and several pytest runs see each other's ids.
     """
     path = Path(os.environ.get(LOCK_DIR_ENV)
                 or Path(tempfile.gettempdir()) / 'camreloc_ros_domains')
@@ -53,7 +55,7 @@ def lock_dir() -> Path:
 
 
 def _try_lock(directory: Path, domain_id: int) -> int | None:
-    """The fd holding ``domain_id``'s lock, or None when another holder has it."""
+    """Lock ``domain_id``: the fd holding its lock, or None when another holder has it."""
     fd = os.open(directory / f'{domain_id}.lock', os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,7 +68,7 @@ def _try_lock(directory: Path, domain_id: int) -> int | None:
 
 
 def allocate_domain(pool: range = DOMAIN_POOL, directory: str | Path | None = None) -> int:
-    """A ``ROS_DOMAIN_ID`` from ``pool`` that no other live allocation on this host holds.
+    """Take a ``ROS_DOMAIN_ID`` from ``pool`` that no other live allocation on this host holds.
 
     The id stays taken until :func:`release_domain` or the end of this process. The file
     descriptor is not inherited by child processes (Python's default), so a child given the id
