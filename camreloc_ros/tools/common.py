@@ -137,6 +137,26 @@ def require_exists(path: str | Path, what: str) -> Path:
     return path
 
 
+def refuse_output_in_inputs(flag: str, out: str | Path,
+                            inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+    """Raise ValueError when output ``out`` is one of ``inputs`` or lies inside one.
+
+    ``inputs`` are ``(what, path)`` pairs (a dataset folder, a bag, a checkpoint); None is
+    skipped. A tool writes only beside its inputs, never into them, so no ``--overwrite``
+    (and no new file among a dataset's images) can damage what it reads. Paths are compared
+    resolved, so a symlink or ``..`` does not hide an input.
+    """
+    real = Path(out).resolve()
+    for what, path in inputs:
+        if path is None:
+            continue
+        other = Path(path).resolve()
+        if real == other or other in real.parents:
+            relation = 'is' if real == other else 'lies inside'
+            raise ValueError(f'{flag} {out} {relation} the {what} {path}; a tool never writes '
+                             'into its inputs: choose a path outside it')
+
+
 def default_out_dir(checkpoint: str | Path, name: str) -> Path:
     """Results live next to the checkpoint they describe: ``<checkpoint dir>/<name>``."""
     return Path(checkpoint).resolve().parent / name

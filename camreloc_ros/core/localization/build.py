@@ -19,8 +19,12 @@ keypoint with a consistent depth is lifted with the depth camera's intrinsics), 
 are triangulated from SIFT matches between training images with their known poses, as hloc
 does with COLMAP's triangulator: image pairs chosen by pose proximity, matches verified
 against the epipolar geometry of the known poses, matches chained into tracks, each track
-triangulated over all its views (DLT) and kept only when every view reprojects within a few
-pixels and the views see it under a useful angle.
+triangulated (DLT over at most ``max_track_length`` evenly spaced views, in memory linear
+in the observations) and kept only when every view reprojects within a few pixels and the
+views see it under a useful angle. With depth in automatic mode, frames whose depth image is
+missing stay in the map for retrieval without 3D points (and are reported);
+:func:`unusable_reason` says why a built map could not refine, so ``camreloc map`` refuses
+to write it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.config import check_conf, merge_conf, Spec
 from camreloc_ros.core.localization.sift import (extract_sift, match_descriptors, root_sift,
                                                  SIFT_DEFAULTS)
 from camreloc_ros.core.localization.map_file import LocalizationMap
@@ -41,7 +45,8 @@ from camreloc_ros.core.localization.map_file import LocalizationMap
 logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
-    'points': 'auto',            # auto (depth where every frame has it) | depth | triangulate
+    'points': 'auto',            # auto (depth where frames have it) | depth | triangulate
+    'min_points_per_image': 20,  # camreloc map refuses a map below this (median over images)
     'sift': dict(SIFT_DEFAULTS),
     'gem_p': 3.0,
     'depth': {
@@ -60,7 +65,14 @@ default_conf = {
         'max_reproj_px': 4.0,
         'min_angle_deg': 1.5,    # largest angle between a point's viewing rays
         'min_track': 2,
+        'max_track_length': 64,  # views per track the DLT uses (evenly spaced); all checked
     },
+}
+
+# Types of the build keys whose bad value would not fail by itself (checked at build).
+schema = {
+    'min_points_per_image': Spec('float', lo=0.0),
+    'triangulation': {'max_track_length': Spec('int', lo=2, optional=True)},
 }
 
 
@@ -152,21 +164,52 @@ def _find(parent: np.ndarray, x: int) -> int:
     return x
 
 
-def _dlt(track: np.ndarray, img: np.ndarray, xn: np.ndarray, R: np.ndarray, t: np.ndarray,
-         n_tracks: int) -> np.ndarray:
-    """Multi-view DLT of every track at once (zero-padded rows do not change the solution)."""
+def dlt_subset(track: np.ndarray, n_tracks: int, max_views: int | None) -> np.ndarray:
+    """Mask of the observations a track's DLT uses: all, or ``max_views`` evenly spaced ones.
+
+    A camera turning in place sees a point in hundreds of images; more views than this add
+    time but no accuracy to the linear estimate (the reprojection check still uses every
+    view). Evenly spaced in the given order (image order in :func:`triangulate`), so the
+    subset keeps the track's first and last view: for a sequence its widest baseline.
+    """
+    if max_views is None:
+        return np.ones(len(track), bool)
     order = np.argsort(track, kind='stable')
-    tr, im, x = track[order], img[order], xn[order]
-    counts = np.bincount(tr, minlength=n_tracks)
+    counts = np.bincount(track, minlength=n_tracks)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
-    slot = np.arange(len(tr)) - starts[tr]
+    slot = np.empty(len(track), np.int64)
+    slot[order] = np.arange(len(track)) - starts[track[order]]
+    n = counts[track]
+    m = int(max_views)
+    # view j of m is slot round(j * step) (step = (n - 1) / (m - 1) > 1, so at most one j
+    # lands on a slot: j = round(slot / step)); the first and the last view are both kept
+    step = (n - 1) / max(m - 1, 1)
+    with np.errstate(divide='ignore', invalid='ignore'):     # step 0: one view, n <= m
+        j = np.round(slot / step)
+    return (n <= m) | (np.round(j * step) == slot)
+
+
+def _dlt(track: np.ndarray, img: np.ndarray, xn: np.ndarray, R: np.ndarray, t: np.ndarray,
+         n_tracks: int, max_views: int | None = None) -> np.ndarray:
+    """Multi-view DLT of every track at once, in memory linear in the observations.
+
+    The null vector of a track's stacked rows ``A`` (each row normalised) is the eigenvector
+    of the smallest eigenvalue of the 4x4 ``A^T A``, accumulated per track: the same point as
+    the SVD of ``A`` (to rounding), without the ``(tracks, 2 views, 2 views)`` U a padded SVD
+    builds (872 GiB for 139549 tracks of up to 458 views). ``max_views`` caps the views per
+    track (:func:`dlt_subset`).
+    """
+    sel = dlt_subset(track, n_tracks, max_views)
+    tr, im, x = track[sel], img[sel], xn[sel]
     P = np.concatenate([R[im], t[im][:, :, None]], axis=2)          # (E, 3, 4)
-    A = np.zeros((n_tracks, 2 * max(int(counts.max()), 1), 4))
-    A[tr, 2 * slot] = x[:, 0:1] * P[:, 2] - P[:, 0]
-    A[tr, 2 * slot + 1] = x[:, 1:2] * P[:, 2] - P[:, 1]
-    A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-12)
-    _, _, vh = np.linalg.svd(A)
-    X = vh[:, -1]
+    rows = np.concatenate([x[:, 0:1] * P[:, 2] - P[:, 0], x[:, 1:2] * P[:, 2] - P[:, 1]])
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    owner = np.r_[tr, tr]
+    outer = (rows[:, :, None] * rows[:, None, :]).reshape(-1, 16)
+    M = np.stack([np.bincount(owner, weights=outer[:, k], minlength=n_tracks)
+                  for k in range(16)], axis=1).reshape(n_tracks, 4, 4)
+    _, vecs = np.linalg.eigh(M)
+    X = vecs[:, :, 0]
     with np.errstate(divide='ignore', invalid='ignore'):
         return X[:, :3] / X[:, 3:4]
 
@@ -222,7 +265,8 @@ def triangulate(keypoints: Sequence[np.ndarray], descriptors: Sequence[np.ndarra
     keep = np.ones(len(track), bool)
     for it in range(3):   # triangulate, drop views that reproject badly, triangulate again
         uniq, tr = np.unique(track[keep], return_inverse=True)
-        X = _dlt(tr, img[keep], xn[keep], R, t, len(uniq)) if len(uniq) else np.zeros((0, 3))
+        X = _dlt(tr, img[keep], xn[keep], R, t, len(uniq), conf['max_track_length']) \
+            if len(uniq) else np.zeros((0, 3))
         err, depth = _reproject(X[tr], img[keep], xy[keep], R, t, K)
         good_obs = np.isfinite(err) & (err <= conf['max_reproj_px']) & (depth > 0.05)
         if good_obs.all() or it == 2:   # tracks still bad after that are dropped
@@ -291,12 +335,16 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     mode = conf['points']
     if mode not in ('auto', 'depth', 'triangulate'):
         raise ValueError(f'points must be auto, depth or triangulate, got {mode!r}')
-    has_depth = all(depth_path(f.image_path).is_file() for f in frames)
-    if mode == 'depth' and not has_depth:
-        missing = next(depth_path(f.image_path) for f in frames
-                       if not depth_path(f.image_path).is_file())
-        raise ValueError(f'points=depth but depth image {missing} does not exist')
-    use_depth = has_depth if mode == 'auto' else mode == 'depth'
+    check_conf(conf, schema)
+    present = [depth_path(f.image_path).is_file() for f in frames]
+    missing = [depth_path(f.image_path) for f, ok in zip(frames, present) if not ok]
+    if mode == 'depth' and missing:
+        raise ValueError(f'points=depth but depth image {missing[0]} does not exist'
+                         + (f' ({len(missing)} of {len(frames)} missing)'
+                            if len(missing) > 1 else ''))
+    # auto: depth as soon as any frame has it (a lost depth png must not turn a depth map
+    # into a sparse triangulated one); the frames without depth get no 3D points
+    use_depth = any(present) if mode == 'auto' else mode == 'depth'
     t0 = time.perf_counter()
     kps, descs, gdesc, Ks, sizes = [], [], [], [], []
     for n, f in enumerate(frames):
@@ -316,23 +364,10 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
     K = np.stack(Ks)
     stats: dict = {'images': len(frames), 'keypoints_extracted': int(sum(map(len, kps)))}
+    warnings: list[str] = []
     if use_depth:
-        per_image, pts, errs = [], [], []
-        count = 0
-        for f, xy, size in zip(frames, kps, sizes):
-            depth = cv2.imread(str(depth_path(f.image_path)), cv2.IMREAD_UNCHANGED)
-            if depth is None or depth.ndim != 2:
-                raise ValueError(f'depth image {depth_path(f.image_path)} is not a readable '
-                                 'single-channel png')
-            ok, xw = lift_depth(xy, depth, size, f.pose_c2w, conf['depth'])
-            idx = np.flatnonzero(ok)
-            per_image.append((idx, count + np.arange(len(idx))))
-            pts.append(xw[idx])
-            errs.append(np.zeros(len(idx), np.float32))
-            count += len(idx)
-        points = np.concatenate(pts) if pts else np.zeros((0, 3))
-        point_error = np.concatenate(errs) if errs else np.zeros(0, np.float32)
-        stats['points'] = int(len(points))
+        per_image, points, point_error = _depth_points(frames, kps, sizes, present, conf,
+                                                       stats, warnings)
     else:
         per_image, points, point_error, tstats = triangulate(kps, descs, poses, K,
                                                              conf['triangulation'], log)
@@ -344,8 +379,13 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
         kp_desc.append(d[idx])
         kp_point.append(pid)
         offsets.append(offsets[-1] + len(idx))
+    per_img = np.diff(offsets)
     stats.update(keypoints_with_3d=int(offsets[-1]), seconds_features=round(t_feat, 2),
-                 seconds_points=round(t_points, 2))
+                 seconds_points=round(t_points, 2),
+                 points_per_image={'median': float(np.median(per_img)),
+                                   'min': int(per_img.min()), 'max': int(per_img.max())})
+    if warnings:
+        stats['warnings'] = warnings
     info = dict(meta or {}, points_from='depth' if use_depth else 'triangulation',
                 conf=conf, stats=stats, descriptor=descriptor.conf())
     return LocalizationMap(
@@ -359,6 +399,83 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
         points=np.asarray(points, np.float64).reshape(-1, 3),
         point_error=np.asarray(point_error, np.float32), meta=info,
         descriptor_onnx=_descriptor_onnx(descriptor))
+
+
+def _depth_points(frames: Sequence, kps: list, sizes: list, present: list, conf: dict,
+                  stats: dict, warnings: list) -> tuple[list, np.ndarray, np.ndarray]:
+    """3D points lifted from each frame's depth image; frames without one get none.
+
+    What was not usable is counted in ``stats`` and said in ``warnings`` (and logged): frames
+    without a depth image, and depth images whose aspect ratio is not the colour image's
+    (the pixel-to-pixel registration then puts points beside their keypoints).
+    """
+    per_image, pts = [], []
+    count = 0
+    odd = []
+    for f, xy, size, ok_file in zip(frames, kps, sizes, present):
+        if not ok_file:
+            per_image.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            continue
+        path = depth_path(f.image_path)
+        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if depth is None or depth.ndim != 2:
+            raise ValueError(f'depth image {path} is not a readable single-channel png')
+        h, w = depth.shape[:2]
+        if abs(w / h - size[0] / size[1]) > 0.01 * size[0] / size[1]:
+            odd.append(path)
+            if len(odd) == 1:
+                _warn(warnings, f'depth image {path} is {w}x{h} but its colour image is '
+                      f'{size[0]}x{size[1]} (another aspect ratio): its points are placed by '
+                      'scaling the pixel grid and may be off')
+        ok, xw = lift_depth(xy, depth, size, f.pose_c2w, conf['depth'])
+        idx = np.flatnonzero(ok)
+        per_image.append((idx, count + np.arange(len(idx))))
+        pts.append(xw[idx])
+        count += len(idx)
+    if len(odd) > 1:
+        _warn(warnings, f'{len(odd)} depth images have another aspect ratio than their colour '
+              'image')
+    skipped = len(frames) - int(sum(present))
+    if skipped:
+        first = next(depth_path(f.image_path) for f, p in zip(frames, present) if not p)
+        _warn(warnings, f'{skipped} of {len(frames)} training frames have no depth image (the '
+              f'first: {first}); they are in the map for retrieval but without 3D points')
+    points = np.concatenate(pts) if pts else np.zeros((0, 3))
+    stats.update(points=int(len(points)), images_without_depth=skipped,
+                 depth_aspect_mismatch=len(odd))
+    return per_image, points, np.zeros(len(points), np.float32)
+
+
+def _warn(warnings: list, text: str) -> None:
+    warnings.append(text)
+    logger.warning(text)
+
+
+def unusable_reason(lmap: LocalizationMap, min_points_per_image: float) -> str | None:
+    """Why a freshly built map cannot refine poses (None when it can).
+
+    The refiner needs tens of 2D-3D matches in the retrieved images; a map whose images hold
+    fewer 3D keypoints than ``min_points_per_image`` (median over images) falls back on every
+    frame, so writing it would only hide the problem until the robot runs.
+    """
+    stats = lmap.meta.get('stats', {})
+    per_img = np.diff(lmap.kp_offsets)
+    median = float(np.median(per_img)) if len(per_img) else 0.0
+    if median >= min_points_per_image:
+        return None
+    if lmap.meta.get('points_from') == 'depth':
+        skipped = int(stats.get('images_without_depth', 0))
+        why = (f'only {stats.get("points", 0)} keypoints of the {len(lmap) - skipped} depth '
+               'images have a valid depth (0 and 65535 are holes; valid is '
+               'build.depth.min_m..max_m, away from depth edges)'
+               + (f', and {skipped} images have no depth image' if skipped else ''))
+    else:
+        why = (f'triangulation kept {stats.get("points", 0)} points from '
+               f'{stats.get("verified_matches", 0)} verified matches between '
+               f'{stats.get("pairs", 0)} image pairs (too little overlap or parallax?)')
+    return (f'the map would hold a median of {median:g} 3D points per image '
+            f'(< build.min_points_per_image = {min_points_per_image:g}, total '
+            f'{len(lmap.points)}): it cannot refine any pose; {why}')
 
 
 def _descriptor_onnx(descriptor) -> bytes | None:
