@@ -21,7 +21,8 @@ Temporary names carry the writer's process id (``.NAME.PID.tmpXXXX``), so a late
 remove the litter of a killed one without touching the temporaries of a process that is still
 writing.
 
-Also here: the one file digest (:func:`file_sha256`) and the one cache root,
+Also here: the one file digest (:func:`file_sha256`), the one content digest of arrays and
+tensors (:func:`content_digest`: checkpoints and maps), and the one cache root,
 ``$CAMRELOC_CACHE_DIR`` (default ``$XDG_CACHE_HOME/camreloc_ros``, i.e.
 ``~/.cache/camreloc_ros``), with one folder per cache below it (:data:`CACHES`).
 """
@@ -35,8 +36,11 @@ import os
 from pathlib import Path
 import re
 import shutil
+import sys
 import tempfile
 from typing import Callable, Iterator
+
+import numpy as np
 
 TEMP_MARK = '.tmp'
 CACHE_ENV = 'CAMRELOC_CACHE_DIR'
@@ -117,13 +121,29 @@ def disk_error(exc: BaseException, path: str | Path) -> OSError | None:
                    'Free some space and run again', str(path))
 
 
+def user_umask() -> int:
+    """The process' umask, read without changing it (``os.umask`` can only swap it)."""
+    try:
+        with open('/proc/self/status', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)   # no /proc: swap and restore (a moment's race with other threads)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | Path, binary_mode: int = 0o644) -> Iterator[Path]:
+def atomic_output(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success.
 
     Readers (a running plot script, evo, a second evaluation) never see a half-written file,
     and a crash leaves the previous version in place. A full disk raises an ``OSError`` that
-    names ``path``.
+    names ``path``. The file gets ``mode`` (default: ``0o666`` less the user's umask, as
+    ``open`` would give) instead of the temporary file's 0600, which would hide a shared
+    output from the user's group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +152,7 @@ def atomic_output(path: str | Path, binary_mode: int = 0o644) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, binary_mode)   # mkstemp's 0600 would hide a shared output from others
+        os.chmod(tmp, (0o666 & ~user_umask()) if mode is None else mode)
         os.replace(tmp, path)
     except BaseException as exc:
         # judge the disk before the temporary file gives its space back
@@ -208,6 +228,40 @@ def file_sha256(path: str | Path) -> str:
     """SHA-256 hex digest of a file's bytes (streamed)."""
     with open(path, 'rb') as fh:
         return hashlib.file_digest(fh, 'sha256').hexdigest()
+
+
+def content_digest(content) -> str:
+    """SHA-256 over every array of a (nested) mapping: key paths, dtypes, shapes and bytes.
+
+    The one digest of what a file holds, stored when a checkpoint or a map is written and
+    checked when it is read, so damaged (or edited) bytes are an error naming the file
+    instead of NaN or wrong poses later. Torch tensors and numpy arrays are both hashed
+    (torch only when already imported: a map reader needs no torch); other leaves by
+    ``repr``. Checkpoint values equal those of the former ``pose_model.tensor_digest``.
+    """
+    h = hashlib.sha256()
+    torch = sys.modules.get('torch')
+
+    def walk(prefix: str, obj) -> None:
+        if torch is not None and isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f'{prefix}|{t.dtype}|{tuple(t.shape)}|'.encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        elif isinstance(obj, np.ndarray):
+            a = np.ascontiguousarray(obj)
+            h.update(f'{prefix}|numpy.{a.dtype.str}|{a.shape}|'.encode())
+            h.update(a.tobytes())
+        elif isinstance(obj, dict):
+            for key in obj:
+                walk(f'{prefix}/{key}', obj[key])
+        elif isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                walk(f'{prefix}/{i}', value)
+        else:
+            h.update(f'{prefix}={obj!r};'.encode())
+
+    walk('', content)
+    return h.hexdigest()
 
 
 def cache_root() -> Path:

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.io import atomic_output, cache_folder
+from camreloc_ros.core.io import atomic_output, cache_folder, content_digest
 from camreloc_ros.core.localization.descriptor_onnx import ImageDescriptor
-from camreloc_ros.core.models.pose_model import PoseModel, tensor_digest
+from camreloc_ros.core.models.pose_model import PoseModel
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -99,7 +99,7 @@ def describe_files(describe: GlobalDescriptor, paths: Sequence[str | Path],
     A cache that cannot be written is skipped, never an error.
     """
     key = hashlib.sha256(json.dumps(describe.conf(), sort_keys=True).encode())
-    key.update(tensor_digest(describe.backbone.state_dict()).encode())
+    key.update(content_digest(describe.backbone.state_dict()).encode())
     for path in paths:
         st = Path(path).stat()
         key.update(f'{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}\n'.encode())

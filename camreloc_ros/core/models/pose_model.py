@@ -21,7 +21,6 @@ are in it.
 """
 
 import copy
-import hashlib
 import os
 from pathlib import Path
 import pickle
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 from camreloc_ros import __version__
 from camreloc_ros.core.config import check_conf, ConfigError, merge_conf, Spec
-from camreloc_ros.core.io import atomic_output
+from camreloc_ros.core.io import atomic_output, content_digest
 from camreloc_ros.core.models.backbones import build_backbone, SPECS
 from camreloc_ros.core.models.errors import CheckpointError  # noqa: F401 - defined without torch
 from camreloc_ros.core.models.heads import build_head, HEADS
@@ -227,34 +226,13 @@ class PoseModel(nn.Module):
         return cls.from_checkpoint_dict(load_checkpoint_file(path), str(path))
 
 
-def tensor_digest(state: dict) -> str:
-    """SHA-256 over every tensor of a (nested) checkpoint part: names, dtypes, shapes, bytes.
+def _digested(ckpt: dict) -> dict:
+    """Select the parts of a checkpoint its digest covers: weights and resumable state.
 
-    Stored in each checkpoint and checked on load, so bytes damaged on disk are an error
+    The digest (:func:`~camreloc_ros.core.io.content_digest`, the one maps use too) is
+    stored in each checkpoint and checked on load, so bytes damaged on disk are an error
     naming the file instead of NaN poses later.
     """
-    h = hashlib.sha256()
-
-    def walk(prefix: str, obj) -> None:
-        if isinstance(obj, torch.Tensor):
-            t = obj.detach().cpu().contiguous()
-            h.update(f'{prefix}|{t.dtype}|{tuple(t.shape)}|'.encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
-        elif isinstance(obj, dict):
-            for key in obj:
-                walk(f'{prefix}/{key}', obj[key])
-        elif isinstance(obj, (list, tuple)):
-            for i, value in enumerate(obj):
-                walk(f'{prefix}/{i}', value)
-        else:
-            h.update(f'{prefix}={obj!r};'.encode())
-
-    walk('', state)
-    return h.hexdigest()
-
-
-def _digested(ckpt: dict) -> dict:
-    """Select the parts of a checkpoint its digest covers: weights and resumable state."""
     return {k: ckpt[k] for k in ('state_dict', 'resume') if k in ckpt}
 
 
@@ -293,7 +271,7 @@ def load_checkpoint_file(path: str | Path) -> dict:
     if expected is None:   # written before digests existed: damage cannot be detected
         warnings.warn(f'checkpoint {path} has no weight digest (an older camreloc_ros wrote '
                       'it), so damage on disk cannot be detected', stacklevel=2)
-    elif tensor_digest(_digested(ckpt)) != expected:
+    elif content_digest(_digested(ckpt)) != expected:
         raise CheckpointError(f'checkpoint {path} is damaged: its weights do not match the '
                               'digest stored when it was written')
     state = ckpt.get('state_dict')
@@ -323,7 +301,7 @@ def _first_line(exc: BaseException) -> str:
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
     """``torch.save`` with a weight digest, atomically; a full disk says so and names ``path``."""
-    obj = dict(obj, weights_sha256=tensor_digest(_digested(obj)))
+    obj = dict(obj, weights_sha256=content_digest(_digested(obj)))
     with atomic_output(path) as tmp:
         with open(tmp, 'wb') as f:
             torch.save(obj, f)
