@@ -22,6 +22,13 @@ image to pose in one call or a temporal head over buffered features. Checkpoints
 Runtime are exported once into the ``onnx`` cache (:func:`camreloc_ros.core.io.cache_root`),
 keyed by the checkpoint's content. Reading a file needs no torch (only exporting does), so
 a robot runs an exported model without it.
+
+ONNX files come from strangers (a model handed over, a map's descriptor network): every
+session the package builds goes through :func:`inference_session`, which first refuses any
+tensor with *external data* (:func:`check_self_contained`). ONNX Runtime reads such data from
+a path the file names, relative to the working directory for an in-memory model, so a
+hostile network would otherwise load ``etc/passwd`` as its weights and return it as output.
+Exports of camreloc_ros are always one self-contained file.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import copy
 import io
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Iterator, TYPE_CHECKING
 import warnings
 
 from camreloc_ros import __version__
@@ -51,6 +58,104 @@ HEAD_OUTPUTS = tuple(f'head_{k}' for k in OUTPUT_KEYS)
 
 class OnnxModelError(CheckpointError):
     """An ONNX file without camreloc_ros metadata, or with metadata this version cannot read."""
+
+
+def _tensor_files(tensor, where: str) -> Iterator[tuple[str, str]]:
+    """``(where, location)`` when a TensorProto takes its bytes from a file."""
+    from onnx import TensorProto
+
+    if tensor.data_location == TensorProto.EXTERNAL or len(tensor.external_data):
+        entries = {e.key: e.value for e in tensor.external_data}
+        yield f'tensor {tensor.name!r} ({where})', entries.get('location', '(no location)')
+
+
+def _sparse_files(sparse, where: str) -> Iterator[tuple[str, str]]:
+    yield from _tensor_files(sparse.values, where)
+    yield from _tensor_files(sparse.indices, where)
+
+
+def _graph_files(graph, where: str) -> Iterator[tuple[str, str]]:
+    """Every file reference of a graph: initializers, node attributes, nested subgraphs."""
+    for tensor in graph.initializer:
+        yield from _tensor_files(tensor, f'initializer of {where}')
+    for sparse in graph.sparse_initializer:
+        yield from _sparse_files(sparse, f'sparse initializer of {where}')
+    for node in graph.node:
+        yield from _node_files(node, where)
+
+
+def _node_files(node, where: str) -> Iterator[tuple[str, str]]:
+    for attr in node.attribute:
+        at = f'attribute {attr.name} of node {node.name or node.op_type} in {where}'
+        if attr.HasField('t'):
+            yield from _tensor_files(attr.t, at)
+        for tensor in attr.tensors:
+            yield from _tensor_files(tensor, at)
+        if attr.HasField('sparse_tensor'):
+            yield from _sparse_files(attr.sparse_tensor, at)
+        for sparse in attr.sparse_tensors:
+            yield from _sparse_files(sparse, at)
+        if attr.HasField('g'):           # If / Loop / Scan bodies
+            yield from _graph_files(attr.g, f'subgraph {at}')
+        for graph in attr.graphs:
+            yield from _graph_files(graph, f'subgraph {at}')
+
+
+def check_self_contained(model, what: str, error: type[Exception] = OnnxModelError):
+    """Parse an ONNX model (bytes or ``ModelProto``) and refuse any reference to a file.
+
+    Every tensor is looked at (initializers, sparse initializers, tensor attributes such as
+    ``Constant``'s, inside If/Loop/Scan subgraphs, local functions and training graphs): one
+    with external data (``data_location=EXTERNAL`` or any ``external_data`` entry) raises
+    ``error`` naming ``what`` and the file, before any runtime could read it. Bytes that are
+    no ONNX model raise ``error`` too. Returns the parsed ``ModelProto``, which is what a
+    caller must hand on (the bytes that were checked, not others).
+    """
+    import onnx
+
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except Exception as exc:  # noqa: BLE001 - protobuf's errors: not an ONNX model
+            raise error(f'{what} is not an ONNX model ({type(exc).__name__}: '
+                        f'{str(exc).splitlines()[0] if str(exc) else "undecodable"})') from None
+    else:
+        proto = model
+    if not isinstance(proto, onnx.ModelProto) or not proto.HasField('graph') \
+            or proto.ir_version <= 0 or not proto.graph.node:
+        raise error(f'{what} is not an ONNX model (it holds no graph to run)')
+    refs = list(_graph_files(proto.graph, 'the main graph'))
+    for function in proto.functions:
+        for node in function.node:
+            refs += _node_files(node, f'function {function.domain}.{function.name}')
+    for i, info in enumerate(proto.training_info):
+        refs += _graph_files(info.initialization, f'training initialization {i}')
+        refs += _graph_files(info.algorithm, f'training algorithm {i}')
+    if refs:
+        where, location = refs[0]
+        more = f' (and {len(refs) - 1} more)' if len(refs) > 1 else ''
+        raise error(f'{what} refers to a file: {where} has external data at {location!r}'
+                    f'{more}; refused before anything was read. camreloc_ros runs only '
+                    'self-contained ONNX networks (as `camreloc export` and `camreloc map` '
+                    'write them)')
+    return proto
+
+
+def inference_session(model, what: str, options=None, providers=None,
+                      error: type[Exception] = OnnxModelError):
+    """The package's one way to build an ``onnxruntime.InferenceSession``.
+
+    ``model`` (bytes or ``ModelProto``) is checked by :func:`check_self_contained` and the
+    checked proto is what ONNX Runtime gets, parsed as ONNX only (never as an ORT-format
+    flatbuffer that the check did not look at).
+    """
+    import onnxruntime as ort
+
+    proto = check_self_contained(model, what, error)
+    opts = options if options is not None else ort.SessionOptions()
+    opts.add_session_config_entry('session.load_model_format', 'ONNX')
+    return ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=providers or ['CPUExecutionProvider'])
 
 
 def is_onnx_file(path: str | Path) -> bool:
@@ -192,16 +297,19 @@ def read_metadata(proto, source: str = '<onnx>') -> dict:
 
 
 def load_onnx(path: str | Path):
-    """Read an ONNX file and its metadata: ``(ModelProto, metadata dict)``."""
-    import onnx
+    """Read an ONNX file and its metadata: ``(ModelProto, metadata dict)``.
 
+    Never reads the external data a file may name: such a file is refused
+    (:func:`check_self_contained`).
+    """
     path = Path(path)
     if not path.is_file():
         raise OnnxModelError(f'ONNX model {path} does not exist')
     try:
-        proto = onnx.load(str(path))
-    except Exception as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise OnnxModelError(f'ONNX model {path} could not be read: {exc}') from None
+    proto = check_self_contained(data, f'ONNX model {path}')
     return proto, read_metadata(proto, str(path))
 
 

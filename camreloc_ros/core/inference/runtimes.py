@@ -46,9 +46,9 @@ import numpy as np
 
 from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
 from camreloc_ros.core.inference.onnx_format import (  # noqa: F401 - re-exported
-    cached_onnx, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES, is_onnx_file, load_onnx,
-    METADATA_KEY, model_metadata, ONNX_FORMAT, ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError,
-    OUTPUT_KEYS, read_metadata)
+    cached_onnx, check_self_contained, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES,
+    inference_session, is_onnx_file, load_onnx, METADATA_KEY, model_metadata, ONNX_FORMAT,
+    ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError, OUTPUT_KEYS, read_metadata)
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import torch
@@ -329,11 +329,9 @@ class OnnxRuntime(Runtime):
     def __init__(self, model: str | Path | bytes, device: str = 'cpu',
                  threads: int | None = None, spinning: bool = False):
         super().__init__()
-        import onnx
-
         if isinstance(model, (bytes, bytearray)):
             self.source = '<in-memory export>'
-            self._proto = onnx.load_model_from_string(bytes(model))
+            self._proto = check_self_contained(bytes(model), f'ONNX model {self.source}')
             self.meta = read_metadata(self._proto, self.source)
         else:
             self.source = str(model)
@@ -397,7 +395,7 @@ class OnnxRuntime(Runtime):
         opts.add_session_config_entry('session.intra_op.allow_spinning',
                                       '1' if self.spinning else '0')
         opts.log_severity_level = 3
-        session = ort.InferenceSession(sub.SerializeToString(), opts, providers=self.providers)
+        session = inference_session(sub, f'ONNX model {self.source}', opts, self.providers)
         self._sessions[part] = (session, outputs)
         return self._sessions[part]
 

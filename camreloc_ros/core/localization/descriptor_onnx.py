@@ -95,14 +95,26 @@ def export_descriptor(describe, opset: int = 17) -> bytes:
 class OnnxDescriptor(ImageDescriptor):
     """RGB image -> unit-norm descriptor ``(C,)`` by the map's ONNX network (no torch)."""
 
-    def __init__(self, onnx_bytes: bytes, conf: dict, threads: int = 0):
+    def __init__(self, onnx_bytes: bytes, conf: dict, threads: int = 0,
+                 what: str = 'map descriptor network'):
+        """Build the session; ``what`` names the network (its map) in errors.
+
+        The network is checked to read no file before ONNX Runtime sees it, and ``conf``
+        (the map's ``meta.descriptor``) to hold the settings: each a :class:`MapError`.
+        """
         import onnxruntime as ort
 
+        from camreloc_ros.core.inference.onnx_format import inference_session
+        from camreloc_ros.core.localization.map_file import descriptor_conf_problem, MapError
+
+        problem = descriptor_conf_problem(conf)
+        if problem is not None:
+            raise MapError(f'{what}: {problem}')
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(bytes(onnx_bytes), opts,
-                                            providers=['CPUExecutionProvider'])
+        self.session = inference_session(bytes(onnx_bytes), what, opts,
+                                         ['CPUExecutionProvider'], MapError)
         self._conf = dict(conf)
         self.size = int(conf['input_shorter_side'])
         self.mean = np.asarray(conf['mean'], np.float32)
