@@ -30,6 +30,15 @@ Arrays (all plain dtypes, read with ``np.load(allow_pickle=False)``):
 Only keypoints with a 3D point are stored: the query is matched against exactly those.
 The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the
 training frames (names and poses); a mismatch is a :class:`MapError`, never a wrong pose.
+
+A map is data from strangers as much as a checkpoint is. :func:`load_map` checks all of it
+when it is opened, before any network runs: the zip CRCs, the content digest
+``meta.content_sha256`` (:func:`~camreloc_ros.core.io.content_digest`, the checkpoints' one,
+over every array and the rest of the header), every array's dtype and shape, the cameras
+(focal lengths and image sizes > 0), the descriptor settings, and the descriptor network (an
+ONNX model that reads no file:
+:func:`~camreloc_ros.core.inference.onnx_format.check_self_contained`). Maps written before
+the digest existed (same version 1) load with a warning that damage cannot be detected.
 """
 
 from __future__ import annotations
@@ -39,15 +48,30 @@ import hashlib
 import json
 import os
 from pathlib import Path
-import tempfile
+import warnings
 import zipfile
 
 import numpy as np
+
+from camreloc_ros.core.inference.onnx_format import check_self_contained
+from camreloc_ros.core.io import atomic_output, clean_stale_temps, content_digest
 
 MAP_FORMAT = 'camreloc_ros.localization_map'
 MAP_VERSION = 1
 ARRAYS = ('names', 'poses_c2w', 'K', 'image_size', 'global_desc', 'kp_offsets', 'kp_xy',
           'kp_desc', 'kp_point', 'points', 'point_error')
+DIGEST_KEY = 'content_sha256'   # in meta: content_digest of everything else in the file
+# dtype kinds each array may have (numpy ``dtype.kind``), and the word the error uses
+DTYPES = {'names': ('U', 'str'), 'poses_c2w': ('f', 'float'), 'K': ('f', 'float'),
+          'image_size': ('iu', 'int'), 'global_desc': ('f', 'float'),
+          'kp_offsets': ('iu', 'int'), 'kp_xy': ('f', 'float'), 'kp_desc': ('u', 'uint8'),
+          'kp_point': ('iu', 'int'), 'points': ('f', 'float'), 'point_error': ('f', 'float'),
+          'meta': ('u', 'uint8'), 'descriptor_onnx': ('u', 'uint8')}
+# meta.descriptor: what a refiner needs to describe queries as the map's images were
+DESCRIPTOR_KEYS = ('input_shorter_side', 'mean', 'std', 'dim')
+# meta entries read as mappings (pairing, refiner settings)
+META_DICTS = ('checkpoint', 'dataset', 'conf', 'stats', 'descriptor')
+WHAT_A_MAP_IS = 'a camreloc map is an .npz (zip) archive of plain arrays written by `camreloc map`'
 
 
 class MapError(ValueError):
@@ -127,27 +151,59 @@ class LocalizationMap:
                 f'({m.get("points_from", "?")}), {len(self.kp_xy)} keypoints')
 
 
+def map_digest(arrays: dict, meta: dict) -> str:
+    """Content digest of a map file: every array and the header without the digest itself."""
+    header = json.loads(json.dumps({k: v for k, v in meta.items() if k != DIGEST_KEY}))
+    return content_digest({'meta': header,
+                           **{k: arrays[k] for k in sorted(arrays) if k != 'meta'}})
+
+
+def descriptor_conf_problem(conf, dim: int | None = None) -> str | None:
+    """Why ``meta.descriptor`` cannot describe queries (or None): keys, types, ``dim``."""
+    if not isinstance(conf, dict):
+        return 'meta.descriptor is missing' if conf is None else 'meta.descriptor is no mapping'
+    missing = [k for k in DESCRIPTOR_KEYS if k not in conf]
+    if missing:
+        return f'meta.descriptor lacks {", ".join(missing)}'
+    size, d = conf['input_shorter_side'], conf['dim']
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return f'meta.descriptor has input_shorter_side {size!r}; expected an integer > 0'
+    if not isinstance(d, int) or isinstance(d, bool) or d < 1 or (dim is not None and d != dim):
+        return (f'meta.descriptor has dim {d!r}, but global_desc has {dim} columns'
+                if dim is not None else f'meta.descriptor has dim {d!r}')
+    for key in ('mean', 'std'):
+        v = conf[key]
+        ok = isinstance(v, list) and len(v) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+            for x in v)
+        if not ok or (key == 'std' and min(v) <= 0):
+            return f'meta.descriptor has {key} {v!r}; expected 3 finite numbers' + (
+                ' > 0' if key == 'std' else '')
+    return None
+
+
 def save_map(lmap: LocalizationMap, path: str | Path) -> Path:
-    """Write atomically (temporary file beside ``path`` + rename), uncompressed npz."""
+    """Write an uncompressed npz with its content digest, atomically.
+
+    Through the project's one writer (:func:`~camreloc_ros.core.io.atomic_output`): the file
+    gets the user's umask, a full disk is an error naming ``path``, and the temporaries of
+    killed saves in the same folder are removed first (only those of dead processes).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(lmap.meta, format=MAP_FORMAT, version=MAP_VERSION)
+    clean_stale_temps(path.parent)
+    meta = {k: v for k, v in lmap.meta.items() if k != DIGEST_KEY}
+    meta.update(format=MAP_FORMAT, version=MAP_VERSION)
     arrays = {k: np.asarray(getattr(lmap, k)) for k in ARRAYS}
     arrays['names'] = np.asarray([str(n) for n in lmap.names], dtype=np.str_)
-    arrays['meta'] = np.frombuffer(json.dumps(meta).encode('utf-8'), np.uint8)
     if lmap.descriptor_onnx is not None:
         arrays['descriptor_onnx'] = np.frombuffer(bytes(lmap.descriptor_onnx), np.uint8)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.npz', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f:
+    meta[DIGEST_KEY] = map_digest(arrays, meta)
+    arrays['meta'] = np.frombuffer(json.dumps(meta).encode('utf-8'), np.uint8)
+    with atomic_output(path) as tmp:
+        with open(tmp, 'wb') as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     lmap.meta = meta
     lmap.path = path
     return path
@@ -158,21 +214,82 @@ def _expect(cond: bool, path: Path, what: str) -> None:
         raise MapError(f'map {path} is corrupt: {what}')
 
 
+def _read_arrays(path: Path) -> dict:
+    """The map's arrays (only the known ones), every reader error a :class:`MapError`."""
+    if not zipfile.is_zipfile(path):
+        raise MapError(f'map {path} is not a readable .npz file: {WHAT_A_MAP_IS}, and this '
+                       'file is not a zip archive')
+    wanted = set(ARRAYS) | {'meta', 'descriptor_onnx'}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files if k in wanted}
+    except ValueError as exc:
+        if 'pickle' in str(exc):
+            raise MapError(f'map {path} is not a readable .npz file: it holds Python objects '
+                           f'(pickled data), which a map never has; nothing in it was run. '
+                           f'{WHAT_A_MAP_IS}') from None
+        raise MapError(f'map {path} is not a readable .npz file ({exc})') from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise MapError(f'map {path} is not a readable .npz file ({exc})') from None
+
+
+def _check_dtypes(data: dict, path: Path) -> None:
+    for key, arr in data.items():
+        kinds, word = DTYPES[key]
+        ok = arr.dtype.kind in kinds and (word != 'uint8' or arr.dtype == np.uint8)
+        _expect(ok, path, f'{key} has dtype {arr.dtype}, expected {word}')
+
+
+def _check_cameras(data: dict, path: Path) -> None:
+    """Focal lengths and image sizes > 0: a map whose camera cannot project refines nothing."""
+    names, K, size = data['names'], data['K'], data['image_size']
+    bad = np.flatnonzero((K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0))
+    if len(bad):
+        i = bad[0]
+        raise MapError(f'map {path} is corrupt: image {i} ({names[i]}) has focal length fx '
+                       f'{K[i, 0, 0]:g}, fy {K[i, 1, 1]:g} in K; expected both > 0')
+    bad = np.flatnonzero((size <= 0).any(axis=1))
+    if len(bad):
+        i = bad[0]
+        raise MapError(f'map {path} is corrupt: image {i} ({names[i]}) has image_size '
+                       f'{size[i, 0]}x{size[i, 1]}; expected a width and height > 0')
+
+
+def _check_descriptor(data: dict, meta: dict, path: Path) -> bytes | None:
+    """meta.descriptor and the embedded network: ONNX that reads no file, image -> descriptor."""
+    problem = descriptor_conf_problem(meta.get('descriptor'), data['global_desc'].shape[1])
+    _expect(problem is None, path, str(problem))
+    onnx = data.get('descriptor_onnx')
+    if onnx is None:
+        return None
+    _expect(onnx.ndim == 1, path, 'descriptor_onnx is not a byte array')
+    from camreloc_ros.core.localization.descriptor_onnx import INPUT, OUTPUT
+
+    proto = check_self_contained(onnx.tobytes(), f'map {path}: its descriptor network',
+                                 MapError)
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    _expect(INPUT in inputs and OUTPUT in outputs, path,
+            f'its descriptor network has inputs {inputs} and outputs {outputs}; expected '
+            f'{INPUT!r} -> {OUTPUT!r}')
+    return onnx.tobytes()
+
+
 def load_map(path: str | Path) -> LocalizationMap:
-    """Read and validate a map file; every problem is a :class:`MapError` naming the file."""
+    """Read and validate a whole map file; every problem is a :class:`MapError` naming it.
+
+    All checks run here, when the map is opened (see the module docstring), so a tool or
+    the node fails before any network pass, with the file's name.
+    """
     path = Path(path)
     if not path.is_file():
         raise MapError(f'map {path} does not exist or is not a file (build one with '
                        '`camreloc map`)')
     if path.stat().st_size == 0:
         raise MapError(f'map {path} is empty (0 bytes); expected a camreloc map .npz')
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise MapError(f'map {path} is not a readable .npz file ({exc})') from None
+    data = _read_arrays(path)
     if 'meta' not in data:
-        raise MapError(f'map {path} has no meta header; expected a camreloc map .npz')
+        raise MapError(f'map {path} has no meta header; {WHAT_A_MAP_IS}')
     try:
         meta = json.loads(bytes(data['meta'].astype(np.uint8)).decode('utf-8'))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -185,10 +302,22 @@ def load_map(path: str | Path) -> LocalizationMap:
                        f'reads version {MAP_VERSION}: rebuild it with `camreloc map`')
     missing = [k for k in ARRAYS if k not in data]
     _expect(not missing, path, f'missing arrays {", ".join(missing)}')
+    _check_dtypes(data, path)
+    expected = meta.get(DIGEST_KEY)
+    if expected is None:   # written before maps had a digest: damage cannot be detected
+        warnings.warn(f'map {path} has no content digest (an older camreloc_ros wrote it), '
+                      'so damage on disk cannot be detected; rebuild it with `camreloc map` '
+                      'to add one', stacklevel=2)
+    elif map_digest(data, meta) != expected:
+        raise MapError(f'map {path} is damaged or was edited: its arrays do not match the '
+                       'content digest stored when it was written; rebuild it with '
+                       '`camreloc map`')
+    wrong = [k for k in META_DICTS if k in meta and not isinstance(meta[k], dict)]
+    _expect(not wrong, path, f'meta.{", meta.".join(wrong)} is not a mapping')
     n = len(data['names'])
     m = len(data['kp_xy'])
     p = len(data['points'])
-    _expect(n > 0, path, 'no images')
+    _expect(data['names'].ndim == 1 and n > 0, path, 'no images')
     _expect(data['poses_c2w'].shape == (n, 4, 4), path, 'poses_c2w shape')
     _expect(data['K'].shape == (n, 3, 3), path, 'K shape')
     _expect(data['image_size'].shape == (n, 2), path, 'image_size shape')
@@ -198,17 +327,15 @@ def load_map(path: str | Path) -> LocalizationMap:
     _expect(off.shape == (n + 1,) and off[0] == 0 and off[-1] == m
             and bool(np.all(np.diff(off) >= 0)), path, 'kp_offsets')
     _expect(data['kp_xy'].shape == (m, 2) and data['kp_desc'].shape == (m, 128)
-            and data['kp_desc'].dtype == np.uint8 and data['kp_point'].shape == (m,), path,
-            'keypoint arrays')
+            and data['kp_point'].shape == (m,), path, 'keypoint arrays')
     _expect(data['points'].shape == (p, 3) and data['point_error'].shape == (p,), path,
             'points shape')
     _expect(m == 0 or (int(data['kp_point'].min()) >= 0 and int(data['kp_point'].max()) < p),
             path, 'kp_point out of range')
     for k in ('poses_c2w', 'K', 'global_desc', 'kp_xy', 'points'):
         _expect(bool(np.all(np.isfinite(data[k]))), path, f'{k} has NaN or inf')
-    onnx = data.get('descriptor_onnx')
-    _expect(onnx is None or (onnx.dtype == np.uint8 and onnx.ndim == 1), path,
-            'descriptor_onnx is not a byte array')
+    _check_cameras(data, path)
+    onnx = _check_descriptor(data, meta, path)
     return LocalizationMap(names=[str(s) for s in data['names']],
                            **{k: data[k] for k in ARRAYS if k != 'names'}, meta=meta, path=path,
-                           descriptor_onnx=None if onnx is None else onnx.tobytes())
+                           descriptor_onnx=onnx)
