@@ -233,7 +233,8 @@ def map_descriptor(lmap: LocalizationMap, model=None, device: str = 'cpu', threa
     from camreloc_ros.core.inference.runtimes import is_onnx_file
     if lmap.descriptor_onnx is not None:
         from camreloc_ros.core.localization.descriptor_onnx import OnnxDescriptor
-        return OnnxDescriptor(lmap.descriptor_onnx, lmap.meta.get('descriptor') or {}, threads)
+        return OnnxDescriptor(lmap.descriptor_onnx, lmap.meta.get('descriptor'), threads,
+                              f'map {lmap.path}: its descriptor network')
     if model is None or is_onnx_file(model):
         raise MapError(f'map {lmap.path} holds no descriptor network (written by an older '
                        'camreloc_ros): give the .pt checkpoint as the model, or rebuild the '
