@@ -104,3 +104,29 @@ def test_map_overwrite_refuses_npz_that_is_not_a_map(scene, tmp_path, capsys):
     assert _map(ckpt, data, out, '--overwrite') == 1
     assert 'no camreloc map header' in capsys.readouterr().err
     assert _digests(out) == before
+
+
+def test_export_replaces_only_an_export(scene, tmp_path, capsys):
+    """``camreloc export --out`` used to replace any file but the checkpoint, flag or not."""
+    _, ckpt, other = scene
+    before = _digests(other)
+    assert cli.main(['-q', 'export', str(ckpt), '--out', str(other), '--no-check']) == 1
+    assert 'already exists; pass --overwrite' in capsys.readouterr().err
+    assert cli.main(['-q', 'export', str(ckpt), '--out', str(other), '--no-check',
+                     '--overwrite']) == 1
+    assert 'only replaces an ONNX file written by camreloc export' in capsys.readouterr().err
+    assert _digests(other) == before
+    out = tmp_path / 'model.onnx'
+    assert cli.main(['-q', 'export', str(ckpt), '--out', str(out), '--no-check']) == 0
+    first = out.stat().st_mtime_ns
+    assert cli.main(['-q', 'export', str(other), '--out', str(out), '--no-check',
+                     '--overwrite']) == 0
+    assert out.stat().st_mtime_ns != first
+
+
+def test_bag_from_dataset_never_writes_into_the_dataset(scene, capsys):
+    data, _, _ = scene
+    out = data / 'seq-02' / 'bag'
+    assert cli.main(['-q', 'bag-from-dataset', str(data), str(out), '--format', '7scenes']) == 1
+    assert f'out {out} lies inside the dataset {data}' in capsys.readouterr().err
+    assert not out.exists()

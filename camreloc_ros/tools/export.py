@@ -19,12 +19,14 @@ statistics, format and package versions (``metadata_props['camreloc_ros']``, JSO
 live node (``runtime: onnx``, ``model: FILE``) and ``InferenceEngine.from_checkpoint`` load
 it directly. Batch (and time, for temporal heads) axes are dynamic. After writing, the export
 is checked against eager torch on the same inputs. Only ONNX is offered: TorchScript and
-torch.compile were measured slower than ONNX Runtime here (docs/performance.md).
+torch.compile were measured slower than ONNX Runtime here (docs/performance.md). An existing
+``--out`` is replaced only with ``--overwrite`` and only when it is an export of ours.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +35,8 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.io import file_sha256
-from camreloc_ros.core.inference.onnx_format import export_onnx, ONNX_OPSET, OUTPUT_KEYS
+from camreloc_ros.core.inference.onnx_format import (export_onnx, METADATA_KEY, ONNX_FORMAT,
+                                                     ONNX_OPSET, OUTPUT_KEYS)
 from camreloc_ros.core.inference.runtimes import OnnxRuntime, TorchRuntime
 from camreloc_ros.tools.common import require_file, tool_logging
 
@@ -49,7 +52,43 @@ default_conf = {
     'opset': ONNX_OPSET,
     'check': True,          # compare the export with eager torch after writing it
     'tolerance': 1e-4,      # largest allowed difference (metres, quaternion, variance)
+    'overwrite': False,     # replace an existing export (only a camreloc ONNX export)
 }
+
+
+def export_problem(path: Path) -> str | None:
+    """Why ``path`` is not a camreloc ONNX export that ``--overwrite`` may replace (or None).
+
+    The rule is the export's own metadata (``metadata_props['camreloc_ros']`` with the ONNX
+    format name), whatever its version: an older export may be redone in place, while a
+    checkpoint, another ONNX model or any other file is never replaced.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        meta = json.loads({p.key: p.value for p in proto.metadata_props}[METADATA_KEY])
+    except KeyError:
+        return 'it has no camreloc_ros export metadata'
+    except Exception as exc:    # protobuf or JSON: whatever it is, it is not an export
+        return f'it is not a camreloc ONNX export ({type(exc).__name__})'
+    if not isinstance(meta, dict) or meta.get('format') != ONNX_FORMAT:
+        return "its metadata is not a camreloc_ros export's"
+    return None
+
+
+def check_export_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output that exists, unless ``overwrite`` and it is an export of ours."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise ValueError(f'--out {out} already exists; pass --overwrite to replace it (only '
+                         'an ONNX file written by camreloc export is replaced)')
+    problem = None if out.is_file() else 'it is not a file'
+    problem = problem or export_problem(out)
+    if problem:
+        raise ValueError(f'--out {out} is not replaced: {problem}; --overwrite only replaces '
+                         'an ONNX file written by camreloc export')
 
 
 def compare_with_torch(model: PoseModel, onnx_path: str | Path, batch: int = 2,
@@ -90,6 +129,7 @@ def main(conf: dict, paths: dict) -> Path:
     out = Path(paths.get('out') or ckpt.with_suffix('.onnx'))
     if out.resolve() == ckpt.resolve():
         raise ValueError(f'--out {out} would overwrite the checkpoint')
+    check_export_out(out, bool(conf['overwrite']))
     model = PoseModel.from_checkpoint(ckpt)
     data = export_onnx(model, out, source={'checkpoint': ckpt.name,
                                            'sha256': file_sha256(ckpt)},
@@ -119,11 +159,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', type=Path, default=None,
                         help='output file (default: the checkpoint path with .onnx)')
     parser.add_argument('--opset', type=int, default=ONNX_OPSET, help='ONNX opset version')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing ONNX export (never another kind of file)')
     parser.add_argument('--no-check', action='store_true',
                         help='skip the comparison with eager torch after exporting')
 
 
 def from_args(args: argparse.Namespace) -> Path:
     """Run :func:`main` from parsed arguments."""
-    conf = {'format': args.format, 'opset': args.opset, 'check': not args.no_check}
+    conf = {'format': args.format, 'opset': args.opset, 'check': not args.no_check,
+            'overwrite': args.overwrite}
     return main(conf, {'checkpoint': args.checkpoint, 'out': args.out})

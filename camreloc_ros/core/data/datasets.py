@@ -40,15 +40,16 @@ Supported formats (:data:`camreloc_ros.core.data.formats.FORMATS`):
 ``tum``
     TUM RGB-D: ``rgb.txt`` (``timestamp filename``) + ``groundtruth.txt`` (``timestamp tx ty
     tz qx qy qz qw``, camera-to-world). Each image gets the ground-truth pose nearest in time
-    if it is within ``max_dt`` seconds (option, default 0.02), not interpolated as in bags
-    (both rules and why: :mod:`camreloc_ros.core.bags.groundtruth`). Images without one raise,
-    unless ``drop_unmatched=True``: then they are dropped and counted in ``Dataset.dropped``,
+    if it is within ``max_dt`` seconds (option ``data.max_dt``, default 0.02), not interpolated
+    as in bags (both rules and why: :mod:`camreloc_ros.core.bags.groundtruth`). Images without
+    one raise, unless ``drop_unmatched=True`` (``data.drop_unmatched=true`` on the command
+    line): then they are dropped and counted in ``Dataset.dropped``,
     and ``Frame.index`` keeps the original position so the gap stays visible.
 ``csv``
     One csv file with header ``image,x,y,z,qx,qy,qz,qw`` (camera-to-world position and
     x, y, z, w quaternion; ``image`` relative to the dataset root) and optional ``sequence``
     and ``timestamp`` columns. ``root`` is the csv file itself or a folder holding it (option
-    ``file``; default ``poses.csv`` or the only ``*.csv`` there).
+    ``file``, ``data.file``; default ``poses.csv`` or the only ``*.csv`` there).
 
 The readers themselves are in :mod:`camreloc_ros.core.data.readers`, and
 :func:`camreloc_ros.core.data.formats.read_dataset` picks one by name.
@@ -63,8 +64,20 @@ from pathlib import Path
 
 import numpy as np
 
+from camreloc_ros.core.config import Spec
+
 SPLITS = ('train', 'test')
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
+
+# Every reader option: a keyword of read_dataset and the config key ``data.<name>`` of
+# ``camreloc train``, ``map`` and ``evaluate`` (``key=value`` arguments; the trainer's schema
+# holds these), so any advice a reader gives can be followed from the command line.
+# name -> (default, formats that take it, allowed values).
+READER_OPTIONS = {
+    'max_dt': (0.02, ('tum',), Spec('float', lo=0.0, lo_open=True)),   # s to ground truth
+    'drop_unmatched': (False, ('tum',), Spec('bool')),   # drop images without ground truth
+    'file': (None, ('csv',), Spec('str', optional=True)),   # the csv in the folder
+}
 
 # 7-Scenes RGB camera (Kinect v1 colour stream, as used by the dataset's authors).
 SEVEN_SCENES_K = {'width': 640, 'height': 480, 'fx': 585.0, 'fy': 585.0, 'cx': 320.0,

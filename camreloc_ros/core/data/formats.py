@@ -22,10 +22,11 @@ module; it imports both, so neither needs the other lazily (they used to import 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from camreloc_ros.core.config import check_conf, ConfigError
 from camreloc_ros.core.data import readers
-from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame, SPLITS
+from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame, READER_OPTIONS, SPLITS
 
 READERS: dict[str, Callable[..., Dataset]] = {
     '7scenes': readers.read_7scenes,
@@ -38,13 +39,34 @@ FORMATS = tuple(READERS)
 OFFICIAL_SPLIT_FORMATS = ('7scenes', 'cambridge')
 
 # reader keyword options each format accepts (anything else is a typo, refused)
-_OPTIONS = {
-    '7scenes': set(),
-    'posed': set(),
-    'cambridge': set(),
-    'tum': {'max_dt', 'drop_unmatched'},
-    'csv': {'file'},
-}
+_OPTIONS = {fmt: {k for k, (_, fmts, _) in READER_OPTIONS.items() if fmt in fmts}
+            for fmt in READERS}
+
+
+def reader_options(fmt: str, inherited: Mapping | None = None,
+                   given: Mapping | None = None) -> dict:
+    """Keyword options of ``read_dataset`` for ``fmt`` from ``data`` config sections.
+
+    ``inherited`` is what a checkpoint was trained with (``extra['data']``: map and evaluate
+    read the data as training did), ``given`` what the user set (``data.<key>=value``; None
+    values mean "not set"). The user's keys are checked against the types of
+    :data:`~camreloc_ros.core.data.datasets.READER_OPTIONS` and refused for a format that has
+    no such option; inherited keys of another format are ignored.
+    """
+    out = {}
+    for key, (default, fmts, spec) in READER_OPTIONS.items():
+        for source, conf in (('inherited', inherited), ('given', given)):
+            value = (conf or {}).get(key)
+            if value is None:
+                continue
+            if source == 'given':
+                check_conf({key: value}, {key: spec}, 'data.')
+                if fmt not in fmts and value != default:
+                    raise ConfigError(f'data.{key} is an option of format(s) '
+                                      f'{", ".join(fmts)}, not of {fmt!r}; leave it out')
+            if fmt in fmts:
+                out[key] = value
+    return out
 
 
 def read_dataset(root: Any, fmt: str, split: str | None = None, **options: Any) -> Dataset:

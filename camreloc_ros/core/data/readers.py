@@ -30,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from camreloc_ros.core.data.datasets import (Dataset, DatasetError, Frame, IMAGE_SUFFIXES,
-                                             Intrinsics, SEVEN_SCENES_K)
+                                             Intrinsics, READER_OPTIONS, SEVEN_SCENES_K)
 from camreloc_ros.core.geometry import check_rigid, quat_to_matrix, unit_quat_problem
 
 
@@ -320,12 +320,16 @@ def read_cambridge(root: Path, split: str | None) -> Dataset:
 
 # ----------------------------------------------------------------------------- TUM RGB-D
 
-def read_tum(root: Path, split: str | None, max_dt: float = 0.02,
-             drop_unmatched: bool = False) -> Dataset:
-    """Read ``rgb.txt`` + ``groundtruth.txt``: the nearest ground truth within ``max_dt``."""
+def read_tum(root: Path, split: str | None, max_dt: float = READER_OPTIONS['max_dt'][0],
+             drop_unmatched: bool = READER_OPTIONS['drop_unmatched'][0]) -> Dataset:
+    """Read ``rgb.txt`` + ``groundtruth.txt``: the nearest ground truth within ``max_dt``.
+
+    Advice in the errors names the config keys (``data.max_dt``, ``data.drop_unmatched``):
+    the command-line tools take them as ``key=value`` arguments.
+    """
     max_dt = float(max_dt)
     if not (math.isfinite(max_dt) and max_dt > 0):
-        raise DatasetError(f'max_dt must be a positive number of seconds, got {max_dt}')
+        raise DatasetError(f'data.max_dt must be a positive number of seconds, got {max_dt}')
     rgb_path, gt_path = root / 'rgb.txt', root / 'groundtruth.txt'
     rgb = []
     for n, s in _lines(rgb_path):
@@ -365,8 +369,8 @@ def read_tum(root: Path, split: str | None, max_dt: float = 0.02,
         ts, n = unmatched[0]
         raise DatasetError(f'{len(unmatched)} of {len(rgb)} images have no groundtruth.txt '
                            f'pose within max_dt={max_dt} s, the first at timestamp {ts:.6f}; '
-                           'pass drop_unmatched=True to drop them (counted in '
-                           'Dataset.dropped) or raise max_dt', rgb_path, n)
+                           'add data.drop_unmatched=true to the command (drop_unmatched=True '
+                           'in read_dataset) to drop them, or raise data.max_dt', rgb_path, n)
     _require_frames(frames, rgb_path)
     return Dataset(root=root, format='tum', frames=frames,
                    intrinsics=_optional_k(root, frames), dropped=len(unmatched))
@@ -382,7 +386,8 @@ def _find_csv(root: Path, file: Any | None) -> tuple[Path, Path]:
     """Return (csv path, dataset root) for ``root`` being the file or its folder."""
     if root.is_file():
         if file is not None:
-            raise DatasetError('option file= given but root is already a file', root)
+            raise DatasetError('data.file given but the dataset root is already a csv file; '
+                               'give its folder, or leave data.file out', root)
         return root, root.parent
     if file is not None:
         path = root / file
@@ -394,7 +399,7 @@ def _find_csv(root: Path, file: Any | None) -> tuple[Path, Path]:
     found = sorted(root.glob('*.csv'))
     if len(found) != 1:
         raise DatasetError(f'found {len(found)} *.csv files; expected poses.csv or exactly '
-                           'one csv (or pass file=...)', root)
+                           'one csv (or name it: data.file=NAME.csv)', root)
     return found[0], root
 
 
