@@ -32,8 +32,9 @@ import warnings
 import cv2
 import numpy as np
 
-INPUT = 'image'
-OUTPUT = 'descriptor'
+from camreloc_ros.core.localization.map_file import (descriptor_conf_problem,
+                                                     DESCRIPTOR_INPUT as INPUT,
+                                                     DESCRIPTOR_OUTPUT as OUTPUT, MapError)
 
 
 def descriptor_input(image: np.ndarray, size: int, mean: np.ndarray,
@@ -105,7 +106,6 @@ class OnnxDescriptor(ImageDescriptor):
         import onnxruntime as ort
 
         from camreloc_ros.core.inference.onnx_format import inference_session
-        from camreloc_ros.core.localization.map_file import descriptor_conf_problem, MapError
 
         problem = descriptor_conf_problem(conf)
         if problem is not None:

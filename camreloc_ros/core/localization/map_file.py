@@ -67,6 +67,8 @@ DTYPES = {'names': ('U', 'str'), 'poses_c2w': ('f', 'float'), 'K': ('f', 'float'
           'kp_offsets': ('iu', 'int'), 'kp_xy': ('f', 'float'), 'kp_desc': ('u', 'uint8'),
           'kp_point': ('iu', 'int'), 'points': ('f', 'float'), 'point_error': ('f', 'float'),
           'meta': ('u', 'uint8'), 'descriptor_onnx': ('u', 'uint8')}
+# the stored descriptor network's interface: (1, 3, H, W) float32 -> (1, D) unit norm
+DESCRIPTOR_INPUT, DESCRIPTOR_OUTPUT = 'image', 'descriptor'
 # meta.descriptor: what a refiner needs to describe queries as the map's images were
 DESCRIPTOR_KEYS = ('input_shorter_side', 'mean', 'std', 'dim')
 # meta entries read as mappings (pairing, refiner settings)
@@ -263,15 +265,13 @@ def _check_descriptor(data: dict, meta: dict, path: Path) -> bytes | None:
     if onnx is None:
         return None
     _expect(onnx.ndim == 1, path, 'descriptor_onnx is not a byte array')
-    from camreloc_ros.core.localization.descriptor_onnx import INPUT, OUTPUT
-
     proto = check_self_contained(onnx.tobytes(), f'map {path}: its descriptor network',
                                  MapError)
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
-    _expect(INPUT in inputs and OUTPUT in outputs, path,
+    _expect(DESCRIPTOR_INPUT in inputs and DESCRIPTOR_OUTPUT in outputs, path,
             f'its descriptor network has inputs {inputs} and outputs {outputs}; expected '
-            f'{INPUT!r} -> {OUTPUT!r}')
+            f'{DESCRIPTOR_INPUT!r} -> {DESCRIPTOR_OUTPUT!r}')
     return onnx.tobytes()
 
 
