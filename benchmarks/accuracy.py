@@ -49,7 +49,7 @@ from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.localization.refiner import pose_neighbours
 from camreloc_ros.core.training.trainer import pose_targets, train_conf
 from camreloc_ros.tools import evaluate, train
-from camreloc_ros.tools.common import shared_data_dir
+from camreloc_ros.tools.common import load_frames, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir() / 'hololens-office'
@@ -105,8 +105,7 @@ def baselines(device: str) -> dict:
     training on this scene) is most similar: what a method must beat to be worth training.
     """
     dataset = read_dataset(DATA, 'posed')
-    tr, _ = train.load_frames(DATA, train_conf({'data': {'format': 'posed'}}),
-                              log=lambda s: None)
+    tr, _ = load_frames(DATA, train_conf({'data': {'format': 'posed'}}), log=lambda s: None)
     test = split_dataset(dataset, 'test').frames
     train_pos, train_quat = pose_targets(tr)
     test_pos, test_quat = pose_targets(test)

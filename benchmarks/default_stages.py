@@ -45,7 +45,7 @@ from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.models.pose_model import PoseModel
 from camreloc_ros.core.training.trainer import train_conf
 from camreloc_ros.tools import evaluate, train
-from camreloc_ros.tools.common import shared_data_dir
+from camreloc_ros.tools.common import load_frames, shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir() / 'hololens-office'
@@ -75,7 +75,7 @@ def run_stages(stages: int, at: list[int], out: Path, scored: bool = True,
     conf = {'model': {'backbone': {'trainable_stages': stages}}, 'data': {'format': 'posed'},
             'train': {'cache_dir': str(out / f'cache{stages}'), 'keep_epochs': 0,
                       'seed': seed}}
-    split = train.load_frames(DATA, train_conf(conf), log=lambda s: None)
+    split = load_frames(DATA, train_conf(conf), log=lambda s: None)
     tr, va = split
     model = PoseModel(train_conf(conf)['model'])
     load0 = load()

@@ -63,3 +63,224 @@ def test_no_find_spec_guard_on_the_packages_own_modules():
                     and str(node.args[0].value).startswith('camreloc_ros')):
                 offenders.append(f'{path.relative_to(package)}:{node.lineno}')
     assert not offenders, offenders
+
+
+# ----------------------------------------------------------------------------- import graph
+#
+# The package's own imports, read from the sources (every ``import`` statement, also inside
+# functions and ``if TYPE_CHECKING``), as ``{module: {module it imports}}``. The checkers below
+# are plain functions of such a graph, each tested on a small graph with a planted violation,
+# so none can pass because it looks at nothing.
+
+PACKAGE = CORE.parent
+ROOT = PACKAGE.name
+
+# what each core stage may import besides the flat modules (geometry, config, io, ...):
+# the same lists as the ``May import:`` line of each stage's ``__init__`` docstring
+STAGE_RULES = {
+    'data': set(),
+    'models': set(),
+    'robot': {'data'},
+    'bags': {'data', 'robot'},
+    'inference': {'data', 'models', 'robot'},
+    'localization': {'data', 'models', 'inference', 'robot'},
+    'evaluation': {'data', 'localization'},
+    'training': {'data', 'models', 'evaluation', 'robot'},
+}
+SHARED_TOOLS = {'common', 'cli'}   # what every tool may import
+TOOL_RUNNERS = {'demo'}            # runs the other steps' main in order
+
+
+def _module_names(package: Path) -> dict[str, Path]:
+    names = {}
+    for path in package.rglob('*.py'):
+        parts = path.relative_to(package.parent).with_suffix('').parts
+        if parts[-1] == '__init__':
+            parts = parts[:-1]
+        names['.'.join(parts)] = path
+    return names
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """``{module: {package module it imports}}`` from every import statement in the sources."""
+    modules = _module_names(package)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == '__init__.py'
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ''
+                if node.level:   # relative: from the module's package upwards
+                    anchor = name.split('.')[:len(name.split('.')) - node.level + is_package]
+                    base = '.'.join(anchor + ([base] if base else []))
+                # ``from pkg import mod`` imports pkg.mod; ``from mod import name`` imports mod
+                targets = [f'{base}.{a.name}' if f'{base}.{a.name}' in modules else base
+                           for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def _tool(module: str) -> str | None:
+    parts = module.split('.')
+    return parts[2] if len(parts) == 3 and parts[:2] == [ROOT, 'tools'] else None
+
+
+def tool_to_tool_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Tools importing another tool other than the shared ones (the demo runner aside)."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets
+                  if _tool(a) and _tool(b) and _tool(b) not in SHARED_TOOLS
+                  and _tool(a) not in TOOL_RUNNERS)
+
+
+def mutual_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Pairs of modules that import each other."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets
+                  if a < b and a in graph.get(b, ()))
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def core_stage(module: str, stages=STAGE_RULES) -> str | None:
+    """The core stage of ``module``: a sub-package name, ``'flat'`` or None (not the core)."""
+    parts = module.split('.')
+    if parts[:2] != [ROOT, 'core']:
+        return None
+    return parts[2] if len(parts) > 2 and parts[2] in stages else 'flat'
+
+
+def stage_violations(graph: dict[str, set[str]], rules: dict = STAGE_RULES
+                     ) -> list[tuple[str, str]]:
+    """Core imports the stage table does not allow (the root package's version aside).
+
+    A stage may import itself, the flat modules and the stages its rule names; a flat
+    module only other flat modules; the core never ``ros`` or ``tools``.
+    """
+    bad = []
+    for a, targets in graph.items():
+        sa = core_stage(a, rules)
+        if sa is None:
+            continue
+        for b in targets:
+            sb = core_stage(b, rules)
+            if b == ROOT or sb == sa or sb == 'flat':
+                continue
+            if sb is None or sa == 'flat' or sb not in rules[sa]:
+                bad.append((a, b))
+    return sorted(bad)
+
+
+def _stage_docstring_imports(stage: str) -> set[str]:
+    """The stages named on the ``May import:`` line of ``core/<stage>/__init__.py``."""
+    doc = ast.get_docstring(ast.parse((CORE / stage / '__init__.py').read_text())) or ''
+    assert 'May import:' in doc, f'core/{stage}/__init__.py says nothing of what it may import'
+    text = doc.split('May import:', 1)[1].split('Never', 1)[0]
+    named = set(text.replace('``', '`').split('`')[1::2])
+    return named & set(STAGE_RULES)
+
+
+def test_tools_never_import_tools():
+    assert tool_to_tool_imports(import_graph()) == []
+
+
+def test_no_two_modules_import_each_other_and_no_cycle():
+    graph = import_graph()
+    assert mutual_imports(graph) == []
+    assert import_cycles(graph) == []
+
+
+def test_core_stages_import_only_what_their_rule_allows():
+    assert stage_violations(import_graph()) == []
+
+
+def test_stage_table_covers_every_stage_and_matches_the_docstrings():
+    stages = {p.name for p in CORE.iterdir() if (p / '__init__.py').is_file()}
+    assert stages == set(STAGE_RULES)
+    for stage, allowed in STAGE_RULES.items():
+        assert _stage_docstring_imports(stage) == allowed, stage
+
+
+def test_the_graph_sees_real_and_lazy_imports():
+    graph = import_graph()
+    assert sum(map(len, graph.values())) > 200
+    assert f'{ROOT}.core.inference.engine' in graph[f'{ROOT}.tools.evaluate']   # top level
+    assert f'{ROOT}.tools.train' in graph[f'{ROOT}.tools.demo']     # inside a function
+    assert f'{ROOT}.core.bags' in graph[f'{ROOT}.tools.common']     # ``from core import bags``
+
+
+def test_checkers_find_planted_violations():
+    t, c = f'{ROOT}.tools', f'{ROOT}.core'
+    graph = {f'{t}.a': {f'{t}.b', f'{t}.common', f'{c}.models.x'}, f'{t}.b': {f'{t}.cli'},
+             f'{t}.demo': {f'{t}.a'}, f'{t}.common': set(), f'{t}.cli': set()}
+    assert tool_to_tool_imports(graph) == [(f'{t}.a', f'{t}.b')]
+    assert mutual_imports(graph) == [] and import_cycles(graph) == []
+
+    ring = {'p.a': {'p.b'}, 'p.b': {'p.c'}, 'p.c': {'p.a'}, 'p.d': {'p.a'}}
+    assert import_cycles(ring) == [['p.a', 'p.b', 'p.c']] and mutual_imports(ring) == []
+    pair = {'p.a': {'p.b'}, 'p.b': {'p.a'}}
+    assert mutual_imports(pair) == [('p.a', 'p.b')] and import_cycles(pair) == [['p.a', 'p.b']]
+
+    stages = {f'{c}.models.m': {f'{c}.localization.l', f'{c}.geometry', ROOT},
+              f'{c}.localization.l': {f'{c}.models.m', f'{c}.inference.i'},
+              f'{c}.inference.i': {f'{c}.bags.b', f'{ROOT}.ros.node'},
+              f'{c}.geometry': {f'{c}.io', f'{c}.data.d'}, f'{c}.training.t': {f'{t}.a'}}
+    assert stage_violations(stages) == sorted([
+        (f'{c}.models.m', f'{c}.localization.l'), (f'{c}.inference.i', f'{c}.bags.b'),
+        (f'{c}.inference.i', f'{ROOT}.ros.node'), (f'{c}.geometry', f'{c}.data.d'),
+        (f'{c}.training.t', f'{t}.a')])
+
+
+def test_graph_reads_relative_and_package_imports(tmp_path):
+    pkg = tmp_path / ROOT
+    (pkg / 'tools').mkdir(parents=True)
+    for name, text in {'__init__.py': '', 'tools/__init__.py': '',
+                       'tools/a.py': 'def f():\n    from . import b\n',
+                       'tools/b.py': 'from camreloc_ros.tools import a as alias\n'}.items():
+        (pkg / name).write_text(text)
+    graph = import_graph(pkg)
+    assert graph[f'{ROOT}.tools.a'] == {f'{ROOT}.tools.b'}
+    assert graph[f'{ROOT}.tools.b'] == {f'{ROOT}.tools.a'}
+    assert tool_to_tool_imports(graph) == [(f'{ROOT}.tools.a', f'{ROOT}.tools.b'),
+                                           (f'{ROOT}.tools.b', f'{ROOT}.tools.a')]

@@ -40,7 +40,7 @@ from camreloc_ros.core.evaluation.metrics import load_per_frame, load_tum
 from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.core.models.pose_model import build_model
 from camreloc_ros.tools import bag_eval, bag_from_dataset, cli, evaluate, train
-from camreloc_ros.tools.common import shared_data_dir
+from camreloc_ros.tools.common import load_bag_frames, shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
 BLOCK, EVERY = 25, 4
@@ -500,7 +500,7 @@ def test_train_from_bag_equals_train_from_folder(tmp_path):
     assert recorded['data']['bag']['gt_topic'] == GT_TOPIC
 
     conf = train.conf_from_args(bag_args)
-    tr, val = train.load_bag_frames([bag], None, conf, JPEG_TOPIC, GT_TOPIC)
+    tr, val = load_bag_frames([bag], None, conf, JPEG_TOPIC, GT_TOPIC)
     with pytest.raises(ValueError, match="unknown paths key.*'frames'"):   # paths are paths
         train.main(conf, {'frames': (tr, val), 'out': tmp_path / 'x'}, log=print)
     assert not (tmp_path / 'x').exists()
@@ -513,7 +513,7 @@ def test_train_from_bag_equals_train_from_folder(tmp_path):
                                np.stack([f.pose_c2w for f in ref_tr]), atol=1e-5)
     assert tr[0].image_path.read_bytes() == ref_tr[0].image_path.read_bytes()
     assert tr[0].timestamp == stamp_of(ref_tr[0]) / NS
-    tr2, val2 = train.load_bag_frames([bag], [bag], conf, JPEG_TOPIC, GT_TOPIC)   # --val-bag
+    tr2, val2 = load_bag_frames([bag], [bag], conf, JPEG_TOPIC, GT_TOPIC)   # --val-bag
     assert len(tr2) == len(val2) == 100
     # Extracted once: a second call reads the index and finds the same files.
     files = sorted((cache / 'bag_frames').rglob('*.jpg'))

@@ -29,11 +29,10 @@ from test_bags import _posed_folder
 from test_map import _checkpoint
 
 from camreloc_ros.core.data.formats import read_dataset
-from camreloc_ros.core.data.split import split_dataset
+from camreloc_ros.core.data.split import checkpoint_train_frames, split_dataset
 from camreloc_ros.core.evaluation.metrics import load_per_frame, pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.tools import cli, evaluate
-from camreloc_ros.tools import map as map_tool
 
 LIMIT = 10
 
@@ -60,7 +59,7 @@ def test_evaluate_writes_retrieval_and_oracle_rows_and_the_verdict(setup, tmp_pa
     assert list(rows) == ['retrieval top-1', 'oracle: nearest training pose']
     assert isinstance(base['network_beats_retrieval'], bool)
     # the training frames are the map's (the checkpoint's split), never a scored one
-    train = map_tool.train_frames(data, 'posed', {}, {})[1]
+    train = checkpoint_train_frames(data, 'posed', {}, {})[1]
     assert base['train_frames'] == len(train) == 75
     test = split_dataset(read_dataset(data, 'posed'), 'test').frames[:LIMIT]
     assert not {f.name for f in test} & {f.name for f in train}

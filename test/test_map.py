@@ -29,6 +29,7 @@ import pytest
 from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
+from camreloc_ros.core.evaluation.map_eval import open_map
 from camreloc_ros.core.evaluation.metrics import pose_errors
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.localization.retrieval import GlobalDescriptor
@@ -218,13 +219,13 @@ def test_map_carries_its_descriptor_network_as_onnx(mini, tmp_path):
 def test_map_from_another_checkpoint_or_dataset_or_stale_is_refused(mini, tmp_path):
     ckpt, path = mini
     train = split_dataset(read_dataset(MINI, '7scenes'), 'train').frames
-    assert map_tool.open_map(path, ckpt, train).names == [f.name for f in train]
+    assert open_map(path, ckpt, train).names == [f.name for f in train]
     other = _checkpoint(tmp_path / 'other.pt', MINI, '7scenes', seed=1)
     with pytest.raises(MapError, match='does not belong to checkpoint .*other.pt'):
-        map_tool.open_map(path, other, train)
+        open_map(path, other, train)
     holo_train = split_dataset(read_dataset(HOLO, 'posed'), 'train').frames
     with pytest.raises(MapError, match='other training frames'):
-        map_tool.open_map(path, ckpt, holo_train, str(HOLO))
+        open_map(path, ckpt, holo_train, str(HOLO))
     # the same checkpoint path, retrained in place after the map was built
     stale = tmp_path / 'stale.pt'
     stale.write_bytes(Path(ckpt).read_bytes())
@@ -233,7 +234,7 @@ def test_map_from_another_checkpoint_or_dataset_or_stale_is_refused(mini, tmp_pa
     save_map(lmap, tmp_path / 'stale_map.npz')
     _checkpoint(stale, MINI, '7scenes', seed=2)
     with pytest.raises(MapError, match='stale map'):
-        map_tool.open_map(tmp_path / 'stale_map.npz', stale, train)
+        open_map(tmp_path / 'stale_map.npz', stale, train)
     # what the live node and bag tools call
     assert len(Refiner.from_files(path, ckpt).map) == len(train)
     with pytest.raises(MapError, match='does not belong'):

@@ -32,7 +32,7 @@ from camreloc_ros.core.inference.engine import InferenceEngine
 from camreloc_ros.core.models.pose_model import load_checkpoint_file
 from camreloc_ros.core.training.trainer import train_conf, Trainer
 from camreloc_ros.tools import evaluate, train
-from camreloc_ros.tools.common import shared_data_dir
+from camreloc_ros.tools.common import load_frames, shared_data_dir
 from support import wait_for_file
 from test_datasets import make_7scenes, make_cambridge, make_csv, make_posed, make_tum
 
@@ -55,7 +55,7 @@ def test_validation_and_test_frames_are_disjoint(tmp_path, fmt):
             'csv': lambda: make_csv(tmp_path, n=12)[0]}[fmt]()
     conf = _small_blocks(fmt)
     logged = []
-    split = train.load_frames(root, conf, log=logged.append)
+    split = load_frames(root, conf, log=logged.append)
     tr, val = split
     test = split_dataset(read_dataset(root, fmt), 'test', 2, 3).frames
     names = [{f.name for f in part} for part in (tr, val, test)]

@@ -26,6 +26,7 @@ import pytest
 from camreloc_ros.core.config import ConfigError, parse_overrides
 from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
+from camreloc_ros.core.training.search_report import override_value
 from camreloc_ros.tools import search
 from camreloc_ros.tools.common import shared_data_dir
 
@@ -58,7 +59,7 @@ def test_suggest_respects_ranges_conditions_and_is_seeded():
 def test_override_values_read_back_as_the_same_value():
     # results.md prints the best trial as `camreloc train` overrides: YAML must read them back
     for value in (1e-05, 1.5e-05, 1e20, 0.00017, 3, 'qeh', 2000.0, True):
-        assert parse_overrides([f'k={search.override_value(value)}'])['k'] == value
+        assert parse_overrides([f'k={override_value(value)}'])['k'] == value
 
 
 def test_bad_space_and_pruner_are_refused():

@@ -12,4 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS-free core: geometry, losses, models, data, training, evaluation, inference."""
+"""ROS-free core, one sub-package per pipeline stage, and flat modules every stage uses.
+
+Stages: ``data``, ``models``, ``robot``, ``bags``, ``inference``, ``localization``,
+``evaluation``, ``training``; each ``__init__`` says what it owns and what it may import
+(enforced by ``test/test_architecture.py``). Flat: ``geometry``, ``config``, ``io`` (and
+``progress``), which import no stage.
+"""

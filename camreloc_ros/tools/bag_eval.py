@@ -24,7 +24,9 @@ that is not an input (``--overwrite``), checked before any work. A damaged bag (
 mismatch, undecodable messages) is an error unless ``--allow-damaged``: then what is intact is
 evaluated and what was skipped is reported. ``--live`` plays the images to a running localizer
 node instead and scores the poses it publishes (with ``--model`` too: both, side by side).
-About 450 lines: the three modes share one set of output checks and one report.
+About 490 lines: the three modes (offline, ``--live``, both) share one set of output
+checks, one scoring and one report; the live mode's ROS side is
+:mod:`camreloc_ros.ros.live_replay`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, camera_
                                     rosbag_folder_problem, scan_bag, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.inference.engine import InferenceEngine, Prediction
+from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.core.robot.messages import NS
@@ -215,15 +218,13 @@ def write_prediction_bag(path: Path, bag: Bag, scan: BagScan, indices: list[int]
 
 def _refine_bag(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path, lmap,
                 scored: list[int], preds: list[Prediction], title: str) -> dict:
-    """``--map``: the table of ``evaluate --map`` (:func:`camreloc_ros.tools.map.evaluate_map`)."""
-    from camreloc_ros.tools import map as map_tool
-
+    """``--map``: the table of ``evaluate --map`` (:func:`map_eval.evaluate_map`)."""
     K = camera_matrix(bag, scan.image_topic)
     logger.info(f'refining {len(scored)} images against {lmap.path} ({lmap.describe()}); '
                 + ("intrinsics from the bag's CameraInfo" if K is not None else
                    "no CameraInfo in the bag: the map's camera, scaled to the image size"))
     idx = np.asarray(scored, int)
-    return map_tool.evaluate_map(
+    return evaluate_map(
         lmap, ckpt, decoded_images(bag, scan, scored), scan.names(scored),
         [int(s) / NS for s in scan.stamps_ns[idx]], preds, scan.gt_pos[idx], scan.gt_quat[idx],
         out, title, conf['refine'], {'bag': str(scan.path)}, log=logger.info, K=K)
@@ -277,6 +278,37 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
         logger.info(f'predictions and ground truth written to {written}')
     atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
     logger.info(f'{len(infer)} images in {seconds:.1f} s ({rate:.1f} frames/s); results in {out}')
+    return summary, {'title': title, 'positions': dict(zip(scored, pos))}
+
+
+def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
+          stop: threading.Event | None = None) -> tuple[dict, dict]:
+    """``--live``: play the images to the running node and score the poses it publishes."""
+    from camreloc_ros.ros.live_replay import play_to_node   # rclpy: only --live
+
+    run = play_to_node(conf, bag, scan, stop)
+    stamps = [int(s) for s in scan.stamps_ns]
+    received = [i for i, s in enumerate(stamps) if s in run.poses]
+    scored = [i for i in received if scan.gt_ok[i]]
+    logger.info(f'live: published {run.published} images in {run.seconds:.1f} s, received '
+                f'{len(received)} poses on {conf["pose_topic"]}')
+    if not scored:
+        raise RuntimeError(f'the localizer published no pose for any image with ground truth '
+                           f'({len(received)} of {len(stamps)} images got a pose)')
+    pos = np.stack([run.poses[stamps[i]][0] for i in scored])
+    quat = np.stack([run.poses[stamps[i]][1] for i in scored])
+    title = 'live'
+    summary = _score(out, scan, scored, pos, quat, None, title)
+    extra = {'mode': 'live', 'published': run.published, 'received': len(received),
+             'not_received': len(stamps) - len(received), 'scored': len(scored),
+             'seconds': run.seconds, 'pose_topic': conf['pose_topic'],
+             'image_topic_out': run.image_topic, 'lockstep': bool(conf['lockstep']),
+             'rate_factor': float(conf['rate_factor'])}
+    atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
+    if len(received) < len(stamps):
+        logger.warning(f'{len(stamps) - len(received)} of {len(stamps)} images got no pose '
+                       '(dropped by the latest-frame policy of the node, gated, or lost): '
+                       'not scored')
     return summary, {'title': title, 'positions': dict(zip(scored, pos))}
 
 
@@ -351,8 +383,7 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
     if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
         if ckpt is None:
             raise ValueError('--map needs --model CKPT (the checkpoint the map was built for)')
-        from camreloc_ros.tools import map as map_tool
-        lmap = map_tool.open_map(paths['map'], ckpt)
+        lmap = open_map(paths['map'], ckpt)
     rows, positions = {}, {}
     with Bag(bag_path) as bag:
         scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
@@ -366,8 +397,7 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
             rows['offline' if both else res['title']] = summary
             positions['offline'] = res['positions']
         if conf['live']:
-            from camreloc_ros.tools.bag_live import live_eval   # rclpy: only --live
-            summary, res = live_eval(conf, bag, scan, out / 'live' if both else out, stop)
+            summary, res = _live(conf, bag, scan, out / 'live' if both else out, stop)
             rows['live'] = summary
             positions['live'] = res['positions']
     table = format_table(rows)

@@ -35,25 +35,26 @@ from pathlib import Path
 import numpy as np
 
 from camreloc_ros.core.config import merge_conf
-from camreloc_ros.core.data.formats import FORMATS, read_dataset
-from camreloc_ros.core.data.split import frame_breaks, split_dataset, SPLIT_NAMES
+from camreloc_ros.core.data.formats import FORMATS, read_dataset, reader_options
+from camreloc_ros.core.data.split import (checkpoint_train_frames, frame_breaks,
+                                          SPLIT_DEFAULTS, split_dataset, SPLIT_NAMES,
+                                          split_params)
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.inference.engine import InferenceEngine
+from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.tools.common import (default_out_dir, frame_stamps, require_exists,
+from camreloc_ros.tools.common import (add_reader_overrides, default_out_dir, frame_stamps,
+                                       READER_CONF, reader_overrides, require_exists,
                                        require_file, tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
-DEFAULT_BLOCK = 25
-DEFAULT_EVERY = 4
-
 default_conf = {
     'format': None,      # dataset format; None = the checkpoint's training format
     'split': 'test',     # train | test | all
-    'block': None,       # None = checkpoint's extra['data']['block'], else 25
-    'every': None,       # None = checkpoint's extra['data']['every'], else 4
+    'block': None,       # None = checkpoint's extra['data']['block'], else SPLIT_DEFAULTS
+    'every': None,       # None = checkpoint's extra['data']['every'], else SPLIT_DEFAULTS
     'batch_size': 16,
     'device': 'auto',
     'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
@@ -61,15 +62,8 @@ default_conf = {
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
     'refine': None,      # with paths['map']: Refiner settings (core.refine.default_conf)
     'baselines': True,   # retrieval top-1 and oracle rows (one trunk pass per training frame)
+    'data': READER_CONF,  # reader options (data.drop_unmatched=true ...); None = checkpoint's
 }
-
-
-def split_params(conf: dict, extra: dict) -> tuple[int, int]:
-    """Block split: explicit conf first, then what training stored, then 25/4."""
-    data = (extra or {}).get('data') or {}
-    block = conf.get('block') or data.get('block') or DEFAULT_BLOCK
-    every = conf.get('every') or data.get('every') or DEFAULT_EVERY
-    return int(block), int(every)
 
 
 def selection_warnings(extra: dict, frames: list, ckpt: Path) -> list[str]:
@@ -104,7 +98,7 @@ def retrieval_baselines(ckpt: Path, train: list, frames: list, preds: list,
     its entry says the rows are not shown and why. Returns the ``baselines`` entry of
     :func:`~camreloc_ros.core.evaluation.metrics.write_results`.
     """
-    from camreloc_ros.core.evaluation.metrics import baselines as bl
+    from camreloc_ros.core.evaluation import baselines as bl
 
     if ckpt.suffix.lower() == '.onnx':
         return bl.not_shown(f'{ckpt} is an ONNX model; retrieval needs the trunk of its .pt '
@@ -135,7 +129,8 @@ def main(conf: dict, paths: dict) -> Path:
 
     ``paths``: ``checkpoint``, ``data`` and optional ``out`` (default
     ``<checkpoint dir>/eval_<split>``) and ``map`` (a ``camreloc map`` file: adds the
-    retrieval, oracle and refined rows, :func:`camreloc_ros.tools.map.evaluate_map`).
+    retrieval, oracle and refined rows,
+    :func:`camreloc_ros.core.evaluation.map_eval.evaluate_map`).
     """
     conf = merge_conf(default_conf, conf)
     tool_logging()
@@ -158,14 +153,15 @@ def main(conf: dict, paths: dict) -> Path:
         raise ValueError(f'dataset format not given and not stored in {ckpt}; '
                          f'pass --format ({", ".join(FORMATS)})')
     block, every = split_params(conf, extra)
-    dataset = split_dataset(read_dataset(data, fmt), conf['split'], block=block, every=every)
+    options = reader_options(fmt, extra.get('data'), conf['data'])   # as training read it
+    dataset = split_dataset(read_dataset(data, fmt, **options), conf['split'], block=block,
+                            every=every)
     frames = dataset.frames
     lmap = train = None
     if paths.get('map') or conf['baselines']:
-        from camreloc_ros.tools import map as map_tool
-        train = map_tool.train_frames(data, fmt, extra, conf)[1]   # the map's frames
+        train = checkpoint_train_frames(data, fmt, extra, conf)[1]   # the map's frames
     if paths.get('map'):   # checked before any work: a wrong map is an error, not a row
-        lmap = map_tool.open_map(paths['map'], ckpt, train, str(data))
+        lmap = open_map(paths['map'], ckpt, train, str(data))
     if conf['limit'] is not None:
         frames = frames[:int(conf['limit'])]
     if not frames:
@@ -194,9 +190,8 @@ def main(conf: dict, paths: dict) -> Path:
     names, stamps = [f.name for f in frames], frame_stamps(frames)
     baselines = None
     if lmap is not None:
-        msum = map_tool.evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names,
-                                     stamps, preds, gt_pos, gt_quat, out, title, conf['refine'],
-                                     info)
+        msum = evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names, stamps,
+                            preds, gt_pos, gt_quat, out, title, conf['refine'], info)
         from camreloc_ros.core.evaluation.baselines import baselines_doc, NETWORK_ROW
         rows = {k: v for k, v in msum['rows'].items() if not k.startswith('refined')}
         baselines = baselines_doc(rows, NETWORK_ROW, map=str(lmap.path))
@@ -238,16 +233,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='inference runtime (onnx: exported once, cached)')
     parser.add_argument('--block', type=int, default=None,
                         help=f'frames per held-out block (default: from the checkpoint, '
-                        f'else {DEFAULT_BLOCK}); ignored for 7scenes/cambridge')
+                        f'else {SPLIT_DEFAULTS["block"]}); ignored for 7scenes/cambridge')
     parser.add_argument('--every', type=int, default=None,
                         help=f'every N-th block is test (default: from the checkpoint, '
-                        f'else {DEFAULT_EVERY})')
+                        f'else {SPLIT_DEFAULTS["every"]})')
     parser.add_argument('--limit', type=int, default=None,
                         help='only the first N frames of the split (quick checks)')
     parser.add_argument('--title', default=None, help='name of the result row')
     parser.add_argument('--map', type=Path, default=None,
                         help='localization map (camreloc map): also score PnP-refined poses '
                         '(retrieval and the oracle from the map)')
+    add_reader_overrides(parser)
     parser.add_argument('--no-baselines', action='store_true',
                         help='skip the retrieval top-1 and oracle rows (they describe every '
                         "training frame once with the checkpoint's trunk)")
@@ -258,6 +254,6 @@ def from_args(args: argparse.Namespace) -> Path:
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
             'runtime': args.runtime, 'limit': args.limit, 'title': args.title,
-            'baselines': not args.no_baselines}
+            'baselines': not args.no_baselines, 'data': reader_overrides(args.overrides)}
     return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out,
                        'map': args.map})

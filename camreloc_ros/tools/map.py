@@ -35,7 +35,7 @@ import json
 import logging
 from pathlib import Path
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 import zipfile
 
 import numpy as np
@@ -43,20 +43,16 @@ import numpy as np
 from camreloc_ros import __version__
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import Intrinsics
-from camreloc_ros.core.data.formats import FORMATS, read_dataset
-from camreloc_ros.core.data.split import split_dataset
-from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, pose_errors,
-                                                  summarize, write_results)
-from camreloc_ros.core.localization.map_file import (file_sha256, frames_fingerprint, load_map,
-                                                     LocalizationMap, MAP_FORMAT, save_map)
-from camreloc_ros.core.evaluation.baselines import comparison_rows, verdict
+from camreloc_ros.core.data.formats import FORMATS
+from camreloc_ros.core.data.split import checkpoint_train_frames
+from camreloc_ros.core.io import file_sha256
 from camreloc_ros.core.localization.build import (build_map, default_conf as build_conf,
                                                   unusable_reason)
-from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
-from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       checked_bag_topics, refuse_output_in_inputs,
+from camreloc_ros.core.localization.map_file import frames_fingerprint, MAP_FORMAT, save_map
+from camreloc_ros.tools.common import (add_bag_topic_arguments, add_reader_overrides,
+                                       bag_training_frames, checked_bag_topics, READER_CONF,
+                                       reader_overrides, refuse_output_in_inputs,
                                        require_exists, require_file, tool_logging)
-from camreloc_ros.tools.evaluate import split_params
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -73,19 +69,8 @@ default_conf = {
     'intrinsics': None,      # [fx, fy, cx, cy] of the bag images; None = their CameraInfo
     'cache_dir': None,       # extracted bag images: <cache_dir>/bag_frames (None = the cache)
     'build': build_conf,
+    'data': READER_CONF,     # reader options (data.drop_unmatched=true ...); None = checkpoint's
 }
-
-
-def train_frames(data, fmt: str | None, extra: dict, conf: dict) -> tuple:
-    """Return the checkpoint's training frames: (dataset, frames, format, block, every)."""
-    fmt = fmt or (extra.get('data') or {}).get('format')
-    if fmt is None:
-        raise ValueError(f'dataset format not given and not stored in the checkpoint; pass '
-                         f'--format ({", ".join(FORMATS)})')
-    block, every = split_params(conf, extra)
-    dataset = read_dataset(data, fmt)
-    frames = split_dataset(dataset, 'train', block=block, every=every).frames
-    return dataset, frames, fmt, block, every
 
 
 def map_header_problem(path: Path) -> str | None:
@@ -241,7 +226,8 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         split_meta = {'name': 'train', 'all_frames': True}
     else:
         extra = getattr(model, 'checkpoint_extra', None) or {}
-        dataset, frames, fmt, block, every = train_frames(data, conf['format'], extra, conf)
+        dataset, frames, fmt, block, every = checkpoint_train_frames(data, conf['format'],
+                                                                     extra, conf)
         intrinsics = dataset.intrinsics
         official = fmt in ('7scenes', 'cambridge')
         log(f'building a map of {len(frames)} training frames of {data} ({fmt}, '
@@ -278,87 +264,6 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     return out
 
 
-def open_map(map_path, checkpoint, train_frames_: Sequence | None = None,
-             data: str = '') -> LocalizationMap:
-    """Load a map and check it belongs to ``checkpoint`` (and to these training frames)."""
-    lmap = load_map(map_path)
-    fp = None
-    if train_frames_ is not None:
-        fp = frames_fingerprint([f.name for f in train_frames_],
-                                [f.pose_c2w for f in train_frames_])
-    lmap.check_pairing(file_sha256(checkpoint), fp, str(checkpoint), str(data))
-    return lmap
-
-
-def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], names: list,
-                 stamps: list, preds: list, gt_pos: np.ndarray, gt_quat: np.ndarray,
-                 out: Path, title: str, conf: dict | None = None, info: dict | None = None,
-                 log=None, K: np.ndarray | None = None) -> dict:
-    """Refine every frame; write the comparison table and the refined row's result files.
-
-    ``images`` are callables returning RGB frames, ``preds`` the network's
-    :class:`~camreloc_ros.core.inference.engine.Prediction` per frame. Rows: network (APR),
-    retrieval
-    top-1 (the Sattler et al. bar), oracle nearest training pose (best possible retrieval)
-    and refined (the network's pose where the refiner fell back). Files in ``out``:
-    ``map_results.md``, ``map_summary.json``, ``refine_per_frame.txt`` and ``refined/``
-    (the usual per-frame file, TUM files and plots of the refined row). Returns the summary.
-    ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
-    """
-    log = log or logger.info
-    refiner = Refiner(lmap, map_descriptor(lmap, checkpoint), conf)   # as the live node
-    n = len(names)
-    net_pos = np.stack([p.position for p in preds])
-    net_quat = np.stack([p.quaternion for p in preds])
-    results = []
-    t0 = time.perf_counter()
-    for i, (load, p) in enumerate(zip(images, preds)):
-        image = load() if callable(load) else load
-        results.append(refiner.refine(image, p.position, p.quaternion, p.covariance, K=K))
-        if (i + 1) % 25 == 0:
-            log(f'  refined {i + 1}/{n} frames ({time.perf_counter() - t0:.0f} s)')
-    ok = np.array([r.refined for r in results])
-    ref_pos = np.stack([r.position for r in results])
-    ref_quat = np.stack([r.quaternion for r in results])
-    top1 = [r.retrieval[0] if r.retrieval else 0 for r in results]
-    rows = comparison_rows(net_pos, net_quat, gt_pos, gt_quat, lmap.poses_c2w, top1)
-    rows['refined (network where it falls back)'] = summarize(
-        *pose_errors(ref_pos, ref_quat, gt_pos, gt_quat))
-    if ok.any():
-        rows['refined, refined frames only'] = summarize(
-            *pose_errors(ref_pos[ok], ref_quat[ok], gt_pos[ok], gt_quat[ok]))
-    beats, verdict_text = verdict(rows)
-    keys = list(results[0].times)
-    times = {k: float(np.median([r.times[k] for r in results])) for k in keys}
-    shares = {'refined': float(ok.mean()), 'fallback': float(1.0 - ok.mean())}
-    table = format_table(rows)
-    timing = ', '.join(f'{k} {v * 1000:.0f} ms' for k, v in times.items())
-    text = (f'# {title}: network vs retrieval vs refined\n\n{table}\n'
-            f'Refined {100 * shares["refined"]:.1f} % of {n} frames, fell back to the network '
-            f'on {100 * shares["fallback"]:.1f} %. {verdict_text}.\n\n'
-            f'Refiner median time per frame: {timing}.\n\nMap: {lmap.path} '
-            f'({lmap.describe()}).\n')
-    out = Path(out)
-    write_results(out / 'refined', names, stamps, ref_pos, ref_quat, gt_pos, gt_quat,
-                  var=np.stack([np.diag(r.covariance) for r in results]),
-                  title=f'{title} refined', info=dict(info or {}, map=str(lmap.path)))
-    lines = ['# name refined reason inliers matches retrieval_top1 ' + ' '.join(
-        f't_{k}_ms' for k in keys)]
-    for name, r, t1 in zip(names, results, top1):
-        lines.append(f'{name} {int(r.refined)} {r.reason.replace(" ", "_")} {r.inliers} '
-                     f'{r.matches} {lmap.names[t1]} '
-                     + ' '.join(f'{r.times[k] * 1000:.1f}' for k in keys))
-    atomic_write_text(out / 'refine_per_frame.txt', '\n'.join(lines) + '\n')
-    summary = {'title': title, 'rows': rows, 'shares': shares, 'network_beats_retrieval': beats,
-               'median_seconds': times, 'map': str(lmap.path), 'map_meta': lmap.meta.get('stats'),
-               'refiner': refiner.conf, 'info': info or {}}
-    atomic_write_text(out / 'map_summary.json', json.dumps(summary, indent=2, default=str) + '\n')
-    atomic_write_text(out / 'map_results.md', text)
-    log(table + f'refined {100 * shares["refined"]:.1f} %, fallback '
-        f'{100 * shares["fallback"]:.1f} %; {verdict_text}\nrefiner per frame (median): {timing}')
-    return summary
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc map``."""
     parser.add_argument('--model', required=True, type=Path, help='checkpoint (.pt)')
@@ -382,6 +287,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='every N-th block is held out (default: from the checkpoint)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing map (only a camreloc map, never an input)')
+    add_reader_overrides(parser)
     bag = parser.add_argument_group('bags (--bag)')
     add_bag_topic_arguments(bag)
     bag.add_argument('--intrinsics', metavar='FX,FY,CX,CY', default=None,
@@ -394,6 +300,7 @@ def from_args(args: argparse.Namespace) -> Path:
     conf = {'format': args.format, 'block': args.block, 'every': args.every,
             'overwrite': args.overwrite, 'build': {'points': args.points},
             'image_topic': args.image_topic, 'gt_topic': args.gt_topic, 'gt_tf': args.gt_tf,
-            'gt_tolerance': args.gt_tolerance, 'intrinsics': args.intrinsics}
+            'gt_tolerance': args.gt_tolerance, 'intrinsics': args.intrinsics,
+            'data': reader_overrides(args.overrides)}
     return main(conf, {'model': args.model, 'data': args.data, 'bags': args.bag,
                        'out': args.out})

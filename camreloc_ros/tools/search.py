@@ -43,11 +43,8 @@ from camreloc_ros.core.config import ConfigError, deep_update, load_yaml, merge_
     parse_overrides
 from camreloc_ros.core.data.formats import FORMATS
 from camreloc_ros.core.io import atomic_write_text, pid_alive
-from camreloc_ros.tools.search_report import (  # noqa: F401 - re-exported
-    _counts, _optuna, format_results, override_value, shown_url, trial_records, write_plots,
-    write_results)
-from camreloc_ros.tools.train import frames_from_paths
-from camreloc_ros.tools.common import tool_logging
+from camreloc_ros.core.training.search_report import _counts, _optuna, shown_url, write_results
+from camreloc_ros.tools.common import frames_from_paths, tool_logging
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -314,7 +311,7 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     """Run (or continue) the study; ``paths``: ``data`` (+ ``val_data``) and ``out``.
 
     Returns results.md. Validation frames come from the training side
-    (:func:`camreloc_ros.tools.train.frames_from_paths`); the test split is never read.
+    (:func:`camreloc_ros.tools.common.frames_from_paths`); the test split is never read.
     """
     if log is None:
         tool_logging()

@@ -30,103 +30,13 @@ import sys
 
 import yaml
 
-from camreloc_ros.core.robot.camera import camera_record
 from camreloc_ros.core.config import deep_update, load_yaml, parse_overrides
-from camreloc_ros.core.data.datasets import DatasetError
-from camreloc_ros.core.data.formats import FORMATS, read_dataset
-from camreloc_ros.core.data.split import split_dataset, train_val_split
+from camreloc_ros.core.data.formats import FORMATS
 from camreloc_ros.core.evaluation.metrics import atomic_write_text
-from camreloc_ros.tools.common import (add_bag_topic_arguments, bag_training_frames,
-                                       checked_bag_topics, refuse_output_in_inputs,
-                                       tool_logging)
+from camreloc_ros.tools.common import (add_bag_topic_arguments, FrameSplit, frames_from_paths,
+                                       refuse_output_in_inputs, split_info, tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
-
-
-class FrameSplit(tuple):
-    """``(train, val)`` frames, with ``info``: the three counts and where validation is from."""
-
-    info: dict
-
-    def __new__(cls, train: list, val: list, info: dict) -> 'FrameSplit':
-        """Make the pair and attach ``info``."""
-        obj = super().__new__(cls, (train, val))
-        obj.info = info
-        return obj
-
-
-def split_info(train: list, val: list, test: int | None, val_source: str) -> dict:
-    """Describe a split as a run records it: counts and the validation frames' names."""
-    return {'train': len(train), 'val': len(val), 'test': test, 'val_source': val_source,
-            'val_names': [f.name for f in val]}
-
-
-def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None,
-                log=None) -> FrameSplit:
-    """Training and validation frames of a dataset folder; the test split is never used.
-
-    The test split (official files, or ``data.block``/``data.every`` blocks) is set aside
-    first; validation is ``val_data`` (a second folder of the same format, read whole) or
-    held-out blocks of the training side (``data.val_block``/``data.val_every``).
-    """
-    log = log or logger.info
-    dconf = conf['data']
-    dataset = read_dataset(data, dconf['format'])
-    train = split_dataset(dataset, 'train', dconf['block'], dconf['every']).frames
-    try:
-        test = len(split_dataset(dataset, 'test', dconf['block'], dconf['every']).frames)
-    except DatasetError:
-        test = 0
-    if val_data is not None:
-        val = read_dataset(val_data, dconf['format']).frames
-        source = f'--val-data {val_data}'
-    else:
-        train, val = train_val_split(train, dconf['val_block'], dconf['val_every'])
-        source = (f'held-out training blocks (val_block={dconf["val_block"]}, '
-                  f'val_every={dconf["val_every"]})')
-    info = split_info(train, val, test, source)
-    info['camera'] = camera_record(dataset)   # the node checks its live camera against it
-    log(f'split: train {len(train)}, val {len(val)}, test {test} frames (test never used; '
-        f'validation: {source})')
-    if not val:
-        log('no validation frames: best.pt will be the last epoch')
-    return FrameSplit(train, val, info)
-
-
-def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: str,
-                    gt_topic: str | None = None, gt_tf: str | None = None,
-                    tolerance: float | None = None, log=None) -> FrameSplit:
-    """Training and validation frames from bags: ``val_bags``, else a block split.
-
-    Each bag is one sequence; without ``val_bags`` its held-out blocks (``data.val_block`` /
-    ``data.val_every``, by image position in the topic) validate, as for the training side of
-    a dataset folder (a bag has no test split: test recordings are scored with bag-eval).
-    Extracted images live in ``train.cache_dir/bag_frames`` (or the default cache).
-    """
-    log = log or logger.info
-    tol = checked_bag_topics(image_topic, gt_topic, gt_tf, tolerance)
-    cache = conf['train'].get('cache_dir')
-    root = Path(cache) / 'bag_frames' if cache else None
-
-    def frames_of(paths: list) -> list:
-        out = []
-        for path in paths:
-            out += bag_training_frames(path, image_topic, gt_topic, gt_tf, tol, root, log)[0]
-        return out
-
-    train = frames_of(list(bags))
-    if val_bags:
-        val = frames_of(list(val_bags))
-        source = '--val-bag ' + ' '.join(map(str, val_bags))
-    else:
-        train, val = train_val_split(train, conf['data']['val_block'], conf['data']['val_every'])
-        source = (f'held-out blocks of the training bags (val_block={conf["data"]["val_block"]}'
-                  f', val_every={conf["data"]["val_every"]})')
-    log(f'split: train {len(train)}, val {len(val)} frames (validation: {source}; test bags '
-        'are scored with bag-eval)')
-    info = split_info(train, val, None, source)
-    info['camera'] = camera_record(train)      # image size only: bags carry no intrinsics here
-    return FrameSplit(train, val, info)
 
 
 RUN_FILES = ('last.pt', 'best.pt', 'history.json', 'train_conf.yaml', 'split.json')
@@ -157,24 +67,6 @@ def check_out_dir(out: Path, resume: bool) -> None:
 
 
 PATH_KEYS = {'data', 'val_data', 'bags', 'val_bags', 'out'}
-
-
-def frames_from_paths(conf: dict, paths: dict, log=None) -> FrameSplit:
-    """Training and validation frames named by ``paths``: a dataset folder or rosbags.
-
-    ``paths``: ``data`` (+ ``val_data``), or ``bags`` (+ ``val_bags``) with the topics in
-    ``conf['data']['bag']``. The test split is never read.
-    """
-    if paths.get('data') is not None and paths.get('bags'):
-        raise ValueError('give either --data or --bag, not both')
-    if paths.get('bags'):
-        bag = conf['data']['bag']
-        return load_bag_frames(list(paths['bags']), paths.get('val_bags'), conf,
-                               bag['image_topic'], bag['gt_topic'], bag['gt_tf'],
-                               bag['gt_tolerance'], log=log)
-    if paths.get('data') is None:
-        raise ValueError('--data (a dataset folder) or --bag is required')
-    return load_frames(paths['data'], conf, paths.get('val_data'), log=log)
 
 
 def main(conf: dict, paths: dict, resume: bool = False, log=None,

@@ -25,6 +25,9 @@ One job per module; the public names are all importable from here:
 - :mod:`.extract`: a bag's posed images as training frames (cached), images in order.
 - :mod:`.camera`: the camera intrinsics of a bag's CameraInfo.
 - :mod:`.writer`: :class:`Messages` and the atomic :class:`BagWriter`.
+
+May import: ``data`` (frames and image decoding), ``robot`` (stamps, message fields, the TF
+tree), ``geometry``, ``io``. Never a model, ``inference`` or ``localization``: a bag is data.
 """
 
 from camreloc_ros.core.bags.camera import (CAMERA_INFO, camera_info_topic, camera_intrinsics,

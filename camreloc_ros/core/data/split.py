@@ -24,13 +24,22 @@ block edges still have close training neighbours.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from camreloc_ros.core.data.datasets import Dataset, DatasetError, Frame
+from camreloc_ros.core.data.formats import (FORMATS, OFFICIAL_SPLIT_FORMATS, read_dataset,
+                                            reader_options)
 
 SPLIT_NAMES = ('train', 'test', 'all')
+
+# The block split of data without official split files (posed, tum, csv: the HoloLens walk),
+# in one place for training (``data`` of the trainer's ``default_conf``), evaluate, map,
+# bag-from-dataset, the demo, the benchmarks and the tests. Test: blocks of 25 frames, every
+# 4th held out; validation: blocks of 25 of the training side, every 8th (0: none).
+SPLIT_DEFAULTS = {'block': 25, 'every': 4, 'val_block': 25, 'val_every': 8}
 
 
 def _by_sequence(frames: Sequence[Frame]) -> dict[str, list[Frame]]:
@@ -47,8 +56,9 @@ def _by_sequence(frames: Sequence[Frame]) -> dict[str, list[Frame]]:
     return groups
 
 
-def block_split(frames: Sequence[Frame], block: int = 25, every: int = 4,
-                offset: int | None = None) -> tuple[list[Frame], list[Frame]]:
+def block_split(frames: Sequence[Frame], block: int = SPLIT_DEFAULTS['block'],
+                every: int = SPLIT_DEFAULTS['every'], offset: int | None = None
+                ) -> tuple[list[Frame], list[Frame]]:
     """Split into (train, test) by holding out whole blocks of consecutive frames.
 
     Per sequence, frame ``f`` is in block ``f.index // block``; block ``b`` is held out when
@@ -76,7 +86,8 @@ def block_split(frames: Sequence[Frame], block: int = 25, every: int = 4,
 VAL_OFFSET = 1   # the 2nd block of every ``val_every``: never the test blocks' default slot
 
 
-def train_val_split(train_frames: Sequence[Frame], val_block: int = 25, val_every: int = 8
+def train_val_split(train_frames: Sequence[Frame], val_block: int = SPLIT_DEFAULTS['val_block'],
+                    val_every: int = SPLIT_DEFAULTS['val_every']
                     ) -> tuple[list[Frame], list[Frame]]:
     """Hold out validation blocks from the TRAINING side: ``(train, val)``.
 
@@ -162,7 +173,8 @@ def temporal_windows(frames: Sequence[Frame], window: int, stride: int = 1) -> l
     return out
 
 
-def split_dataset(dataset: Dataset, split: str, block: int = 25, every: int = 4) -> Dataset:
+def split_dataset(dataset: Dataset, split: str, block: int = SPLIT_DEFAULTS['block'],
+                  every: int = SPLIT_DEFAULTS['every']) -> Dataset:
     """Return the ``'train'``, ``'test'`` or ``'all'`` part of ``dataset`` as a new Dataset.
 
     7scenes and cambridge use their official split files (what published results use);
@@ -174,7 +186,7 @@ def split_dataset(dataset: Dataset, split: str, block: int = 25, every: int = 4)
         raise ValueError(f'split must be one of {", ".join(SPLIT_NAMES)}, got {split!r}')
     if split == 'all':
         return dataclasses.replace(dataset, frames=list(dataset.frames))
-    if dataset.format in ('7scenes', 'cambridge'):
+    if dataset.format in OFFICIAL_SPLIT_FORMATS:
         unlisted = sorted({f.sequence for f in dataset.frames
                            if f.name not in dataset.official_split})
         if unlisted:
@@ -190,3 +202,35 @@ def split_dataset(dataset: Dataset, split: str, block: int = 25, every: int = 4)
                            'already, or is it shorter than every * block frames?)',
                            dataset.root)
     return dataclasses.replace(dataset, frames=frames)
+
+
+def split_params(conf: dict, extra: dict) -> tuple[int, int]:
+    """A checkpoint's block split: explicit ``conf`` first, then what training stored.
+
+    ``extra`` is the checkpoint's ``checkpoint_extra``; without a stored split (older or
+    foreign checkpoints) the :data:`SPLIT_DEFAULTS`, which are what training used then too.
+    Evaluate and map both call this, so "test" means the same frames in both.
+    """
+    data = (extra or {}).get('data') or {}
+    block = conf.get('block') or data.get('block') or SPLIT_DEFAULTS['block']
+    every = conf.get('every') or data.get('every') or SPLIT_DEFAULTS['every']
+    return int(block), int(every)
+
+
+def checkpoint_train_frames(data: str | Path, fmt: str | None, extra: dict, conf: dict
+                            ) -> tuple[Dataset, list[Frame], str, int, int]:
+    """A checkpoint's training frames: ``(dataset, frames, format, block, every)``.
+
+    The frames a map holds and the retrieval baselines search, so neither ever sees a
+    held-out frame: the format and block split are the ones the checkpoint was trained
+    with (``extra['data']``) unless ``fmt`` / ``conf`` name others.
+    """
+    fmt = fmt or (extra.get('data') or {}).get('format')
+    if fmt is None:
+        raise ValueError(f'dataset format not given and not stored in the checkpoint; pass '
+                         f'--format ({", ".join(FORMATS)})')
+    block, every = split_params(conf, extra)
+    dataset = read_dataset(data, fmt, **reader_options(fmt, (extra or {}).get('data'),
+                                                       conf.get('data')))
+    frames = split_dataset(dataset, 'train', block=block, every=every).frames
+    return dataset, frames, fmt, block, every

@@ -16,7 +16,8 @@
 
 Owns: :mod:`metrics` (median / mean / max / std of position and orientation errors, result
 files, plots), :mod:`baselines` (retrieval top-1 and the oracle nearest training pose that every
-accuracy table shows next to the method).
+accuracy table shows next to the method), :mod:`map_eval` (network vs retrieval vs refined on a
+localization map: the ``--map`` table of evaluate and bag-eval, and the map's pairing check).
 
 May import: ``data``, ``localization`` (retrieval for the baseline), ``geometry``, ``config``,
 ``io``. Never ``training`` or ``inference``.

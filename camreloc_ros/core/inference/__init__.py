@@ -18,6 +18,7 @@ Owns: :mod:`engine` (preprocessing, the temporal window, one pose per frame), :m
 (torch and ONNX Runtime backends, precisions), :mod:`onnx_format` (export, metadata, the export
 cache), :mod:`live` (pose gate, live counters, the latest-frame hand-over the node uses).
 
-May import: ``data``, ``models``, ``training`` (to read checkpoints and their config),
-``robot``, ``geometry``, ``config``, ``io``. Never ``localization`` or ``bags``.
+May import: ``data``, ``models`` (checkpoints and their config), ``robot``, ``geometry``,
+``config``, ``io``. Never ``training`` (the node has no trainer), ``localization`` or
+``bags``.
 """

@@ -21,5 +21,5 @@ images: SIFT, depth or triangulation), :mod:`sift` (local features and matching)
 later frames by odometry or the network's motion).
 
 May import: ``data``, ``models`` (the trunk for descriptors), ``inference`` (ONNX checks),
-``robot``, ``geometry``, ``config``, ``io``. Never ``training``'s trainer or ``bags``.
+``robot``, ``geometry``, ``config``, ``io``. Never ``training``, ``evaluation`` or ``bags``.
 """

@@ -12,4 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Backbones, pose heads and the full pose regression model."""
+"""Models: backbones, pose heads and the full pose regression model, with its checkpoints.
+
+Owns: :mod:`backbones` (the trunks and their feature specs), :mod:`heads` (regressor,
+temporal and probabilistic heads), :mod:`pose_model` (the model, its schema, checkpoint files),
+:mod:`errors` (:class:`CheckpointError`, importable without torch).
+
+May import: ``config``, ``io`` (and the package version). Never another stage: data,
+training, inference and localization all build on the model, never the reverse.
+"""

@@ -19,6 +19,6 @@ with interpolation, REP 105 frame maths), :mod:`camera` (the training camera rec
 checkpoint, and what a live camera must match), :mod:`messages` (stamps and the field values of
 the messages the node and the bag tools write, as plain Python).
 
-May import: :mod:`camreloc_ros.core.geometry`, :mod:`camreloc_ros.core.config`,
-:mod:`camreloc_ros.core.io` and numpy. Never a model, torch or another stage.
+May import: ``data`` (a dataset's camera for the camera record), ``geometry``, ``config``,
+``io`` and numpy. Never a model, torch or another stage.
 """

@@ -16,7 +16,8 @@
 
 Owns: :mod:`trainer` (``default_conf``, the schema, fit / resume, checkpoints), :mod:`losses`
 (PoseNet beta, NH, QEH), :mod:`feature_cache` (features of the frozen trunk stages, on disk),
-:mod:`distributed` (torchrun / DDP).
+:mod:`distributed` (torchrun / DDP), :mod:`search_report` (the hyper-parameter study's
+tables and plots).
 
 May import: ``data``, ``models``, ``evaluation``, ``robot``, ``geometry``, ``config``, ``io``.
 Never ``inference``, ``localization`` or ``bags``.

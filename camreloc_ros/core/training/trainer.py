@@ -39,8 +39,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
+from camreloc_ros.core.data.datasets import READER_OPTIONS
 from camreloc_ros.core.data.formats import FORMATS
-from camreloc_ros.core.data.split import causal_window_groups, frame_breaks, temporal_windows
+from camreloc_ros.core.data.split import (causal_window_groups, frame_breaks, SPLIT_DEFAULTS,
+                                          temporal_windows)
 from camreloc_ros.core.data.loading import CachedFrozen, EpochBatches, FrameImages, make_loader, \
     shard
 from camreloc_ros.core.data.transforms import Augmenter, Preprocessor
@@ -48,6 +50,7 @@ from camreloc_ros.core.training.distributed import Dist, resolve_train_device
 from camreloc_ros.core.evaluation.metrics import atomic_write_text, pose_errors
 from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.io import clean_stale_temps
+from camreloc_ros.core.progress import Progress
 from camreloc_ros.core.geometry import matrix_to_quat, torch_quat_multiply, \
     torch_quat_conjugate, torch_quat_log
 from camreloc_ros.core.training.losses import build_loss, LOSS_DEFAULTS
@@ -80,11 +83,15 @@ default_conf = {
     },
     'data': {
         'format': 'posed',
-        'block': 25,             # test split for data without an official one: never trained on,
-        'every': 4,              # never validated on
-        'val_block': 25,         # validation: held-out blocks of the TRAINING side
-        'val_every': 8,          # (0 = no validation: best.pt is the last epoch)
+        # block, every: the test split of data without an official one (never trained on,
+        # never validated on); val_block, val_every: validation blocks of the TRAINING side
+        # (val_every 0 = no validation: best.pt is the last epoch). Values: SPLIT_DEFAULTS.
+        **SPLIT_DEFAULTS,
         'augment': {'brightness': 0.0, 'contrast': 0.0, 'crop_scale': 0.0},
+        # reader options (core.data.datasets.READER_OPTIONS): tum max_dt, drop_unmatched;
+        # csv file. map and evaluate read the data with the checkpoint's (data.KEY=VALUE
+        # overrides them there too)
+        **{key: default for key, (default, _, _) in READER_OPTIONS.items()},
         # training from rosbags (camreloc train --bag): what to read from them
         'bag': {'image_topic': None, 'gt_topic': None, 'gt_tf': None, 'gt_tolerance': 0.05},
     },
@@ -130,6 +137,7 @@ schema = {
             'contrast': Spec('float', lo=0.0, hi=1.0),
             'crop_scale': Spec('float', lo=0.0, hi=1.0, hi_open=True),
         },
+        **{key: spec for key, (_, _, spec) in READER_OPTIONS.items()},
         'bag': {
             'image_topic': Spec('str', optional=True),
             'gt_topic': Spec('str', optional=True),
@@ -378,8 +386,9 @@ class Trainer:
         global_batches = [g for g in self._batches(epoch) if len(g) >= dist.world]
         batches = [shard(g, dist.rank, dist.world) for g in global_batches]
         sampler.set_epoch(epoch, batches)
-        bar = _bar(len(batches), f'epoch {epoch}/{self.conf["train"]["epochs"]}',
-                   self.progress_bars)
+        # a bar on a terminal only; in a log the epoch's own line (fit) is its progress line
+        bar = Progress(len(batches), f'epoch {epoch}/{self.conf["train"]["epochs"]}',
+                       every_pct=None, enabled=self.progress_bars)
         sums = {'loss': 0.0, 'pos_err': 0.0, 'rot_err': 0.0, 'n': 0}
         t0 = time.monotonic()
         for idx, x in zip(batches, loader):
@@ -387,12 +396,9 @@ class Trainer:
             sums['loss'] += r['loss']
             for k in ('pos_err', 'rot_err', 'n'):
                 sums[k] += r[k]
-            if bar is not None:
-                bar.set_postfix(loss=f'{r["loss"]:.3f}', pos=f'{r["pos_err"] / r["n"]:.2f}m',
-                                s=f'{r.get("s_pos", 0):.2f}/{r.get("s_rot", 0):.2f}')
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            bar.update(1, loss=f'{r["loss"]:.3f}', pos=f'{r["pos_err"] / r["n"]:.2f}m',
+                       s=f'{r.get("s_pos", 0):.2f}/{r.get("s_rot", 0):.2f}')
+        bar.close()
         loss, pos_err, rot_err, n = dist.all_sum(
             [sums['loss'], sums['pos_err'], sums['rot_err'], sums['n']])
         self.epoch = epoch
@@ -520,10 +526,3 @@ def _causal_windows(model: PoseModel, feats: torch.Tensor, frames: Sequence):
         pos[idx] = out['pos'][:, -1].cpu().numpy()
         quat[idx] = out['quat'][:, -1].cpu().numpy()
     return pos, quat
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

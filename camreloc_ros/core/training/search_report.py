@@ -14,7 +14,9 @@
 
 """Reports of ``camreloc search``: the results table, JSON and Optuna's own plots.
 
-Kept apart from the study driver (:mod:`camreloc_ros.tools.search`), which only runs trials.
+The study driver (:mod:`camreloc_ros.tools.search`) only runs trials; this module reads a
+study back (optuna, imported only here and lazily) and is part of training's stage because a
+study is a set of training runs: no tool imports another tool.
 """
 
 import json

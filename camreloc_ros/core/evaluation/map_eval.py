@@ -1,0 +1,122 @@
+# Copyright 2026 camreloc_ros authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The network against retrieval, the oracle and the refined poses, on a localization map.
+
+:func:`evaluate_map` is the ``--map`` table of ``camreloc evaluate``, ``camreloc bag-eval``
+and ``camreloc map``'s check: one routine, so the three print the same rows from the same
+refiner the live node runs. :func:`open_map` loads a map and refuses one that was built for
+another checkpoint or other training frames, before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from camreloc_ros.core.evaluation.baselines import comparison_rows, verdict
+from camreloc_ros.core.evaluation.metrics import (format_table, pose_errors, summarize,
+                                                  write_results)
+from camreloc_ros.core.io import atomic_write_text, file_sha256
+from camreloc_ros.core.localization.map_file import (frames_fingerprint, load_map,
+                                                     LocalizationMap)
+from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
+
+logger = logging.getLogger('camreloc_ros')
+
+
+def open_map(map_path, checkpoint, train_frames_: Sequence | None = None,
+             data: str = '') -> LocalizationMap:
+    """Load a map and check it belongs to ``checkpoint`` (and to these training frames)."""
+    lmap = load_map(map_path)
+    fp = None
+    if train_frames_ is not None:
+        fp = frames_fingerprint([f.name for f in train_frames_],
+                                [f.pose_c2w for f in train_frames_])
+    lmap.check_pairing(file_sha256(checkpoint), fp, str(checkpoint), str(data))
+    return lmap
+
+
+def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], names: list,
+                 stamps: list, preds: list, gt_pos: np.ndarray, gt_quat: np.ndarray,
+                 out: Path, title: str, conf: dict | None = None, info: dict | None = None,
+                 log=None, K: np.ndarray | None = None) -> dict:
+    """Refine every frame; write the comparison table and the refined row's result files.
+
+    ``images`` are callables returning RGB frames, ``preds`` the network's
+    :class:`~camreloc_ros.core.inference.engine.Prediction` per frame. Rows: network (APR),
+    retrieval
+    top-1 (the Sattler et al. bar), oracle nearest training pose (best possible retrieval)
+    and refined (the network's pose where the refiner fell back). Files in ``out``:
+    ``map_results.md``, ``map_summary.json``, ``refine_per_frame.txt`` and ``refined/``
+    (the usual per-frame file, TUM files and plots of the refined row). Returns the summary.
+    ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
+    """
+    log = log or logger.info
+    refiner = Refiner(lmap, map_descriptor(lmap, checkpoint), conf)   # as the live node
+    n = len(names)
+    net_pos = np.stack([p.position for p in preds])
+    net_quat = np.stack([p.quaternion for p in preds])
+    results = []
+    t0 = time.perf_counter()
+    for i, (load, p) in enumerate(zip(images, preds)):
+        image = load() if callable(load) else load
+        results.append(refiner.refine(image, p.position, p.quaternion, p.covariance, K=K))
+        if (i + 1) % 25 == 0:
+            log(f'  refined {i + 1}/{n} frames ({time.perf_counter() - t0:.0f} s)')
+    ok = np.array([r.refined for r in results])
+    ref_pos = np.stack([r.position for r in results])
+    ref_quat = np.stack([r.quaternion for r in results])
+    top1 = [r.retrieval[0] if r.retrieval else 0 for r in results]
+    rows = comparison_rows(net_pos, net_quat, gt_pos, gt_quat, lmap.poses_c2w, top1)
+    rows['refined (network where it falls back)'] = summarize(
+        *pose_errors(ref_pos, ref_quat, gt_pos, gt_quat))
+    if ok.any():
+        rows['refined, refined frames only'] = summarize(
+            *pose_errors(ref_pos[ok], ref_quat[ok], gt_pos[ok], gt_quat[ok]))
+    beats, verdict_text = verdict(rows)
+    keys = list(results[0].times)
+    times = {k: float(np.median([r.times[k] for r in results])) for k in keys}
+    shares = {'refined': float(ok.mean()), 'fallback': float(1.0 - ok.mean())}
+    table = format_table(rows)
+    timing = ', '.join(f'{k} {v * 1000:.0f} ms' for k, v in times.items())
+    text = (f'# {title}: network vs retrieval vs refined\n\n{table}\n'
+            f'Refined {100 * shares["refined"]:.1f} % of {n} frames, fell back to the network '
+            f'on {100 * shares["fallback"]:.1f} %. {verdict_text}.\n\n'
+            f'Refiner median time per frame: {timing}.\n\nMap: {lmap.path} '
+            f'({lmap.describe()}).\n')
+    out = Path(out)
+    write_results(out / 'refined', names, stamps, ref_pos, ref_quat, gt_pos, gt_quat,
+                  var=np.stack([np.diag(r.covariance) for r in results]),
+                  title=f'{title} refined', info=dict(info or {}, map=str(lmap.path)))
+    lines = ['# name refined reason inliers matches retrieval_top1 ' + ' '.join(
+        f't_{k}_ms' for k in keys)]
+    for name, r, t1 in zip(names, results, top1):
+        lines.append(f'{name} {int(r.refined)} {r.reason.replace(" ", "_")} {r.inliers} '
+                     f'{r.matches} {lmap.names[t1]} '
+                     + ' '.join(f'{r.times[k] * 1000:.1f}' for k in keys))
+    atomic_write_text(out / 'refine_per_frame.txt', '\n'.join(lines) + '\n')
+    summary = {'title': title, 'rows': rows, 'shares': shares, 'network_beats_retrieval': beats,
+               'median_seconds': times, 'map': str(lmap.path), 'map_meta': lmap.meta.get('stats'),
+               'refiner': refiner.conf, 'info': info or {}}
+    atomic_write_text(out / 'map_summary.json', json.dumps(summary, indent=2, default=str) + '\n')
+    atomic_write_text(out / 'map_results.md', text)
+    log(table + f'refined {100 * shares["refined"]:.1f} %, fallback '
+        f'{100 * shares["fallback"]:.1f} %; {verdict_text}\nrefiner per frame (median): {timing}')
+    return summary
