@@ -415,7 +415,8 @@ def test_onnx_node_refines_with_a_map_without_torch(onnx_model, tmp_path):
     own ONNX descriptor does the retrieval) and never imports torch."""
     from camreloc_ros.core.data.formats import read_dataset
     from camreloc_ros.core.data.split import split_dataset
-    from camreloc_ros.core.localization.map_file import file_sha256, save_map
+    from camreloc_ros.core.io import file_sha256
+    from camreloc_ros.core.localization.map_file import save_map
     from camreloc_ros.core.localization.build import build_map
     from camreloc_ros.core.localization.retrieval import GlobalDescriptor
     from camreloc_ros.core.models.pose_model import PoseModel

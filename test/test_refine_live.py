@@ -146,7 +146,8 @@ def test_odometry_motion_carries_the_refinement_exactly_whatever_the_network_say
 @pytest.fixture(scope='module')
 def map_setup(tmp_path_factory):
     """A lite0 checkpoint and a triangulated map of 40 walk frames tied to it; 4 queries."""
-    from camreloc_ros.core.localization.map_file import file_sha256, save_map
+    from camreloc_ros.core.io import file_sha256
+    from camreloc_ros.core.localization.map_file import save_map
     from camreloc_ros.core.localization.retrieval import GlobalDescriptor
     from camreloc_ros.core.localization.build import build_map
     from camreloc_ros.core.models.pose_model import build_model

@@ -50,7 +50,8 @@ __all__ = [
     'quat_multiply', 'quat_conjugate', 'quat_inverse', 'quat_normalize', 'quat_log',
     'quat_exp', 'quat_rotate', 'quat_to_matrix', 'matrix_to_quat', 'rotvec_from_quat',
     'quat_from_rotvec', 'pose_from_matrix', 'matrix_from_pose', 'pose_compose',
-    'pose_invert', 'check_rigid', 'QUAT_NORM_TOL', 'unit_quat_problem', 'position_error',
+    'pose_invert', 'skew', 'rigid_shift_jacobian', 'shift_covariance', 'check_rigid',
+    'QUAT_NORM_TOL', 'unit_quat_problem', 'position_error',
     'orientation_error_deg', 'orientation_error_rad', 'slerp', 'interpolate_pose',
     'torch_quat_multiply', 'torch_quat_conjugate', 'torch_quat_normalize', 'torch_quat_log',
     'torch_quat_error_log',
@@ -280,6 +281,37 @@ def pose_invert(t: ArrayLike, q: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     """Pose of ``T^-1``: ``(-R^T t, q^-1)``, quaternion canonical."""
     qi = quat_conjugate(_unit(_quat(q)))
     return -quat_rotate(qi, t), quat_normalize(qi)
+
+
+def skew(v: ArrayLike) -> np.ndarray:
+    """Return the cross-product matrix ``[v]x`` of a 3-vector: ``skew(v) @ b == v x b``."""
+    x, y, z = _vec3(v)
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def rigid_shift_jacobian(arm: ArrayLike) -> np.ndarray:
+    """``d(error at p + arm) / d(error at p)`` on one rigid body: ``[[I, -[arm]x], [0, I]]``.
+
+    Errors as a ROS pose covariance defines them, in fixed (world) axes: position
+    ``p_est - p`` and rotation vector ``log(q_est * q^-1)``. A rotation error ``d`` turns the
+    whole body, so a point ``arm`` away (world axes) moves by ``d x arm`` and turns by ``d``.
+    """
+    jac = np.eye(6)
+    jac[:3, 3:] = -skew(arm)
+    return jac
+
+
+def shift_covariance(covariance: ArrayLike, arm: ArrayLike) -> np.ndarray:
+    """Carry a 6x6 pose covariance (fixed axes) to the body point ``arm`` away: ``J C J^T``.
+
+    The one first-order covariance transport through a rigid transform: the camera's
+    covariance to ``base_link`` (the lever arm of the extrinsics) and a refined pose's to the
+    frames after it (the motion since) both go through it. Axes stay the fixed frame's, as
+    ROS defines ``PoseWithCovariance``; the result is symmetrised against rounding.
+    """
+    jac = rigid_shift_jacobian(arm)
+    out = jac @ np.asarray(covariance, np.float64) @ jac.T
+    return 0.5 * (out + out.T)
 
 
 def check_rigid(T: ArrayLike, atol: float = 1e-3) -> Optional[str]:  # noqa: N803

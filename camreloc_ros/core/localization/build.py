@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
+from camreloc_ros.core.geometry import skew
 from camreloc_ros.core.localization.sift import (extract_sift, match_descriptors, root_sift,
                                                  SIFT_DEFAULTS)
 from camreloc_ros.core.localization.map_file import LocalizationMap
@@ -142,10 +143,6 @@ def _w2c(poses_c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return R, t
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-
-
 def sampson_px(xy_a: np.ndarray, xy_b: np.ndarray, F: np.ndarray) -> np.ndarray:
     """Sampson distance (pixels) of correspondences to the fundamental matrix ``F``."""
     a = np.c_[xy_a, np.ones(len(xy_a))]
@@ -238,7 +235,7 @@ def triangulate(keypoints: Sequence[np.ndarray], descriptors: Sequence[np.ndarra
             continue
         Rji = R[j] @ R[i].T
         tji = t[j] - Rji @ t[i]
-        F = Kinv[j].T @ _skew(tji) @ Rji @ Kinv[i]
+        F = Kinv[j].T @ skew(tji) @ Rji @ Kinv[i]
         ok = sampson_px(keypoints[i][ia], keypoints[j][ib], F) <= conf['epipolar_px']
         verified += int(ok.sum())
         edges.append(np.stack([offsets[i] + ia[ok], offsets[j] + ib[ok]], axis=1))

@@ -54,13 +54,8 @@ import threading
 
 import numpy as np
 
-from camreloc_ros.core.geometry import matrix_from_pose, orientation_error_rad, pose_from_matrix
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    """Return the cross-product matrix ``[v]x``."""
-    x, y, z = (float(c) for c in v)
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_rad,
+                                        pose_from_matrix, shift_covariance)
 
 
 def compose_correction(ref_position: np.ndarray, ref_quaternion: np.ndarray,
@@ -78,9 +73,7 @@ def compose_correction(ref_position: np.ndarray, ref_quaternion: np.ndarray,
     T = T_ref @ np.linalg.inv(T_net_ref) @ T_net
     position, quaternion = pose_from_matrix(T)
     d = position - np.asarray(ref_position, np.float64)
-    J = np.eye(6)
-    J[:3, 3:] = -skew(d)
-    cov = J @ np.asarray(ref_covariance, np.float64) @ J.T
+    cov = shift_covariance(ref_covariance, d)   # the reference point moved by d
     angle = float(orientation_error_rad(net_quaternion, net_ref_quaternion))
     cov[:3, :3] += np.eye(3) * (motion_noise * float(np.linalg.norm(d))) ** 2
     cov[3:, 3:] += np.eye(3) * (motion_noise * angle) ** 2

@@ -80,15 +80,6 @@ class MapError(ValueError):
     """A map file that is missing, corrupt, of another version, or paired wrongly."""
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (ties a map to its checkpoint)."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def frames_fingerprint(names, poses_c2w) -> str:
     """Hash of frame names and poses (mm): the same training frames give the same value."""
     h = hashlib.sha256()

@@ -209,7 +209,8 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
 
 def model_sha256(model) -> str:
     """Return the sha256 of the checkpoint ``model`` is (``.pt``) or came from (``.onnx``)."""
-    from camreloc_ros.core.localization.map_file import file_sha256, MapError
+    from camreloc_ros.core.io import file_sha256
+    from camreloc_ros.core.localization.map_file import MapError
     from camreloc_ros.core.inference.runtimes import is_onnx_file
     if not is_onnx_file(model):
         return file_sha256(model)

@@ -38,7 +38,8 @@ from typing import Iterable, Optional, Tuple
 import numpy as np
 
 from camreloc_ros.core.geometry import (interpolate_pose, pose_compose, pose_invert,
-                                        quat_normalize, quat_rotate)
+                                        quat_normalize, quat_rotate, rigid_shift_jacobian,
+                                        shift_covariance)
 
 Pose = Tuple[np.ndarray, np.ndarray]
 NS = 1_000_000_000
@@ -289,26 +290,22 @@ def map_to_odom(map_base: Pose, odom_base: Pose) -> Pose:
     return pose_compose(*map_base, *pose_invert(*odom_base))
 
 
-def skew(v: np.ndarray) -> np.ndarray:
-    """Return the cross-product matrix of ``v``: its product with ``b`` is ``v x b``."""
-    x, y, z = np.asarray(v, np.float64)
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-
-
 def lever_arm_jacobian(map_camera: Pose, base_camera: Pose) -> np.ndarray:
     """d(base pose error) / d(camera pose error), both ``(dx dy dz, rot x y z)`` in map axes.
 
     Errors are as the covariance defines them: position ``p_est - p`` and rotation vector
     ``log(q_est * q^-1)`` about the fixed map axes. A camera rotation error ``d`` turns the
     whole rigid body, so base turns by the same ``d`` and moves by ``d x r`` where ``r`` is
-    the lever arm from the camera to base in map axes: ``J = [[I, -[r]x], [0, I]]``.
+    the lever arm from the camera to base in map axes: ``J = [[I, -[r]x], [0, I]]``
+    (:func:`~camreloc_ros.core.geometry.rigid_shift_jacobian`).
     """
-    position, quaternion = map_camera
+    return rigid_shift_jacobian(_arm(map_camera, base_camera))
+
+
+def _arm(map_camera: Pose, base_camera: Pose) -> np.ndarray:
+    """The lever arm camera -> base in map axes."""
     offset = pose_invert(*base_camera)[0]                 # base origin in the camera frame
-    arm = quat_rotate(quaternion, offset)                 # camera -> base, in map axes
-    jac = np.eye(6)
-    jac[:3, 3:] = -skew(arm)
-    return jac
+    return quat_rotate(map_camera[1], offset)
 
 
 def base_covariance(covariance: np.ndarray, map_camera: Pose, base_camera: Pose) -> np.ndarray:
@@ -316,8 +313,7 @@ def base_covariance(covariance: np.ndarray, map_camera: Pose, base_camera: Pose)
 
     First-order propagation through :func:`lever_arm_jacobian`; the axes stay those of the
     map frame, as ROS defines ``PoseWithCovariance`` (the covariance is in the header's
-    frame), so AMCL consumers and robot_localization read it as they read AMCL's.
+    frame), so AMCL consumers and robot_localization read it as they read AMCL's
+    (:func:`~camreloc_ros.core.geometry.shift_covariance`, the one covariance transport).
     """
-    jac = lever_arm_jacobian(map_camera, base_camera)
-    out = jac @ np.asarray(covariance, np.float64) @ jac.T
-    return 0.5 * (out + out.T)
+    return shift_covariance(covariance, _arm(map_camera, base_camera))
