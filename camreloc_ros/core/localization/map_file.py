@@ -294,15 +294,6 @@ def load_map(path: str | Path) -> LocalizationMap:
     missing = [k for k in ARRAYS if k not in data]
     _expect(not missing, path, f'missing arrays {", ".join(missing)}')
     _check_dtypes(data, path)
-    expected = meta.get(DIGEST_KEY)
-    if expected is None:   # written before maps had a digest: damage cannot be detected
-        warnings.warn(f'map {path} has no content digest (an older camreloc_ros wrote it), '
-                      'so damage on disk cannot be detected; rebuild it with `camreloc map` '
-                      'to add one', stacklevel=2)
-    elif map_digest(data, meta) != expected:
-        raise MapError(f'map {path} is damaged or was edited: its arrays do not match the '
-                       'content digest stored when it was written; rebuild it with '
-                       '`camreloc map`')
     wrong = [k for k in META_DICTS if k in meta and not isinstance(meta[k], dict)]
     _expect(not wrong, path, f'meta.{", meta.".join(wrong)} is not a mapping')
     n = len(data['names'])
@@ -326,6 +317,16 @@ def load_map(path: str | Path) -> LocalizationMap:
     for k in ('poses_c2w', 'K', 'global_desc', 'kp_xy', 'points'):
         _expect(bool(np.all(np.isfinite(data[k]))), path, f'{k} has NaN or inf')
     _check_cameras(data, path)
+    # the digest after the checks that name what is wrong, before the network is parsed
+    expected = meta.get(DIGEST_KEY)
+    if expected is None:   # written before maps had a digest: damage cannot be detected
+        warnings.warn(f'map {path} has no content digest (an older camreloc_ros wrote it), '
+                      'so damage on disk cannot be detected; rebuild it with `camreloc map` '
+                      'to add one', stacklevel=2)
+    elif map_digest(data, meta) != expected:
+        raise MapError(f'map {path} is damaged or was edited: its arrays do not match the '
+                       'content digest stored when it was written; rebuild it with '
+                       '`camreloc map`')
     onnx = _check_descriptor(data, meta, path)
     return LocalizationMap(names=[str(s) for s in data['names']],
                            **{k: data[k] for k in ARRAYS if k != 'names'}, meta=meta, path=path,
