@@ -26,6 +26,8 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from camreloc_ros.core.inference.runtimes import PRECISIONS, RUNTIMES
+
 # Smallest shorter image side the node localizes: a quarter of the model's input size (the
 # preprocessing would upscale more than 4x, so the pose says nothing about the image) and
 # never below 32 px. Smaller images are counted as bad messages.
@@ -56,10 +58,10 @@ PARAMETERS: list[Param] = [
           'written by `camreloc export` (runtime onnx).'),
     Param('runtime', 'auto', 'auto: onnx on a CPU, torch on CUDA; torch: eager PyTorch (CPU '
           'or CUDA); onnx: ONNX Runtime, the fast path on a CPU (a .pt model is exported once '
-          'into ~/.cache/camreloc_ros).', choices=('auto', 'torch', 'onnx')),
+          'into ~/.cache/camreloc_ros).', choices=RUNTIMES),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
     Param('precision', 'fp32', 'CNN precision on CUDA (autocast; the head stays float32); '
-          'ignored on the CPU.', choices=('fp32', 'fp16', 'bf16')),
+          'ignored on the CPU.', choices=PRECISIONS),
     Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '
           'half the cores (at least 1), leaving the rest to the camera driver and DDS.',
           limits=(0, 1024)),

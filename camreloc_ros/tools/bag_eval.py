@@ -46,6 +46,7 @@ from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, camera_
                                     rosbag_folder_problem, scan_bag, STORAGES)
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.inference.engine import InferenceEngine, Prediction
+from camreloc_ros.core.inference.runtimes import RUNTIMES
 from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
@@ -430,12 +431,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='seconds between an image stamp and the ground truth samples '
                         f'used for it (default {DEFAULT_TOLERANCE})')
     parser.add_argument('--out', type=Path, default=None, help='output folder')
-    parser.add_argument('--batch-size', type=int, default=16,
-                        help='images per network call (default 16)')
-    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
-    parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
+    parser.add_argument('--batch-size', type=int, default=default_conf['batch_size'],
+                        help='images per network call (default %(default)s)')
+    parser.add_argument('--device', default=default_conf['device'],
+                        help='auto, cpu or cuda[:N]')
+    parser.add_argument('--runtime', default=default_conf['runtime'], choices=RUNTIMES,
                         help='inference runtime (onnx: exported once, cached)')
-    parser.add_argument('--max-gap', type=float, default=1.0,
+    parser.add_argument('--max-gap', type=float, default=default_conf['max_gap'],
                         help='seconds between image stamps that restart a temporal window')
     parser.add_argument('--title', default=None, help='name of the result row')
     parser.add_argument('--allow-truncated', action='store_true',
@@ -447,7 +449,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='write predictions and ground truth into this bag (must not exist)')
     parser.add_argument('--overwrite', action='store_true',
                         help='let --write-bag replace an older rosbag2 folder (never an input)')
-    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+    parser.add_argument('--storage', choices=STORAGES, default=default_conf['storage'],
                         help='storage of --write-bag (default mcap)')
     parser.add_argument('--with-images', action='store_true',
                         help='copy the images into --write-bag too')
@@ -457,18 +459,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     live = parser.add_argument_group('live (a localizer node must be running)')
     live.add_argument('--live', action='store_true',
                       help='play the images to the running node and score its poses')
-    live.add_argument('--pose-topic', default='/pose', help='PoseStamped topic of the node')
+    live.add_argument('--pose-topic', default=default_conf['pose_topic'],
+                      help='PoseStamped topic of the node')
     live.add_argument('--live-image-topic', default=None,
                       help='topic the node subscribes to (default: --image-topic)')
-    live.add_argument('--rate-factor', type=float, default=1.0,
+    live.add_argument('--rate-factor', type=float, default=default_conf['rate_factor'],
                       help='playback speed (1 = recorded rate, 0 = as fast as possible)')
-    live.add_argument('--max-idle', type=float, default=1.0,
+    live.add_argument('--max-idle', type=float, default=default_conf['max_idle'],
                       help='shorten pauses in the bag longer than this (s)')
     live.add_argument('--no-lockstep', action='store_true',
                       help='do not wait for each pose before publishing the next image')
-    live.add_argument('--wait-node', type=float, default=60.0,
+    live.add_argument('--wait-node', type=float, default=default_conf['wait_node'],
                       help='seconds to wait for the node to appear')
-    live.add_argument('--pose-timeout', type=float, default=10.0,
+    live.add_argument('--pose-timeout', type=float, default=default_conf['pose_timeout'],
                       help='seconds to wait for a pose')
     live.add_argument('--reset-service', default=None,
                       help='Trigger service that clears the temporal window of the node before '

@@ -36,7 +36,7 @@ import cv2
 from camreloc_ros.core.bags import BagWriter, COMPRESSED, IMAGE, SIGNATURES, STORAGES
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.formats import FORMATS, read_dataset
-from camreloc_ros.core.data.split import split_dataset, SPLIT_NAMES
+from camreloc_ros.core.data.split import SPLIT_DEFAULTS, split_dataset, SPLIT_NAMES
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.robot.messages import NS, seconds_to_ns
@@ -55,8 +55,8 @@ DEFAULT_START = 1_700_000_000.0
 default_conf = {
     'format': None,
     'split': 'all',          # all | train | test (block split for formats without one)
-    'block': 25,
-    'every': 4,
+    'block': SPLIT_DEFAULTS['block'],
+    'every': SPLIT_DEFAULTS['every'],
     'compressed': False,
     'quality': 95,           # JPEG quality for images that are not JPEG files already
     'rate': 10.0,            # Hz, for frames without timestamps
@@ -152,20 +152,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('data', type=Path, help='dataset root folder (or csv file)')
     parser.add_argument('out', type=Path, help='output bag folder (must not exist)')
     parser.add_argument('--format', required=True, choices=FORMATS, help='dataset format')
-    parser.add_argument('--split', choices=SPLIT_NAMES, default='all',
+    parser.add_argument('--split', choices=SPLIT_NAMES, default=default_conf['split'],
                         help='frames to write (default all)')
-    parser.add_argument('--block', type=int, default=25,
+    parser.add_argument('--block', type=int, default=default_conf['block'],
                         help='frames per held-out block (formats without an official split)')
-    parser.add_argument('--every', type=int, default=4, help='every N-th block is test')
+    parser.add_argument('--every', type=int, default=default_conf['every'],
+                        help='every N-th block is test')
     parser.add_argument('--compressed', action='store_true',
                         help='CompressedImage JPEG instead of raw rgb8 Image')
-    parser.add_argument('--quality', type=int, default=95,
+    parser.add_argument('--quality', type=int, default=default_conf['quality'],
                         help='JPEG quality when images must be encoded')
-    parser.add_argument('--rate', type=float, default=10.0,
-                        help='Hz for frames without timestamps (default 10)')
+    parser.add_argument('--rate', type=float, default=default_conf['rate'],
+                        help='Hz for frames without timestamps (default %(default)g)')
     parser.add_argument('--start-time', type=float, default=DEFAULT_START,
                         help='stamp (s) of the first frame without a timestamp')
-    parser.add_argument('--storage', choices=STORAGES, default='mcap',
+    parser.add_argument('--storage', choices=STORAGES, default=default_conf['storage'],
                         help='rosbag2 storage (default mcap)')
     parser.add_argument('--limit', type=int, default=None, help='only the first N frames')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')

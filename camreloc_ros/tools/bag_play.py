@@ -100,14 +100,14 @@ def main(conf: dict, paths: dict) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc bag-play``."""
     parser.add_argument('bag', type=Path, help='rosbag2 folder (or .mcap / .db3 file)')
-    parser.add_argument('--rate-factor', type=float, default=1.0,
+    parser.add_argument('--rate-factor', type=float, default=default_conf['rate_factor'],
                         help='speed: 1 = as recorded, 2 = twice as fast, 0 = no waiting')
     parser.add_argument('--topics', nargs='+', default=None, help='only these topics')
     parser.add_argument('--loop', action='store_true', help='start again at the end')
     parser.add_argument('--wait-subscribers', action='store_true',
                         help='wait until every published topic has a subscriber')
-    parser.add_argument('--wait-timeout', type=float, default=30.0,
-                        help='seconds --wait-subscribers waits at most (default 30)')
+    parser.add_argument('--wait-timeout', type=float, default=default_conf['wait_timeout'],
+                        help='seconds --wait-subscribers waits at most (default %(default)g)')
     parser.add_argument('--max-idle', type=float, default=None,
                         help='shorten pauses in the bag longer than this many seconds')
     parser.add_argument('--clock', action='store_true', help='publish /clock from the bag')

@@ -41,6 +41,7 @@ from camreloc_ros.core.data.split import (checkpoint_train_frames, frame_breaks,
                                           split_params)
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.inference.engine import InferenceEngine
+from camreloc_ros.core.inference.runtimes import RUNTIMES
 from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.geometry import pose_from_matrix
@@ -222,14 +223,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('data', type=Path, help='dataset root folder (or csv file)')
     parser.add_argument('--format', choices=FORMATS, default=None,
                         help='dataset format (default: the one stored in the checkpoint)')
-    parser.add_argument('--split', choices=SPLIT_NAMES, default='test',
+    parser.add_argument('--split', choices=SPLIT_NAMES, default=default_conf['split'],
                         help='frames to score (default test: the held-out blocks)')
     parser.add_argument('--out', type=Path, default=None,
                         help='output folder (default: <checkpoint dir>/eval_<split>)')
-    parser.add_argument('--batch-size', type=int, default=16,
-                        help='frames per network call (default 16)')
-    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
-    parser.add_argument('--runtime', default='torch', choices=('auto', 'torch', 'onnx'),
+    parser.add_argument('--batch-size', type=int, default=default_conf['batch_size'],
+                        help='frames per network call (default %(default)s)')
+    parser.add_argument('--device', default=default_conf['device'],
+                        help='auto, cpu or cuda[:N]')
+    parser.add_argument('--runtime', default=default_conf['runtime'], choices=RUNTIMES,
                         help='inference runtime (onnx: exported once, cached)')
     parser.add_argument('--block', type=int, default=None,
                         help=f'frames per held-out block (default: from the checkpoint, '

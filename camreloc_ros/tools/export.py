@@ -154,7 +154,7 @@ def main(conf: dict, paths: dict) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc export``."""
     parser.add_argument('checkpoint', type=Path, help='checkpoint file (.pt)')
-    parser.add_argument('--format', choices=FORMATS, default='onnx',
+    parser.add_argument('--format', choices=FORMATS, default=default_conf['format'],
                         help='export format (default onnx)')
     parser.add_argument('--out', type=Path, default=None,
                         help='output file (default: the checkpoint path with .onnx)')

@@ -136,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('images', type=Path, nargs='+', help='image files or folders')
     parser.add_argument('--out', type=Path, default=None,
                         help='output folder (default: <checkpoint dir>/saliency)')
-    parser.add_argument('--device', default='auto', help='auto, cpu or cuda[:N]')
+    parser.add_argument('--device', default=default_conf['device'], help='auto, cpu or cuda[:N]')
 
 
 def from_args(args: argparse.Namespace) -> Path:
