@@ -9,7 +9,7 @@ STAMPS := $(VENV)/.stamps
 ROS2_LAUNCH_SRC ?= $(abspath $(CURDIR)/../shared/vendor/ros2-launch)
 export ROS_LOG_DIR ?= $(CURDIR)/.venv/ros_log
 
-.PHONY: setup demo test lint bench accuracy clean-venv
+.PHONY: setup demo test test-fast lint bench accuracy clean-venv
 
 setup: $(STAMPS)/project $(STAMPS)/ros2_launch $(STAMPS)/colcon
 
@@ -46,6 +46,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q test
+
+# the edit loop: everything but the tests marked slow (setup.cfg); `make test` stays the CI command
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow' test
 
 lint: setup
 	$(PY) -m flake8 camreloc_ros test benchmarks launch setup.py

@@ -49,7 +49,7 @@ NODE_IMAGES = '/bag_live/image/compressed'     # the node lives in namespace bag
 NODE_POSES = '/bag_live/pose'
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]   # real DDS
 
 
 @pytest.fixture(scope='module')

@@ -207,6 +207,7 @@ def _eval(bag: Path, ckpt: Path, out: Path, **conf) -> Path:
 
 # ---------------------------------------------------------------------------- bag-eval
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 @pytest.mark.parametrize('storage,image,gt', [('mcap', 'raw', 'pose'), ('sqlite3', 'jpeg', 'tf')])
 def test_bag_eval_equals_evaluate(storage, image, gt, ckpt, reference, eval_frames,
                                   bag_dir, tmp_path, capsys):
@@ -231,6 +232,7 @@ def test_bag_eval_equals_evaluate(storage, image, gt, ckpt, reference, eval_fram
         assert info['ground_truth'] == 'TF map -> camera (via odom)'
 
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 def test_write_bag_reads_back(jpeg_mcap, ckpt, tmp_path, eval_frames):
     written = tmp_path / 'pred_bag'
     # path_period 0: a Path with every frame, so every topic has one message per frame
@@ -276,6 +278,7 @@ def test_write_bag_reads_back(jpeg_mcap, ckpt, tmp_path, eval_frames):
     assert image.data.tobytes() == eval_frames[0].image_path.read_bytes()
 
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 def test_write_bag_paths_come_every_path_period_not_every_frame(jpeg_mcap, ckpt, tmp_path):
     """A Path per frame grows as frames x path_length: by default one per second of bag time."""
     written = tmp_path / 'pred_bag'
@@ -292,6 +295,7 @@ def test_write_bag_paths_come_every_path_period_not_every_frame(jpeg_mcap, ckpt,
 
 # ---------------------------------------------------------------------------- ground truth
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 def test_gt_interpolation_midway_and_tolerance(dataset, ckpt, tmp_path, capsys):
     """Images between two GT samples get linear + slerp poses; others are counted."""
     frames = dataset.frames
@@ -373,6 +377,7 @@ def test_tf_chain_interpolates_every_dynamic_link(tmp_path):
 
 # ---------------------------------------------------------------------------- bad input
 
+@pytest.mark.slow   # trains the module checkpoint and writes a bag first (~4 s)
 def test_unknown_topic_lists_the_bags_topics(jpeg_mcap, ckpt, capsys):
     code = cli.main(['bag-eval', str(jpeg_mcap), '--model', str(ckpt), '--image-topic',
                      '/nope', '--gt-topic', GT_TOPIC])
@@ -393,6 +398,7 @@ def test_unknown_topic_lists_the_bags_topics(jpeg_mcap, ckpt, capsys):
             bags.scan_bag(bag, JPEG_TOPIC, gt_tf='map:camera')
 
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
 def test_truncated_bag_names_the_file_and_keeps_what_was_read(storage, eval_frames, ckpt,
                                                               bag_dir, tmp_path, capsys):
@@ -422,6 +428,7 @@ def test_truncated_bag_names_the_file_and_keeps_what_was_read(storage, eval_fram
     assert json.loads((out / 'bag_eval.json').read_text())['truncated']
 
 
+@pytest.mark.slow   # trains the module checkpoint and writes a bag first (~4 s)
 def test_no_ground_truth_within_tolerance_is_an_error(bag_dir, eval_frames, ckpt, tmp_path):
     bag = write_frames_bag(bag_dir / 'shifted', 'mcap', eval_frames[:5], True, 'pose',
                            gt_shift_ns=10 * NS)
@@ -467,6 +474,7 @@ def _posed_folder(path: Path, count: int) -> Path:
     return path
 
 
+@pytest.mark.slow   # writes and evaluates or trains from bags, 8-60 s
 def test_train_from_bag_equals_train_from_folder(tmp_path):
     """Same split, same seed: the same first-epoch loss from a bag as from the folder."""
     folder_data = _posed_folder(tmp_path / 'walk100', 100)

@@ -35,6 +35,7 @@ from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.tools import cli, evaluate
 
 LIMIT = 10
+pytestmark = pytest.mark.slow   # evaluates with retrieval baselines
 
 
 @pytest.fixture(scope='module')

@@ -35,6 +35,7 @@ from camreloc_ros.tools.common import shared_data_dir
 DATA = shared_data_dir() / 'hololens-office'
 BLOCK, EVERY = 25, 4
 LIMIT = 30   # the first 30 test frames: two held-out blocks (a gap), ~3 s of CPU inference
+pytestmark = pytest.mark.slow   # trains and evaluates
 
 
 def _checkpoint(path: Path, name: str = 'posenet', backbone: str = 'efficientnet_lite0') -> Path:

@@ -98,6 +98,7 @@ def _payload_copy(checkpoint: Path, folder: Path) -> tuple[Path, Path]:
     return path, marker
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_payload_checkpoint_is_refused_everywhere_and_never_runs(checkpoint, tmp_path):
     path, marker = _payload_copy(checkpoint, tmp_path)
     entries = {
@@ -127,6 +128,7 @@ def test_payload_checkpoint_is_refused_everywhere_and_never_runs(checkpoint, tmp
     assert not marker.exists(), 'train --resume ran the payload'
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_payload_refused_by_the_cli_with_exit_1(checkpoint, tmp_path):
     path, marker = _payload_copy(checkpoint, tmp_path)
     result = subprocess.run([sys.executable, '-m', 'camreloc_ros.tools.cli', 'export',
@@ -139,6 +141,7 @@ def test_payload_refused_by_the_cli_with_exit_1(checkpoint, tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
 
 
+@pytest.mark.slow   # its module checkpoint fixture builds and saves a model (~5 s)
 def test_damaged_checkpoint_names_the_file(checkpoint, tmp_path):
     data = bytearray(checkpoint.read_bytes())
     rng = np.random.default_rng(7)
@@ -187,6 +190,7 @@ def _snapshot(folder: Path) -> dict:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_train_into_an_existing_run_is_refused(tmp_path):
     run = tmp_path / 'run'
     quiet = {'log': lambda s: None, 'progress_bars': False}
@@ -234,6 +238,7 @@ def test_overrides_are_type_and_range_checked(override, key):
     assert repr(key) in str(info.value)
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_cli_bad_override_exits_1_and_writes_nothing(tmp_path):
     run = tmp_path / 'run'
     result = subprocess.run([sys.executable, '-m', 'camreloc_ros.tools.cli', 'train',
@@ -312,6 +317,7 @@ def frames():
 
 # ---------------------------------------------------------------------------- start parameters
 
+@pytest.mark.slow   # a node over real DDS or a subprocess node start
 @pytest.mark.parametrize('name, value, shown, expected', [
     ('qos.depth', '0', '0', 'an integer in 1..100'),
     ('threads', '-1', '-1', 'an integer in 0..1024'),
@@ -420,6 +426,7 @@ def _localizer(harness: RosHarness, namespace: str, **params) -> LocalizerNode:
                                            **params})
 
 
+@pytest.mark.slow   # a node over real DDS or a subprocess node start
 def test_model_directory_is_named_as_a_directory(harness, tmp_path, capfd):
     """model:=<a directory> fails configure saying so; the node stays up, unconfigured."""
     node = _localizer(harness, 'dir_model', model=str(tmp_path))
@@ -443,6 +450,7 @@ def _resized(frame, short_side: int):
     return out
 
 
+@pytest.mark.slow   # a node over real DDS or a subprocess node start
 @pytest.mark.parametrize('compressed', [False, True], ids=['raw', 'jpeg'])
 def test_too_small_images_are_bad_messages(harness, checkpoints, frames, compressed):
     """1x1 and just-too-small images are counted as bad (no pose); the limit itself works."""
@@ -491,6 +499,7 @@ JAZZY_MAIN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow   # a node over real DDS or a subprocess node start
 def test_main_works_with_jazzy_rclpy_init(tmp_path, checkpoints, frames):
     """main() with an rclpy.init that returns None localizes, and Ctrl-C exits 0 cleanly."""
     script = tmp_path / 'jazzy_main.py'
@@ -673,6 +682,7 @@ def test_write_bag_never_replaces_the_results_folder(raw_bag, junk_ckpt, tmp_pat
         _eval(raw_bag, junk_ckpt, out, write_bag=out, overwrite=True)
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_write_bag_replaces_an_older_bag_only_with_overwrite(jpeg_bag, ckpt, tmp_path):
     target = tmp_path / 'pred'
     shutil.copytree(jpeg_bag, target)       # an older bag, not an input
@@ -792,6 +802,7 @@ def test_bitrot_in_an_mcap_chunk_is_an_error_naming_the_file(which, raw_bag, jpe
     assert not (tmp_path / 'results').exists()
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_allow_damaged_evaluates_the_intact_chunks_and_reports_the_rest(raw_bag, ckpt,
                                                                         tmp_path, capsys):
     bag, start = _rot(raw_bag, tmp_path / 'rotten')
@@ -856,6 +867,7 @@ def _damage_sqlite(bag: Path) -> dict[str, int]:
     return {'cut': images[3][1], 'zeroed': images[5][1], 'pose': poses[8][1]}
 
 
+@pytest.mark.slow   # trains, evaluates a bag or runs the CLI in a subprocess, 1.5-5 s
 def test_undecodable_messages_in_sqlite3_are_counted(ckpt, junk_ckpt, tmp_path, capsys):
     bag = _write(tmp_path / 'jpeg_sqlite', compressed=True, storage='sqlite3')
     times = _damage_sqlite(bag)

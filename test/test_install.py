@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.prefix) / 'bin'
 PACKAGE = 'camreloc_ros'
 START_TIMEOUT_S = 240.0     # a node importing torch starts in 6-15 s; CI machines are loaded
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]   # colcon, ros2 run/launch subprocesses
 
 
 # rosdep keys of package.xml, each checked (2026-11) against ros/rosdistro: the jazzy and kilted

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from xml.etree import ElementTree
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ['camreloc_ros', 'test', 'benchmarks', 'launch', 'setup.py']
 
@@ -29,12 +31,14 @@ def _python_files():
         yield from ([path] if path.is_file() else sorted(path.rglob('*.py')))
 
 
+@pytest.mark.slow   # over the whole tree: `make lint` in the edit loop
 def test_flake8():
     result = subprocess.run([sys.executable, '-m', 'flake8', *SOURCES], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow   # over the whole tree: `make lint` in the edit loop
 def test_pep257():
     result = subprocess.run(
         [sys.executable, '-m', 'pydocstyle', '--add-ignore=D100,D104,D105,D107,D203,D212,D404',

@@ -42,7 +42,7 @@ from camreloc_ros.ros.localizer_node import LocalizerNode, TF_QOS
 
 DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 10.0
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]   # real DDS
 
 _stamps = itertools.count()
 

@@ -47,6 +47,7 @@ HOLO = shared_data_dir() / 'hololens-office'
 
 MAP_ROWS = ('network (APR)', 'retrieval top-1', 'oracle: nearest training pose',
             'refined (network where it falls back)')
+pytestmark = pytest.mark.slow   # builds SIFT maps and refines
 
 
 def map_table(out: Path) -> str:

@@ -38,6 +38,7 @@ IMAGE_TOPIC = '/camera/image_raw'
 GT_TOPIC = '/ground_truth/pose'
 N_FRAMES = 16
 FAST = {'build': {'sift': {'max_keypoints': 1024}}}
+pytestmark = pytest.mark.slow   # builds maps from bags
 
 
 def _conf(tmp, **conf) -> dict:

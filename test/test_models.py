@@ -44,6 +44,7 @@ def test_lite0_pretrained_weights_really_loaded(lite0_classifier, image, classes
     assert int(logits.argmax()) in classes
 
 
+@pytest.mark.slow   # several lite0 builds and saves, 2-5 s
 def test_lite0_random_init_does_not_classify_the_cat():
     """Guards the test above: without the weights the cat is not found."""
     torch.manual_seed(0)
@@ -74,6 +75,7 @@ def test_spatial_lstm_grid_must_hold_width():
         build_model('lstm', head={'width': 1000})
 
 
+@pytest.mark.slow   # builds every backbone (inception_resnet_v2 ~10-20 s)
 @pytest.mark.parametrize('name,size,expect_stages', [
     ('googlenet', 224, 10), ('vgg16', 64, 13), ('resnet18', 64, 5),
     ('mobilenetv3_large_100', 64, 8), ('inception_resnet_v2', 75, 43),
@@ -86,6 +88,7 @@ def test_other_backbones_give_feature_maps(name, size, expect_stages):
     assert fmap.ndim == 4 and fmap.shape[1] == bb.out_channels
 
 
+@pytest.mark.slow   # builds every backbone (inception_resnet_v2 ~10-20 s)
 @pytest.mark.parametrize('name,trainable', [('googlenet', 3), ('vgg16', 3),
                                             ('inception_resnet_v2', 10)])
 def test_thesis_freezing(name, trainable):
@@ -98,11 +101,13 @@ def test_thesis_freezing(name, trainable):
     assert bb.trainable.training
 
 
+@pytest.mark.slow   # builds every backbone (inception_resnet_v2 ~10-20 s)
 def test_googlenet_thesis_trainable_modules():
     bb = build_backbone('googlenet', pretrained=False)
     assert bb.stage_names[-3:] == ['inception4e', 'inception5a', 'inception5b']
 
 
+@pytest.mark.slow   # several lite0 builds and saves, 2-5 s
 def test_missing_pretrained_weights_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     monkeypatch.setattr(torch.hub, 'load_state_dict_from_url',
@@ -116,6 +121,7 @@ def test_weights_file_that_does_not_exist(tmp_path):
         build_backbone('resnet18', weights=str(tmp_path / 'nope.pth'))
 
 
+@pytest.mark.slow   # several lite0 builds and saves, 2-5 s
 def test_weights_file_from_user_is_loaded(tmp_path):
     src = build_backbone('resnet18', pretrained=False)
     net = backbones._create('resnet18', pretrained=False, weights=None)
@@ -136,6 +142,7 @@ def test_unknown_config_keys_raise():
         build_model(backbone={'name': 'alexnet'})
 
 
+@pytest.mark.slow   # several lite0 builds and saves, 2-5 s
 def test_checkpoint_extra_is_declared_and_the_dict_loader_takes_a_checkpoint():
     """A new model has an empty ``checkpoint_extra``; a whole checkpoint dict loads by name."""
     model = build_model('posenet', backbone={'pretrained': False}).eval()
@@ -174,6 +181,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert np.allclose(loaded.pos_mean.numpy(), [1, 2, 3])
 
 
+@pytest.mark.slow   # several lite0 builds and saves, 2-5 s
 def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match='does not exist'):
         PoseModel.from_checkpoint(tmp_path / 'missing.pt')

@@ -46,7 +46,7 @@ from camreloc_ros.ros.localizer_node import LocalizerNode
 
 DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 20.0
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]   # real DDS, subprocess node starts
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA = {'width': 640, 'height': 480, 'fx': 585.0, 'fy': 585.0, 'cx': 320.0, 'cy': 240.0}
 

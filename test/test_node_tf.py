@@ -50,7 +50,7 @@ from camreloc_ros.ros.tf_io import TF_QOS
 DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 15.0
 TOLERANCE_S = 0.5
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]   # real DDS
 
 # the robot: camera 0.3 m ahead and 0.6 m up of base_link, optical axes (z forward)
 EXTRINSICS = (np.array([0.3, -0.05, 0.6]), quat_from_rotvec([-1.2092, 1.2092, -1.2092]))

@@ -78,6 +78,7 @@ def test_map_overwrite_refuses_files_inside_the_dataset(scene, capsys):
     assert not new.exists()
 
 
+@pytest.mark.slow   # builds two SIFT maps (~5 s)
 def test_map_overwrite_replaces_a_map_and_an_old_version(scene, tmp_path):
     """A map (also one of another version: its header says map) is rebuilt in place."""
     data, ckpt, other = scene

@@ -66,6 +66,7 @@ def test_train_reads_it_with_the_override(tum):
     assert all(not n.endswith(f'{1305031102.175304 + 3 / 30:.6f}') for n in names)
 
 
+@pytest.mark.slow   # builds a SIFT map (~6 s)
 def test_map_reads_it_with_the_override(tum, tmp_path):
     ckpt = _checkpoint(tmp_path / 'model.pt', _posed_folder(tmp_path / 'p', 30), 'posed')
     args = cli.subcommand_parser('map').parse_args(

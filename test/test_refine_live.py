@@ -39,6 +39,7 @@ from camreloc_ros.tools.common import shared_data_dir
 DOMAIN_ID = allocate_domain()
 TIMEOUT_S = 60.0
 HOLO = shared_data_dir() / 'hololens-office'
+pytestmark = pytest.mark.slow   # real DDS and map refinement
 
 
 def _pose(rng) -> tuple[np.ndarray, np.ndarray]:

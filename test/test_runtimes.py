@@ -42,7 +42,7 @@ from camreloc_ros.tools import cli
 
 DOMAIN_ID = allocate_domain()
 ATOL = 1e-4
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]   # ONNX export and real DDS
 
 
 @pytest.fixture(scope='module')

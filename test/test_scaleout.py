@@ -39,6 +39,7 @@ from test_datasets import make_7scenes, make_cambridge, make_csv, make_posed, ma
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {'log': lambda s: None, 'progress_bars': False}
+pytestmark = pytest.mark.slow   # trains (several processes, resumes)
 
 
 def _small_blocks(fmt: str) -> dict:

@@ -32,6 +32,7 @@ from camreloc_ros.tools.common import shared_data_dir
 
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow   # trains trial runs in subprocesses
 
 
 def _draws(space: dict, seed: int, n: int) -> list[dict]:

@@ -34,6 +34,7 @@ from support import wait_for_file
 
 DATA = shared_data_dir() / 'hololens-office'
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow   # trains past a few epochs
 
 
 def _conf(tmp_path, **train):
