@@ -259,6 +259,149 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
             ros.shutdown()
 
 
+def _sync_node_run(ros, namespace: str, ckpt, map_path):
+    """A refine.sync node in ``namespace``: (node, publish(image, stamp) -> its pose, refined
+    poses by stamp (ns), diagnostics received)."""
+    from sensor_msgs.msg import Image
+
+    from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
+
+    lock = threading.Lock()
+    refined, poses, diags = {}, {}, []
+
+    def keep(store):
+        def callback(msg):
+            with lock:
+                store[stamp_to_ns(msg.header.stamp)] = msg
+        return callback
+    ros.node.create_subscription(PoseWithCovarianceStamped,
+                                 f'/{namespace}/camreloc/refined_pose', keep(refined), 10)
+    ros.node.create_subscription(PoseStamped, f'/{namespace}/pose', keep(poses), 10)
+    ros.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    node = ros.localizer(namespace, model=str(ckpt), map=str(map_path), runtime='torch',
+                         **{'refine.sync': True, 'qos.reliability': 'reliable',
+                            'diagnostics_period': 0.2})
+    assert node.is_active, 'the node with a map did not activate'
+    pub = ros.node.create_publisher(Image, f'/{namespace}/image', 10)
+    assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
+
+    def send(image, stamp):
+        msg = rgb_to_image(image, 'rgb8')
+        msg.header.stamp = sec_to_stamp(stamp)
+        key = stamp_to_ns(msg.header.stamp)
+        pub.publish(msg)
+        assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose at {stamp}'
+        p = poses[key].pose.position
+        return key, np.array([p.x, p.y, p.z])
+    return node, send, refined, diags
+
+
+def _diag_values(diags, namespace: str, predicate) -> dict | None:
+    """The newest diagnostics values of the node in ``namespace`` that satisfy ``predicate``."""
+    for arr in reversed(list(diags)):
+        for status in arr.status:
+            values = {v.key: v.value for v in status.values}
+            if status.name.startswith(f'{namespace}/camreloc') and predicate(values):
+                return values
+    return None
+
+
+def test_node_refines_a_zoomed_lens_with_camera_infos_k(map_setup, tmp_path):
+    """Issue #18: a 2x lens (centre half upscaled) with a truthful camera_info. The node's
+    refinements equal the offline refiner's with that camera's K (within 0.1 m of the truth),
+    not the map's K (a metre off with a centimetre covariance); diagnostics name the source."""
+    from sensor_msgs.msg import CameraInfo
+    from test_refiner_intrinsics import zoom_2x, zoomed_camera
+
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.localization.refiner import Refiner
+
+    ckpt, map_path, queries = map_setup
+    images = [zoom_2x(read_rgb(f.image_path)) for f in queries]
+    camera = zoomed_camera(read_dataset(HOLO, 'posed').intrinsics)
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime='torch', device='cpu')
+    refiner = Refiner.from_files(map_path, ckpt)
+    K = camera.matrix()
+    offline = []
+    for image in images:
+        pred = engine.predict(image)
+        offline.append(refiner.refine(image, pred.position, pred.quaternion, pred.covariance,
+                                      K=K))
+    assert sum(r.refined for r in offline) >= 1, [r.reason for r in offline]
+    for res, frame in zip(offline, queries):
+        if res.refined:
+            assert np.linalg.norm(res.position - frame.pose_c2w[:3, 3]) < 0.1
+    domain = allocate_domain()
+    with ros_environment(domain, tmp_path / 'ros_log'):
+        ros = RosHarness(domain)
+        node = None
+        try:
+            node, send, refined, diags = _sync_node_run(ros, 'zoom', ckpt, map_path)
+            info = CameraInfo(width=camera.width, height=camera.height)
+            info.k = [float(v) for v in K.ravel()]
+            info_pub = ros.node.create_publisher(CameraInfo, '/zoom/camera_info', 10)
+            assert ros.wait_for(lambda: info_pub.get_subscription_count() > 0, TIMEOUT_S)
+            info_pub.publish(info)
+            assert ros.wait_for(lambda: node._camera_check.values()['camera_info_received'],
+                                TIMEOUT_S), 'the node never heard the camera_info'
+            for k, (image, res) in enumerate(zip(images, offline)):
+                key, got = send(image, 300.0 + 0.1 * k)
+                if not res.refined:
+                    continue
+                assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
+                p = refined[key].pose.pose.position
+                np.testing.assert_allclose([p.x, p.y, p.z], res.position, atol=1e-6)
+                np.testing.assert_allclose(got, res.position, atol=1e-6)
+            done = str(sum(r.refined for r in offline))
+
+            def after_all():
+                return _diag_values(diags, 'zoom', lambda v: v.get('refine_refined') == done)
+            assert ros.wait_for(lambda: after_all() is not None, TIMEOUT_S)
+            values = after_all()
+            assert values['refine_intrinsics'].startswith(
+                f'camera_info ({camera.width}x{camera.height}, fx {camera.fx:.1f}'), values
+        finally:
+            if node is not None:
+                ros.remove(node)
+            ros.shutdown()
+
+
+def test_node_corrects_poses_again_after_a_jump_back_in_time(map_setup, tmp_path):
+    """A bag replayed from an earlier stamp: the frame after the jump is refined and its
+    published pose is that refinement again (it used to stay the network's until ~/reset);
+    the jump is counted in diagnostics."""
+    from camreloc_ros.core.inference.engine import InferenceEngine
+    from camreloc_ros.core.localization.refiner import Refiner
+
+    ckpt, map_path, queries = map_setup
+    images = [read_rgb(f.image_path) for f in queries]
+    engine = InferenceEngine.from_checkpoint(ckpt, runtime='torch', device='cpu')
+    refiner = Refiner.from_files(map_path, ckpt)
+    nets = [engine.predict(image) for image in images]
+    a = next(k for k, (im, p) in enumerate(zip(images, nets))
+             if refiner.refine(im, p.position, p.quaternion, p.covariance).refined)
+    domain = allocate_domain()
+    with ros_environment(domain, tmp_path / 'ros_log'):
+        ros = RosHarness(domain)
+        node = None
+        try:
+            node, send, refined, diags = _sync_node_run(ros, 'jump', ckpt, map_path)
+            for stamp in (200.0, 50.0):   # the second: time went back 150 s
+                key, got = send(images[a], stamp)
+                assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
+                p = refined[key].pose.pose.position
+                np.testing.assert_allclose(got, [p.x, p.y, p.z], atol=1e-6,
+                                           err_msg=f'pose at {stamp} is not its refinement')
+                assert np.linalg.norm(got - nets[a].position) > 1e-3
+            assert ros.wait_for(lambda: _diag_values(
+                diags, 'jump', lambda v: v.get('refine_time_jumps') == '1') is not None,
+                TIMEOUT_S), 'the jump is not in diagnostics'
+        finally:
+            if node is not None:
+                ros.remove(node)
+            ros.shutdown()
+
+
 # ---------------------------------------------------------------------------- bag-eval --map
 
 def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):

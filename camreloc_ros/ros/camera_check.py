@@ -19,11 +19,18 @@ the image topic) and compares each new calibration with the camera recorded in t
 (:mod:`camreloc_ros.core.robot.camera`). A difference beyond the tolerances is logged once per
 kind of difference and counted in diagnostics; with ``camera_check.refuse`` the images are
 not localized while it lasts (each refused image is counted).
+
+It also keeps the live calibration (:meth:`CameraCheck.intrinsics`) for the PnP refiner:
+the network can only be warned about another lens, but geometry can use it, so a refinement
+is computed with the camera's own K instead of the map's (a 2x lens refined with the map's
+K is a metre off with a centimetre covariance).
 """
 
+import math
 import threading
 from typing import Any, Callable
 
+from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.robot.camera import camera_mismatch, describe_camera, training_camera
 
 
@@ -41,6 +48,7 @@ class CameraCheck:
         self._last_key: tuple | None = None
         self._warned: set[str] = set()
         self.live: dict | None = None
+        self._intrinsics: Intrinsics | None = None   # the live calibration, when complete
         self.problems: list[str] = []
         self.infos = 0         # CameraInfo messages received
         self.mismatches = 0    # of them, those differing beyond the tolerances
@@ -54,12 +62,16 @@ class CameraCheck:
     def on_camera_info(self, msg: Any) -> None:
         """Check one ``sensor_msgs/CameraInfo`` (recomputed only when the calibration changes)."""
         width, height = int(msg.width), int(msg.height)
-        fx, fy = float(msg.k[0]), float(msg.k[4])
-        key = (width, height, fx, fy)
+        fx, fy, cx, cy = (float(msg.k[i]) for i in (0, 4, 2, 5))
+        key = (width, height, fx, fy, cx, cy)
         with self._lock:
             self.infos += 1
             if key != self._last_key:
                 self._last_key = key
+                calibrated = width > 0 and height > 0 and fx > 0 and fy > 0 and all(
+                    math.isfinite(v) for v in (fx, fy, cx, cy))
+                self._intrinsics = (Intrinsics(width, height, fx, fy, cx, cy) if calibrated
+                                    else None)
                 if width <= 0 or height <= 0:
                     self.live, self.problems = None, []
                 else:
@@ -82,6 +94,15 @@ class CameraCheck:
                 f'Live {describe_camera(self.live)}, training {describe_camera(self.training)}. '
                 + ('Images are refused (camera_check.refuse).' if self.refuse else
                    'Poses may be wrong; set camera_check.refuse to refuse such images.'))
+
+    def intrinsics(self) -> Intrinsics | None:
+        """Return the newest calibration (size, fx, fy, cx, cy), or None.
+
+        None until a CameraInfo with a size and finite positive focal lengths arrives (an
+        all-zero K is an uncalibrated camera): the refiner then uses the map's camera.
+        """
+        with self._lock:
+            return self._intrinsics
 
     def count_refused(self) -> None:
         """Count one image refused because of the mismatch."""

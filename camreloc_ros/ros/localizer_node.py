@@ -256,6 +256,8 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning)
         ents['camera_info'] = self.create_subscription(
             CameraInfo, 'camera_info', self._camera_check.on_camera_info, qos)
+        if self._refiner is not None:   # PnP with the live K (camera_info), not the map's
+            self._refiner.camera = self._camera_check.intrinsics
         ents['reset'] = self.create_service(Trigger, '~/reset', self._on_reset)
         self.health.set_period(conf['diagnostics_period'])
         self.get_logger().info(

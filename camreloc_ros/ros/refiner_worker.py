@@ -33,6 +33,13 @@ Retrieval runs the map's own descriptor network through ONNX Runtime
 (:mod:`camreloc_ros.core.localization.descriptor_onnx`), so a node with ``model:=x.onnx`` and a
 map never imports torch; only maps written before it fall back to the ``.pt``'s trunk in
 torch.
+
+The query camera's K is the live ``camera_info``'s (:meth:`CameraCheck.intrinsics
+<camreloc_ros.ros.camera_check.CameraCheck.intrinsics>`), scaled to the image received; the
+map's K only until a calibrated CameraInfo arrives (``refine_intrinsics`` says which). A
+stamp going backwards (a bag replayed from an earlier time) drops the refinement in use and
+the waiting frame, as ROS' time-jump handling clears TF buffers: a reference from the
+future would otherwise refuse every new refinement until ``~/reset``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 import numpy as np
 from std_msgs.msg import Header
 
+from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.inference.engine import Prediction
 from camreloc_ros.core.inference.live import LatestSlot
 from camreloc_ros.core.localization.correction import PoseCorrector
@@ -62,8 +70,10 @@ class RefinerWorker:
     def __init__(self, refiner: Any, corrector: PoseCorrector, publisher: Any,
                  map_frame: str, sync: bool, logger: Any,
                  odom_pose: Callable[[Header, float], Any] | None = None,
-                 odom_timeout: float = 0.0):
+                 odom_timeout: float = 0.0,
+                 camera: Callable[[], Intrinsics | None] | None = None):
         self.refiner = refiner
+        self.camera = camera   # the live calibration (camera_info), None until it is known
         self.corrector = corrector
         self.odom_pose = odom_pose if corrector.motion != 'network' else None
         self.odom_timeout = float(odom_timeout)   # for a sample after the stamp (odometry on)
@@ -84,6 +94,9 @@ class RefinerWorker:
         self.last_reason = 'none yet'
         self.last_seconds = math.nan
         self.newest_stamp = math.nan   # newest network frame handed over
+        self.time_jumps = 0     # stamps that went backwards: refinement and waiting frame dropped
+        self.camera_skipped = 0   # frames not refined: camera_info cannot give their K
+        self.intrinsics = 'none yet'   # where the last refinement's K came from
         self._diag_last = (time.monotonic(), 0)
 
     @classmethod
@@ -144,6 +157,15 @@ class RefinerWorker:
         it (exactly: no motion since).
         """
         stamp = stamp_to_sec(header.stamp)
+        jump = self.corrector.observe(stamp)   # before the frame can refine (sync mode)
+        if jump is not None:
+            self._slot.discard()   # a frame from before the jump must not become the reference
+            with self._lock:
+                self.time_jumps += 1
+            self.logger.warning(
+                f'time jumped back {jump:.3f} s (image stamp {stamp:.3f} after '
+                f'{stamp + jump:.3f}): the refinement in use and the waiting frame are '
+                'dropped, the next refinement corrects poses again')
         self.newest_stamp = stamp
         job = (rgb, header, pred)
         if self.sync:
@@ -162,9 +184,41 @@ class RefinerWorker:
         return dataclasses.replace(pred, position=fix.position, quaternion=fix.quaternion,
                                    covariance=fix.covariance)
 
-    def _refine(self, rgb: np.ndarray, header: Header, pred: Prediction) -> None:
+    def _query_intrinsics(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Return the K to refine this image with, or None (counted, logged) when there is none.
+
+        camera_info's calibration scaled to the image; the map's K (today's assumption: the
+        same lens) only while no calibrated CameraInfo has arrived. A calibration of another
+        aspect ratio than the image cannot be scaled: the frame is not refined.
+        """
+        h, w = rgb.shape[:2]
+        camera = self.camera() if self.camera is not None else None
         try:
-            res = self.refiner.refine(rgb, pred.position, pred.quaternion, pred.covariance)
+            K = self.refiner.intrinsics_for(w, h, camera)
+        except ValueError as exc:
+            with self._lock:
+                self.camera_skipped += 1
+                self.last_reason = self.intrinsics = f'not refined: {exc}'
+            self.logger.warning(f'not refining: {exc}', throttle_duration_sec=LOG_PERIOD_S)
+            return None
+        source = ("the map's K (no calibrated camera_info received)" if camera is None else
+                  f'camera_info ({camera.width}x{camera.height}, fx {camera.fx:.1f} fy '
+                  f'{camera.fy:.1f} cx {camera.cx:.1f} cy {camera.cy:.1f})')
+        with self._lock:
+            changed, self.intrinsics = source != self.intrinsics, source
+        if changed:   # once per calibration, not per frame
+            self.logger.info(f'refining {w}x{h} images with the intrinsics of {source}: '
+                             f'fx {K[0, 0]:.1f} fy {K[1, 1]:.1f} cx {K[0, 2]:.1f} '
+                             f'cy {K[1, 2]:.1f}')
+        return K
+
+    def _refine(self, rgb: np.ndarray, header: Header, pred: Prediction) -> None:
+        K = self._query_intrinsics(rgb)
+        if K is None:
+            return
+        try:
+            res = self.refiner.refine(rgb, pred.position, pred.quaternion, pred.covariance,
+                                      K=K)
         except Exception as exc:  # noqa: BLE001 - the refiner must outlive a bad frame
             with self._lock:
                 self.errors += 1
@@ -203,7 +257,10 @@ class RefinerWorker:
                       'refine_corrected_by_odom': self.corrected_by_odom,
                       'refine_last_inliers': self.last_inliers,
                       'refine_last_reason': self.last_reason,
-                      'refine_last_ms': f'{self.last_seconds * 1000:.0f}'}
+                      'refine_last_ms': f'{self.last_seconds * 1000:.0f}',
+                      'refine_intrinsics': self.intrinsics,
+                      'refine_camera_skipped': self.camera_skipped,
+                      'refine_time_jumps': self.time_jumps}
         last_time, last_done = self._diag_last
         self._diag_last = (now, done)
         values['refine_rate_hz'] = f'{(done - last_done) / max(now - last_time, 1e-6):.2f}'

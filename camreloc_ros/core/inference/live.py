@@ -125,6 +125,11 @@ class LatestSlot:
             self._item = None
             self._cond.notify_all()
 
+    def discard(self) -> None:
+        """Drop the waiting item, if any, and stay open (time jumped back: it is stale)."""
+        with self._cond:
+            self._item = None
+
     def put(self, item) -> bool:
         """Offer ``item``; True when it replaced one the consumer had not taken yet."""
         with self._cond:

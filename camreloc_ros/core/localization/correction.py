@@ -38,6 +38,13 @@ the world axes, first order):
 A correction expires ``max_age`` seconds (image stamps) after the refined frame, and never
 applies to a frame stamped before it: then the network's pose passes unchanged.
 
+Time can go backwards (a bag replayed from an earlier stamp, a simulator restarted). The
+newest refinement wins, so a reference from "the future" would refuse every later one and
+nothing would be corrected again until ``~/reset``. :meth:`PoseCorrector.observe` sees every
+network frame's stamp first and, as ROS' time-jump handling clears TF buffers, forgets the
+refinement when the stamp goes back; a refinement of a frame stamped after the newest frame
+seen (one started before the jump) is then refused.
+
 The motion since the refined frame can come from odometry instead of the network: with the
 camera's pose in the odometry frame at both stamps (``A_ref``, ``A_now``, e.g. TF
 ``odom -> camera``), ``T_corrected = T_ref @ inv(A_ref) @ A_now``: the same composition, so
@@ -112,11 +119,26 @@ class PoseCorrector:
         self.motion = motion
         self._lock = threading.Lock()
         self._ref: tuple | None = None
+        self._newest: float | None = None   # newest network frame stamp observed
 
     def reset(self) -> None:
         """Forget the refinement (``~/reset``, a kidnapped robot)."""
         with self._lock:
             self._ref = None
+
+    def observe(self, stamp: float) -> float | None:
+        """Note a network frame stamped ``stamp``; on a jump back, reset and return its size.
+
+        Called for each frame before it is refined or corrected. Returns the seconds time went
+        back (then the refinement is forgotten), or None when time did not go back.
+        """
+        stamp = float(stamp)
+        with self._lock:
+            newest, self._newest = self._newest, stamp
+            if newest is None or stamp >= newest:
+                return None
+            self._ref = None
+        return newest - stamp
 
     @property
     def stamp(self) -> float | None:
@@ -144,6 +166,8 @@ class PoseCorrector:
                np.array(net_quaternion, np.float64),
                None if odom is None else tuple(np.array(v, np.float64) for v in odom))
         with self._lock:
+            if self._newest is not None and ref[0] > self._newest:
+                return   # a frame from before a jump back in time: not this timeline's
             if self._ref is None or ref[0] >= self._ref[0]:   # never go back to an older one
                 self._ref = ref
 

@@ -35,11 +35,13 @@ import cv2
 import numpy as np
 
 from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.geometry import matrix_to_quat, orientation_error_deg, quat_to_matrix
 from camreloc_ros.core.localization.sift import extract_sift, match_descriptors, root_sift
 from camreloc_ros.core.localization.map_file import LocalizationMap
 
 SOLVERS = ('auto', 'poselib', 'pycolmap', 'opencv')
+ASPECT_TOLERANCE = 0.01   # calibration vs image aspect ratio: beyond it a crop, not a resize
 
 default_conf = {
     'top_k_retrieval': 5,      # training images ranked highest by the global descriptor
@@ -296,8 +298,26 @@ class Refiner:
         order = np.argsort(-sim, kind='stable')[:k]
         return order, sim[order]
 
-    def intrinsics_for(self, width: int, height: int) -> np.ndarray:
-        """Return the map camera's K for a query of this size (rescaled training camera)."""
+    def intrinsics_for(self, width: int, height: int,
+                       camera: Intrinsics | None = None) -> np.ndarray:
+        """Return K for a query image of this size: ``camera``'s, else the map camera's.
+
+        ``camera`` is the query camera's calibration (a live ``camera_info``, a bag's
+        CameraInfo) at the size it was calibrated for; it is scaled to the image, since a
+        driver may publish images resized from the calibrated resolution. Another aspect
+        ratio than the calibration's is a crop whose offset K cannot tell: a ValueError
+        naming both sizes, never a guessed K. Without ``camera`` the query is assumed to be
+        the map's camera, rescaled (what a node without ``camera_info`` does): right only
+        when it is the same lens, which is why the live node prefers ``camera_info``.
+        """
+        if camera is not None:
+            w0, h0 = int(camera.width), int(camera.height)
+            if w0 <= 0 or h0 <= 0 or abs((width / height) / (w0 / h0) - 1.0) > ASPECT_TOLERANCE:
+                raise ValueError(
+                    f'the camera calibration is for {w0}x{h0} images but the image is '
+                    f'{width}x{height}: expected the same aspect ratio (a resize); a crop '
+                    'needs the CameraInfo of the cropped image')
+            return camera.scaled(width, height).matrix()
         K = self.map.K[0].copy()
         w0, h0 = self.map.image_size[0]
         if (width, height) != (int(w0), int(h0)):
