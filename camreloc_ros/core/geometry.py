@@ -33,6 +33,9 @@ Convention (used everywhere in camreloc_ros):
 The numpy functions work in float64 and are vectorised over leading dimensions.
 The ``torch_*`` functions are the differentiable counterparts used by the losses;
 torch is imported lazily so that dataset tools can use this module without it.
+
+About 460 lines: one module for every quaternion, pose and covariance helper (numpy and torch
+share ``_hamilton``), so each convention above has exactly one implementation.
 """
 
 from __future__ import annotations

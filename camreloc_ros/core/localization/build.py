@@ -25,6 +25,9 @@ views see it under a useful angle. With depth in automatic mode, frames whose de
 missing stay in the map for retrieval without 3D points (and are reported);
 :func:`unusable_reason` says why a built map could not refine, so ``camreloc map`` refuses
 to write it.
+
+About 480 lines: depth lifting, pair selection, track chaining and triangulation share the
+per-image keypoint arrays and the map statistics; split, each part would pass them around.
 """
 
 from __future__ import annotations
