@@ -174,8 +174,6 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
     the pose topic carries the refinement too; diagnostics report the refiner."""
     from camreloc_ros.core.inference.engine import InferenceEngine
     from camreloc_ros.core.localization.refiner import Refiner
-    from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
-    from camreloc_ros.ros.localizer_node import LocalizerNode
 
     ckpt, map_path, queries = map_setup
     images = [read_rgb(f.image_path) for f in queries]
@@ -191,39 +189,9 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
         ros = RosHarness(DOMAIN_ID)
         node = None
         try:
-            lock = threading.Lock()
-            refined, poses, diags = {}, {}, []
-
-            def keep(store):
-                def callback(msg):
-                    with lock:
-                        store[stamp_to_ns(msg.header.stamp)] = msg
-                return callback
-            ros.node.create_subscription(PoseWithCovarianceStamped, '/live/camreloc/refined_pose',
-                                         keep(refined), 10)
-            ros.node.create_subscription(PoseStamped, '/live/pose', keep(poses), 10)
-            ros.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
-            params = {'model': str(ckpt), 'map': str(map_path), 'runtime': 'torch',
-                      'device': 'cpu', 'refine.sync': True,
-                      'qos.reliability': 'reliable', 'diagnostics_period': 0.2}
-            node = ros.add(LocalizerNode(
-                namespace='live', context=ros.context,
-                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
-            assert node.is_active, 'the node with a map did not activate'
-            from sensor_msgs.msg import Image
-            pub = ros.node.create_publisher(Image, '/live/image', 10)
-            assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
-            stamps = []
-            for k, image in enumerate(images):
-                msg = rgb_to_image(image, 'rgb8')
-                msg.header.stamp = sec_to_stamp(100.0 + 0.1 * k)
-                key = stamp_to_ns(msg.header.stamp)
-                stamps.append(key)
-                pub.publish(msg)
-                assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose for frame {k}'
-            for key, res in zip(stamps, offline):
-                pose = poses[key].pose
-                got = [pose.position.x, pose.position.y, pose.position.z]
+            node, send, refined, diags = _sync_node_run(ros, 'live', ckpt, map_path)
+            sent = [send(image, 100.0 + 0.1 * k) for k, image in enumerate(images)]
+            for (key, got), res in zip(sent, offline):
                 if not res.refined:   # fallback: no refined_pose, the network's pose
                     assert key not in refined
                     continue
@@ -237,16 +205,10 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
                 np.testing.assert_allclose(cov, res.covariance, rtol=1e-6, atol=1e-12)
                 # the published pose of that frame is its own refinement (no motion since)
                 np.testing.assert_allclose(got, res.position, atol=1e-6)
+            done = str(sum(r.refined for r in offline))
 
             def refiner_diag():
-                for arr in list(diags):
-                    for status in arr.status:
-                        values = {v.key: v.value for v in status.values}
-                        if status.name.startswith('live/camreloc') and \
-                                values.get('refine_refined') == str(sum(r.refined
-                                                                        for r in offline)):
-                            return values
-                return None
+                return _diag_values(diags, 'live', lambda v: v.get('refine_refined') == done)
             assert ros.wait_for(refiner_diag, TIMEOUT_S), 'no refiner values in diagnostics'
             values = refiner_diag()
             assert values['refine_fallbacks'] == str(sum(not r.refined for r in offline))
