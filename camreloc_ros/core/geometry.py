@@ -287,7 +287,7 @@ def pose_invert(t: ArrayLike, q: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def skew(v: ArrayLike) -> np.ndarray:
-    """Return the cross-product matrix ``[v]x`` of a 3-vector: ``skew(v) @ b == v x b``."""
+    """Return the cross-product matrix ``[v]x`` of a 3-vector (``[v]x @ b == v x b``)."""
     x, y, z = _vec3(v)
     return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
 

@@ -122,7 +122,7 @@ def disk_error(exc: BaseException, path: str | Path) -> OSError | None:
 
 
 def user_umask() -> int:
-    """The process' umask, read without changing it (``os.umask`` can only swap it)."""
+    """Return the process' umask, read without changing it (``os.umask`` only swaps)."""
     try:
         with open('/proc/self/status', encoding='ascii') as f:
             for line in f:

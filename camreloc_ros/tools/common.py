@@ -172,7 +172,7 @@ READER_CONF = {key: None for key in READER_OPTIONS}
 
 
 def add_reader_overrides(parser) -> None:
-    """The ``data.KEY=VALUE`` arguments of map and evaluate (the reader options)."""
+    """Add the ``data.KEY=VALUE`` arguments of map and evaluate (the reader options)."""
     parser.add_argument('overrides', nargs='*', metavar='data.KEY=VALUE',
                         help='reader options as for train: ' + ', '.join(
                             f'data.{k} ({"/".join(f)})' for k, (_, f, _) in

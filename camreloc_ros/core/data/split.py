@@ -205,7 +205,7 @@ def split_dataset(dataset: Dataset, split: str, block: int = SPLIT_DEFAULTS['blo
 
 
 def split_params(conf: dict, extra: dict) -> tuple[int, int]:
-    """A checkpoint's block split: explicit ``conf`` first, then what training stored.
+    """Return a checkpoint's block split: explicit ``conf`` first, then what training stored.
 
     ``extra`` is the checkpoint's ``checkpoint_extra``; without a stored split (older or
     foreign checkpoints) the :data:`SPLIT_DEFAULTS`, which are what training used then too.
@@ -219,7 +219,7 @@ def split_params(conf: dict, extra: dict) -> tuple[int, int]:
 
 def checkpoint_train_frames(data: str | Path, fmt: str | None, extra: dict, conf: dict
                             ) -> tuple[Dataset, list[Frame], str, int, int]:
-    """A checkpoint's training frames: ``(dataset, frames, format, block, every)``.
+    """Return a checkpoint's training frames: ``(dataset, frames, format, block, every)``.
 
     The frames a map holds and the retrieval baselines search, so neither ever sees a
     held-out frame: the format and block split are the ones the checkpoint was trained

@@ -143,7 +143,7 @@ def check_self_contained(model, what: str, error: type[Exception] = OnnxModelErr
 
 def inference_session(model, what: str, options=None, providers=None,
                       error: type[Exception] = OnnxModelError):
-    """The package's one way to build an ``onnxruntime.InferenceSession``.
+    """Build an ``onnxruntime.InferenceSession`` (the package's only way to build one).
 
     ``model`` (bytes or ``ModelProto``) is checked by :func:`check_self_contained` and the
     checked proto is what ONNX Runtime gets, parsed as ONNX only (never as an ORT-format

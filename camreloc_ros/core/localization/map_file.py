@@ -208,7 +208,7 @@ def _expect(cond: bool, path: Path, what: str) -> None:
 
 
 def _read_arrays(path: Path) -> dict:
-    """The map's arrays (only the known ones), every reader error a :class:`MapError`."""
+    """Read the map's arrays (only the known ones); every reader error a :class:`MapError`."""
     if not zipfile.is_zipfile(path):
         raise MapError(f'map {path} is not a readable .npz file: {WHAT_A_MAP_IS}, and this '
                        'file is not a zip archive')

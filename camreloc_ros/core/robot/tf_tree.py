@@ -303,7 +303,7 @@ def lever_arm_jacobian(map_camera: Pose, base_camera: Pose) -> np.ndarray:
 
 
 def _arm(map_camera: Pose, base_camera: Pose) -> np.ndarray:
-    """The lever arm camera -> base in map axes."""
+    """Return the lever arm camera -> base in map axes."""
     offset = pose_invert(*base_camera)[0]                 # base origin in the camera frame
     return quat_rotate(map_camera[1], offset)
 
