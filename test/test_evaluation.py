@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from camreloc_ros.core.evaluation import metrics as ev
+from camreloc_ros.core.evaluation import metrics as ev, plots
 from camreloc_ros.core import geometry as g
 
 # Per-frame errors built into the predictions below (metres, degrees).
@@ -141,8 +141,8 @@ def test_topdown_axes_y_up_and_z_up():
     height = 0.1 * np.sin(5 * t)
     y_up = np.stack([floor[:, 0], height, floor[:, 1]], axis=1)
     z_up = np.stack([floor[:, 0], floor[:, 1], height], axis=1)
-    assert ev.topdown_axes(y_up) == (0, 2)
-    assert ev.topdown_axes(z_up) == (0, 1)
+    assert plots.topdown_axes(y_up) == (0, 2)
+    assert plots.topdown_axes(z_up) == (0, 1)
 
 
 def test_write_results_files(tmp_path):

@@ -23,10 +23,13 @@
    and score the live poses next to the offline ones (:func:`demo_live`).
 
 Outputs go to ``--out`` (default ``runs/demo``); a second run reuses the trained model and
-its map.
+its map. The run ends with one compact table (:func:`demo_summary`, :func:`format_summary`):
+median errors of network, retrieval, oracle, refined and live poses, the live node's answered
+share, the map's size and the time of each step, also written to ``demo_summary.md``.
 """
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +40,7 @@ import threading
 import time
 
 from camreloc_ros.core.data.split import SPLIT_DEFAULTS
+from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.ros.domain import allocate_domain
 from camreloc_ros.tools.common import scoped_environ, shared_data_dir, tool_logging
 
@@ -152,6 +156,92 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+# ----------------------------------------------------------------------------- summary
+
+def _read_json(path: Path) -> dict:
+    """Return a JSON file's content, or an empty dict when a step did not write it."""
+    try:
+        return json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        return {}
+
+
+def _medians(summary: dict | None) -> dict:
+    """``{'position_m': median, 'orientation_deg': median}`` of a summarize() result."""
+    summary = summary or {}
+    return {k: (summary.get(k) or {}).get('median') for k in ('position_m', 'orientation_deg')}
+
+
+def demo_summary(out: Path, steps_s: dict) -> dict:
+    """Collect the demo's headline numbers from the files its steps wrote under ``out``.
+
+    Reads ``eval/map_summary.json`` (network, retrieval, oracle and refined rows, the refined
+    share, the map's build time), ``map.npz``'s size and ``live/live/{summary,bag_eval}.json``
+    (the live poses and how many images got one). ``steps_s``: seconds per step, measured by
+    :func:`main`. A missing file leaves its numbers None (``-`` in the table).
+    """
+    from camreloc_ros.core.evaluation.baselines import NETWORK_ROW, ORACLE_ROW, RETRIEVAL_ROW
+    from camreloc_ros.core.evaluation.map_eval import REFINED_ROW
+
+    msum = _read_json(out / 'eval' / 'map_summary.json')
+    rows = msum.get('rows') or {}
+    methods = {label: _medians(rows.get(key)) for label, key in (
+        ('network', NETWORK_ROW), ('retrieval top-1', RETRIEVAL_ROW), ('oracle', ORACLE_ROW),
+        ('refined', REFINED_ROW))}
+    live_eval = _read_json(out / 'live' / 'live' / 'bag_eval.json')
+    methods['live node'] = _medians(
+        _read_json(out / 'live' / 'live' / 'summary.json').get('summary'))
+    images, received = live_eval.get('images'), live_eval.get('received')
+    stats = msum.get('map_meta') or {}
+    build = [stats.get(k) for k in ('seconds_features', 'seconds_points')]
+    map_file = out / 'map.npz'
+    return {
+        'methods': methods,
+        'refined_share': (msum.get('shares') or {}).get('refined'),
+        'live': {'images': images, 'received': received,
+                 'answered': received / images if images and received is not None else None},
+        'map': {'mb': map_file.stat().st_size / 1e6 if map_file.is_file() else None,
+                'build_s': sum(build) if None not in build else None},
+        'steps_s': dict(steps_s),
+    }
+
+
+def _num(value: float | None, digits: int) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def format_summary(summary: dict) -> str:
+    """Format the demo's closing table (markdown) and three lines: live share, map, steps.
+
+    ``summary`` as :func:`demo_summary` returns it; None values print as ``-``.
+    """
+    header = ('method', 'median pos (m)', 'median rot (deg)')
+    cells = [(name, _num(m.get('position_m'), 3), _num(m.get('orientation_deg'), 2))
+             for name, m in summary['methods'].items()]
+    widths = [max(len(r[i]) for r in [header] + cells) for i in range(3)]
+
+    def row(r: tuple) -> str:
+        return '| ' + ' | '.join(c.ljust(w) if i == 0 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths))) + ' |'
+
+    rule = '|:' + '-' * (widths[0] + 1) + '|' + '|'.join('-' * (w + 1) + ':'
+                                                         for w in widths[1:]) + '|'
+    live, lmap = summary['live'], summary['map']
+    share = summary.get('refined_share')
+    answered = live.get('answered')
+    lines = ['demo summary: median errors on the held-out blocks', row(header), rule]
+    lines += [row(r) for r in cells]
+    lines.append(f'live node: answered {_num(None if answered is None else 100 * answered, 1)} % '
+                 f'of the images ({live.get("received", "-")} of {live.get("images", "-")})')
+    lines.append(f'map: {_num(lmap.get("mb"), 1)} MB, built in {_num(lmap.get("build_s"), 0)} s; '
+                 f'refined {_num(None if share is None else 100 * share, 1)} % of the frames')
+    steps = summary['steps_s']
+    total = sum(v for v in steps.values() if v is not None)
+    lines.append('steps: ' + ', '.join(f'{k} {_num(v, 0)} s' for k, v in steps.items())
+                 + f' (total {total:.0f} s)')
+    return '\n'.join(lines) + '\n'
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Run the demo; ``paths``: ``data`` (posed dataset) and ``out``. Returns ``out``."""
     from camreloc_ros.tools import evaluate, train
@@ -162,19 +252,24 @@ def main(conf: dict, paths: dict) -> Path:
         raise FileNotFoundError(f'demo data {data} not found; expected the shared HoloLens '
                                 'walk (../shared/data/hololens-office) or --data DIR')
     t0 = time.monotonic()
+    steps = {}
     run = out / 'train'
     ckpt = run / 'last.pt'
     epochs = conf['train']['epochs']
     _banner(f'1/4 training on {data} ({epochs} epochs; resumes if interrupted)')
     train.main(conf, {'data': data, 'out': run}, resume=True)
+    steps['train'] = time.monotonic() - t0
     _banner('2/4 localization map of the training frames (SIFT, triangulated: RGB only)')
     map_path = demo_map(ckpt, data, out / 'map.npz')
+    steps['map'] = time.monotonic() - t0 - sum(steps.values())
     _banner('3/4 evaluating the last epoch on the held-out blocks: network vs refined')
     eval_dir = evaluate.main({'format': 'posed', 'split': 'test'},
                              {'checkpoint': ckpt, 'data': data, 'out': out / 'eval',
                               'map': map_path})
+    steps['evaluate'] = time.monotonic() - t0 - sum(steps.values())
     _banner('4/4 held-out frames -> rosbag -> live node -> scores')
     live = demo_live(ckpt, data, out / 'live')
+    steps['live'] = time.monotonic() - t0 - sum(steps.values())
     _banner(f'done in {(time.monotonic() - t0) / 60:.1f} min')
     logger.info(f'  checkpoint:      {ckpt}')
     logger.info(f'  offline results: {eval_dir} (results.md, per_frame.txt, '
@@ -182,6 +277,9 @@ def main(conf: dict, paths: dict) -> Path:
     logger.info(f'  refined poses:   {eval_dir / "map_results.md"} (map {map_path}; '
                 "refined/ holds the refined row's files)")
     logger.info(f'  live results:    {live}')
+    table = format_summary(demo_summary(out, steps))
+    atomic_write_text(out / 'demo_summary.md', table)
+    print(table, end='')   # the product: always printed, last
     return out
 
 

@@ -125,6 +125,19 @@ def retrieval_baselines(ckpt: Path, train: list, frames: list, preds: list,
     return doc
 
 
+def _retrieval_errors(baselines: dict, train: list, gt_pos: np.ndarray,
+                      gt_quat: np.ndarray) -> dict | None:
+    """Per-frame errors of retrieval top-1 (``baselines['top1']``) for error_cdf.png."""
+    if not baselines.get('top1'):
+        return None   # not shown (ONNX model, no training frames)
+    from camreloc_ros.core.evaluation.baselines import RETRIEVAL_ROW
+    from camreloc_ros.core.evaluation.metrics import pose_errors
+
+    pose_of = {f.name: f.pose_c2w for f in train}
+    pos, quat = pose_from_matrix(np.stack([pose_of[name] for name in baselines['top1']]))
+    return {RETRIEVAL_ROW: pose_errors(pos, quat, gt_pos, gt_quat)}
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Predict every frame of the split, write the result files, return the output folder.
 
@@ -189,13 +202,14 @@ def main(conf: dict, paths: dict) -> Path:
             'every': None if official else every, 'limit': conf['limit'],
             'model': engine.describe(), 'frames_per_second': len(frames) / max(seconds, 1e-9)}
     names, stamps = [f.name for f in frames], frame_stamps(frames)
-    baselines = None
+    baselines, compare = None, None   # compare: other methods' errors on error_cdf.png
     if lmap is not None:
         msum = evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names, stamps,
                             preds, gt_pos, gt_quat, out, title, conf['refine'], info)
         from camreloc_ros.core.evaluation.baselines import baselines_doc, NETWORK_ROW
         rows = {k: v for k, v in msum['rows'].items() if not k.startswith('refined')}
         baselines = baselines_doc(rows, NETWORK_ROW, map=str(lmap.path))
+        compare = {k: v for k, v in msum['errors'].items() if k != NETWORK_ROW}
     elif conf['baselines']:
         logger.info(f'retrieval baselines: describing {len(train)} training and {len(frames)} '
                     "scored frames with the checkpoint's trunk")
@@ -204,9 +218,10 @@ def main(conf: dict, paths: dict) -> Path:
         if 'seconds' in baselines:
             logger.info(f'retrieval baselines took {baselines["seconds"]:.1f} s '
                         '(--no-baselines skips them)')
+        compare = _retrieval_errors(baselines, train, gt_pos, gt_quat)
     results = write_results(out, names, stamps, pred_pos, pred_quat, gt_pos, gt_quat,
                             var=np.stack([np.diag(p.covariance) for p in preds]), title=title,
-                            info=info, baselines=baselines)
+                            info=info, baselines=baselines, compare=compare)
     rows = {title: results.summary, **((baselines or {}).get('rows') or {})}
     print(format_table(rows), end='')   # the product: always printed
     if baselines is not None:

@@ -15,8 +15,9 @@
 """Evaluation: pose errors, their statistics, result files, baselines and plots.
 
 Owns: :mod:`metrics` (median / mean / max / std of position and orientation errors, result
-files, plots), :mod:`baselines` (retrieval top-1 and the oracle nearest training pose that every
-accuracy table shows next to the method), :mod:`map_eval` (network vs retrieval vs refined on a
+files), :mod:`plots` (top-down trajectory, error CDFs of several methods on one figure),
+:mod:`baselines` (retrieval top-1 and the oracle nearest training pose that every accuracy
+table shows next to the method), :mod:`map_eval` (network vs retrieval vs refined on a
 localization map: the ``--map`` table of evaluate and bag-eval, and the map's pairing check).
 
 May import: ``data``, ``localization`` (retrieval for the baseline), ``geometry``, ``config``,

@@ -30,15 +30,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from camreloc_ros.core.evaluation.baselines import comparison_rows, verdict
+from camreloc_ros.core.evaluation.baselines import (comparison_rows, NETWORK_ROW, RETRIEVAL_ROW,
+                                                    verdict)
 from camreloc_ros.core.evaluation.metrics import (format_table, pose_errors, summarize,
                                                   write_results)
+from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.io import atomic_write_text, file_sha256
 from camreloc_ros.core.localization.map_file import (frames_fingerprint, load_map,
                                                      LocalizationMap)
 from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
 
 logger = logging.getLogger('camreloc_ros')
+
+REFINED_ROW = 'refined (network where it falls back)'
 
 
 def open_map(map_path, checkpoint, train_frames_: Sequence | None = None,
@@ -65,7 +69,10 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     top-1 (the Sattler et al. bar), oracle nearest training pose (best possible retrieval)
     and refined (the network's pose where the refiner fell back). Files in ``out``:
     ``map_results.md``, ``map_summary.json``, ``refine_per_frame.txt`` and ``refined/``
-    (the usual per-frame file, TUM files and plots of the refined row). Returns the summary.
+    (the usual per-frame file, TUM files and plots of the refined row; its CDF also shows the
+    network and retrieval top-1). Returns the summary of ``map_summary.json`` plus ``errors``:
+    per-frame (position, orientation) errors of the network, retrieval top-1 and refined rows,
+    for the caller's own CDF plot.
     ``K``: the query camera's intrinsics (a bag's CameraInfo); default the map's camera.
     """
     log = log or logger.info
@@ -85,7 +92,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
     ref_quat = np.stack([r.quaternion for r in results])
     top1 = [r.retrieval[0] if r.retrieval else 0 for r in results]
     rows = comparison_rows(net_pos, net_quat, gt_pos, gt_quat, lmap.poses_c2w, top1)
-    rows['refined (network where it falls back)'] = summarize(
+    rows[REFINED_ROW] = summarize(
         *pose_errors(ref_pos, ref_quat, gt_pos, gt_quat))
     if ok.any():
         rows['refined, refined frames only'] = summarize(
@@ -102,9 +109,14 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
             f'Refiner median time per frame: {timing}.\n\nMap: {lmap.path} '
             f'({lmap.describe()}).\n')
     out = Path(out)
+    top1_pos, top1_quat = pose_from_matrix(np.asarray(lmap.poses_c2w, np.float64)[top1])
+    errors = {NETWORK_ROW: pose_errors(net_pos, net_quat, gt_pos, gt_quat),
+              RETRIEVAL_ROW: pose_errors(top1_pos, top1_quat, gt_pos, gt_quat),
+              REFINED_ROW: pose_errors(ref_pos, ref_quat, gt_pos, gt_quat)}
     write_results(out / 'refined', names, stamps, ref_pos, ref_quat, gt_pos, gt_quat,
                   var=np.stack([np.diag(r.covariance) for r in results]),
-                  title=f'{title} refined', info=dict(info or {}, map=str(lmap.path)))
+                  title=f'{title} refined', info=dict(info or {}, map=str(lmap.path)),
+                  compare={k: v for k, v in errors.items() if k != REFINED_ROW})
     lines = ['# name refined reason inliers matches retrieval_top1 ' + ' '.join(
         f't_{k}_ms' for k in keys)]
     for name, r, t1 in zip(names, results, top1):
@@ -117,6 +129,7 @@ def evaluate_map(lmap: LocalizationMap, checkpoint, images: Sequence[Callable], 
                'refiner': refiner.conf, 'info': info or {}}
     atomic_write_text(out / 'map_summary.json', json.dumps(summary, indent=2, default=str) + '\n')
     atomic_write_text(out / 'map_results.md', text)
+    summary['errors'] = errors   # after the JSON: arrays for the caller's error_cdf.png
     log(table + f'refined {100 * shares["refined"]:.1f} %, fallback '
         f'{100 * shares["fallback"]:.1f} %; {verdict_text}\nrefiner per frame (median): {timing}')
     return summary

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Pose-error statistics, result tables, result files and plots (ROS-free).
+"""Pose-error statistics, result tables and result files (ROS-free).
 
 Every evaluation front end (the ``evaluate`` tool on datasets, the bag tools on rosbags)
 writes the same files through :func:`write_results`, so numbers from different sources are
@@ -22,12 +22,8 @@ comparable and readable by the same scripts (and by evo, through the TUM files):
 * ``pred_tum.txt`` / ``gt_tum.txt``: ``timestamp tx ty tz qx qy qz qw``
 * ``summary.json``, ``results.md``: the thesis' columns (median, mean, max, std of the
   position and orientation errors) and the share of frames within :data:`THRESHOLDS`
-* ``trajectory_topdown.png``, ``error_cdf.png``
-
-matplotlib is imported only when plotting, through its object API with the Agg canvas (no
-pyplot, no global backend switch), so importing this module stays cheap and thread-safe.
-Slightly over 450 lines: statistics, the files and the plots describe one result set and
-change together.
+* ``trajectory_topdown.png``, ``error_cdf.png`` (drawn by :mod:`plots`; the CDF can show
+  other methods' errors on the same frames next to this result's, ``compare``)
 """
 
 from __future__ import annotations
@@ -41,6 +37,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from camreloc_ros.core.geometry import orientation_error_deg, position_error, quat_normalize
+from camreloc_ros.core.evaluation.plots import ErrorSeries, plot_error_cdf, plot_trajectory
 from camreloc_ros.core.io import atomic_output, atomic_write_bytes, atomic_write_text  # noqa: F401
 
 # (metres, degrees): a frame counts as within when both errors are at most these.
@@ -54,7 +51,6 @@ TUM_HEADER = '# timestamp tx ty tz qx qy qz qw'
 __all__ = [
     'THRESHOLDS', 'pose_errors', 'threshold_key', 'summarize', 'format_table',
     'spearman', 'uncertainty_check', 'Results', 'write_results', 'load_per_frame', 'load_tum',
-    'topdown_axes', 'plot_trajectory', 'plot_error_cdf',
     'atomic_output', 'atomic_write_text', 'atomic_write_bytes',
 ]
 
@@ -263,7 +259,8 @@ def write_results(out_dir: str | Path, names: Sequence[str],
                   stamps: Sequence[float | None] | None, pred_pos: np.ndarray,
                   pred_quat: np.ndarray, gt_pos: np.ndarray, gt_quat: np.ndarray,
                   var: np.ndarray | None = None, title: str = '',
-                  info: Mapping | None = None, baselines: Mapping | None = None) -> Results:
+                  info: Mapping | None = None, baselines: Mapping | None = None,
+                  compare: ErrorSeries | None = None) -> Results:
     """Write per-frame errors, TUM trajectories, summary, table and plots into ``out_dir``.
 
     Quaternions are x, y, z, w (the package convention); they are written unit-norm with
@@ -275,7 +272,9 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     stored as is in ``summary.json``. ``baselines`` (``rows``, ``network_beats_retrieval``,
     ``verdict``: :mod:`camreloc_ros.core.evaluation.baselines`) adds the retrieval and oracle
     rows under the network's row in ``results.md``, its verdict line, and the entry
-    ``baselines`` in ``summary.json``.
+    ``baselines`` in ``summary.json``. ``compare``: other methods' per-frame (position m,
+    orientation deg) errors on the same frames (retrieval top-1, refined), drawn on
+    ``error_cdf.png`` after this result's line, so one figure compares them.
     """
     out_dir = Path(out_dir)
     names = [str(n) for n in names]
@@ -332,7 +331,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
                f'{rho["orientation_spearman"]}.']
     atomic_write_text(paths['results'], '\n'.join(md) + '\n')
     plot_trajectory(paths['trajectory'], pred_pos, gt_pos, title)
-    plot_error_cdf(paths['error_cdf'], pos_err, rot_err, title)
+    plot_error_cdf(paths['error_cdf'], {row_name: (pos_err, rot_err), **(compare or {})}, title)
     return Results(paths, summary, uncertainty)
 
 
@@ -377,96 +376,3 @@ def load_tum(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows.append([float(v) for v in vals])
     arr = np.array(rows, np.float64).reshape(-1, 8)
     return arr[:, 0], arr[:, 1:4], arr[:, 4:8]
-
-
-# ----------------------------------------------------------------------------- plots
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig, path: Path) -> Path:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format='png')
-    return path
-
-
-def _break_jumps(xy: np.ndarray) -> np.ndarray:
-    """Insert NaN rows where the path jumps (held-out blocks, sequence changes).
-
-    A test split is a set of separate blocks; drawing one line through all of them would
-    show straight shortcuts the camera never took.
-    """
-    if len(xy) < 3:
-        return xy
-    steps = np.linalg.norm(np.diff(xy, axis=0), axis=1)
-    limit = max(10.0 * float(np.median(steps)), 1e-9)
-    cut = np.flatnonzero(steps > limit) + 1
-    return np.insert(xy, cut, np.nan, axis=0)
-
-
-def topdown_axes(gt_pos: np.ndarray) -> tuple[int, int]:
-    """Return the two axes (ascending) along which the ground truth spreads most."""
-    spread = np.ptp(np.asarray(gt_pos, np.float64).reshape(-1, 3), axis=0)
-    a, b = sorted(int(i) for i in np.argsort(-spread, kind='stable')[:2])
-    return a, b
-
-
-def plot_trajectory(path: str | Path, pred_pos: np.ndarray, gt_pos: np.ndarray,
-                    title: str = '') -> Path:
-    """Top-down view: ground truth, predictions, and a thin line from each to its truth.
-
-    The two axes with the largest ground-truth spread are drawn, so y-up (7-Scenes,
-    HoloLens) and z-up (TUM, robots) data both show the floor plan.
-    """
-    from matplotlib.collections import LineCollection
-    pred = np.asarray(pred_pos, np.float64)
-    gt = np.asarray(gt_pos, np.float64)
-    a, b = topdown_axes(gt)
-    fig = _figure(7.0, 6.0)
-    ax = fig.add_subplot(1, 1, 1)
-    segs = np.stack([pred[:, [a, b]], gt[:, [a, b]]], axis=1)
-    ax.add_collection(LineCollection(segs, colors='tab:red', linewidths=0.4, alpha=0.5,
-                                     label='error'))
-    g = _break_jumps(gt[:, [a, b]])
-    ax.plot(g[:, 0], g[:, 1], '-', color='black', linewidth=1.2, label='ground truth')
-    ax.plot(pred[:, a], pred[:, b], '.', color='tab:blue', markersize=3, label='predicted')
-    axis = 'xyz'
-    ax.set_xlabel(f'{axis[a]} (m)')
-    ax.set_ylabel(f'{axis[b]} (m)')
-    ax.set_aspect('equal', adjustable='datalim')
-    ax.autoscale_view()
-    ax.grid(True, linewidth=0.3)
-    ax.legend(loc='best', fontsize=8)
-    ax.set_title(f'{title + ": " if title else ""}top-down view ({axis[a]}-{axis[b]})')
-    fig.tight_layout()
-    return _save_png(fig, Path(path))
-
-
-def plot_error_cdf(path: str | Path, pos_err: np.ndarray, rot_err: np.ndarray,
-                   title: str = '') -> Path:
-    """Cumulative distributions of position and orientation errors, medians marked."""
-    fig = _figure(10.0, 4.0)
-    for i, (err, label, unit) in enumerate(((pos_err, 'position error', 'm'),
-                                            (rot_err, 'orientation error', 'deg'))):
-        ax = fig.add_subplot(1, 2, i + 1)
-        e = np.sort(np.asarray(err, np.float64).ravel())
-        frac = np.arange(1, e.size + 1) / e.size
-        ax.step(e, frac, where='post', color='tab:blue')
-        med = float(np.median(e))
-        ax.axvline(med, color='tab:red', linestyle='--', linewidth=1.0,
-                   label=f'median {med:.3g} {unit}')
-        ax.set_xlabel(f'{label} ({unit})')
-        ax.set_ylabel('fraction of frames')
-        ax.set_ylim(0.0, 1.02)
-        ax.set_xlim(left=0.0)
-        ax.grid(True, linewidth=0.3)
-        ax.legend(loc='lower right', fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return _save_png(fig, Path(path))
