@@ -61,7 +61,7 @@ default_conf = {
     'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
     'limit': None,       # evaluate only the first N frames of the split (quick checks)
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
-    'refine': None,      # with paths['map']: Refiner settings (core.refine.default_conf)
+    'refine': None,      # with a map: localization.refiner.default_conf overrides
     'baselines': True,   # retrieval top-1 and oracle rows (one trunk pass per training frame)
     'data': READER_CONF,  # reader options (data.drop_unmatched=true ...); None = checkpoint's
 }
