@@ -284,3 +284,154 @@ def test_graph_reads_relative_and_package_imports(tmp_path):
     assert graph[f'{ROOT}.tools.b'] == {f'{ROOT}.tools.a'}
     assert tool_to_tool_imports(graph) == [(f'{ROOT}.tools.a', f'{ROOT}.tools.b'),
                                            (f'{ROOT}.tools.b', f'{ROOT}.tools.a')]
+
+
+# ----------------------------------------------------------------------------- ROS-free tests
+#
+# A test file that imports rclpy, a message package or the ROS test harness at module level
+# needs a ROS install just to be collected. The tests that need none of it live in files that
+# import none of it (test_faults_core.py, test_package_files.py, ...), so that they run where
+# only the core is installed; this list names the files allowed to import ROS at module level.
+
+TEST_DIR = Path(__file__).resolve().parent
+SUPPORT_ROS = 'support.ros'      # the ROS harness: rclpy inside, loaded lazily
+ROS_TEST_FILES = {
+    'test_bag_live.py', 'test_conversions.py', 'test_domain.py', 'test_faults.py',
+    'test_install.py', 'test_localizer_node.py', 'test_node_robot.py', 'test_node_tf.py',
+    'test_params_agree.py', 'test_refine_live.py', 'test_refiner_intrinsics.py',
+    'test_runtimes.py', 'test_tf2_msgs_build.py',
+}
+ROS_FREE_BY_DESIGN = {'test_faults_core.py', 'test_package_files.py'}
+
+
+def _is_ros_module(name: str) -> bool:
+    """A ROS client library, message/service package or launch package (by its top name)."""
+    top = name.split('.')[0]
+    return (top in ROS_MODULES or top.startswith(('rcl', 'rosidl', 'launch', 'ament'))
+            or top.endswith(('_msgs', '_srvs', '_interfaces')))
+
+
+def _module_level_imports(path: Path, name: str) -> list[tuple[str, list[str]]]:
+    """``(module, [names imported from it])`` run when ``path`` is imported (not in a def)."""
+    out = []
+
+    def visit(body: list) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                out.extend((a.name, []) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ''
+                if node.level:
+                    parts = name.split('.')
+                    keep = len(parts) - node.level + (path.name == '__init__.py')
+                    base = '.'.join(parts[:keep] + ([base] if base else []))
+                out.append((base, [a.name for a in node.names]))
+            elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for field in ('body', 'orelse', 'finalbody', 'handlers'):
+                    visit(getattr(node, field, []) or [])
+
+    visit(ast.parse(path.read_text()).body)
+    return out
+
+
+def ros_at_import(path: Path, name: str, modules: dict[str, Path],
+                  seen: dict[str, str | None] | None = None) -> str | None:
+    """The chain by which importing ``path`` loads ROS (``a -> b -> rclpy``), else None.
+
+    Follows the module-level imports through ``modules`` (the package's and test/support's
+    sources), including the ``__init__`` of every parent package, which Python runs first.
+    ``from support import X`` counts as ROS when ``X`` comes from the ROS harness.
+    """
+    seen = {} if seen is None else seen
+    if name in seen:
+        return seen[name]
+    seen[name] = None               # a cycle is not a ROS import
+    harness = set()
+    if 'support' in modules:
+        harness = {n for base, names in _module_level_imports(modules['support'], 'support')
+                   if base == SUPPORT_ROS for n in names}
+    for base, names in _module_level_imports(path, name):
+        if _is_ros_module(base) or base == SUPPORT_ROS:
+            seen[name] = f'{name} -> {base}'
+            return seen[name]
+        if base == 'support':
+            ros_names = sorted(set(names) & harness)
+            if ros_names:
+                seen[name] = f'{name} -> support.{ros_names[0]} ({SUPPORT_ROS})'
+                return seen[name]
+            targets = [f'support.{n}' for n in names if f'support.{n}' in modules]
+        else:
+            parts = base.split('.')
+            targets = ['.'.join(parts[:k]) for k in range(1, len(parts) + 1)]
+            targets += [f'{base}.{n}' for n in names]
+        for target in targets:
+            if target in modules and target != name and target != 'support':
+                chain = ros_at_import(modules[target], target, modules, seen)
+                if chain:
+                    seen[name] = f'{name} -> {chain}'
+                    return seen[name]
+    return None
+
+
+def _source_modules(*packages: Path) -> dict[str, Path]:
+    modules: dict[str, Path] = {}
+    for package in packages:
+        modules.update(_module_names(package))
+    return modules
+
+
+def ros_test_files(test_dir: Path = TEST_DIR, package: Path = PACKAGE) -> dict[str, str]:
+    """``{test file: how it loads ROS}`` for the test files that load ROS when imported."""
+    modules = _source_modules(package, test_dir / 'support')
+    found = {}
+    for path in sorted(test_dir.glob('test_*.py')):
+        chain = ros_at_import(path, path.stem, modules)
+        if chain:
+            found[path.name] = chain
+    return found
+
+
+def test_ros_free_tests_stay_in_files_that_import_no_ros():
+    """Only the listed files import ROS at module level; the split files never do."""
+    found = ros_test_files()
+    unexpected = {f: chain for f, chain in found.items() if f not in ROS_TEST_FILES}
+    assert not unexpected, (
+        f'these test files import ROS at module level: {unexpected}; put the tests that need '
+        'no ROS into a ROS-free file (import ROS inside the test), or list the file in '
+        'ROS_TEST_FILES')
+    assert not ROS_FREE_BY_DESIGN & set(found), found
+    assert all((TEST_DIR / f).is_file() for f in ROS_FREE_BY_DESIGN)
+    # the list stays true: a file that no longer needs ROS is taken off it
+    stale = sorted(f for f in ROS_TEST_FILES if f not in found)
+    assert not stale, f'ROS_TEST_FILES lists files that import no ROS: {stale}'
+
+
+def test_ros_import_check_finds_planted_imports(tmp_path):
+    pkg = tmp_path / ROOT
+    (pkg / 'ros').mkdir(parents=True)
+    support = tmp_path / 'tests' / 'support'
+    support.mkdir(parents=True)
+    for path, text in {
+            pkg / '__init__.py': '', pkg / 'core.py': 'import numpy\n',
+            pkg / 'ros' / '__init__.py': '', pkg / 'ros' / 'node.py': 'import rclpy\n',
+            pkg / 'ros' / 'lazy.py': 'def f():\n    import rclpy\n',
+            support / '__init__.py': ('from support.data import load\n'
+                                      'from support.ros import Harness\n'),
+            support / 'data.py': 'import numpy\n', support / 'ros.py': 'import os\n',
+            support.parent / 'test_msgs.py': 'from sensor_msgs.msg import Image\n',
+            support.parent / 'test_deep.py': f'from {ROOT}.ros import node\n',
+            support.parent / 'test_harness.py': 'from support import load, Harness\n',
+            support.parent / 'test_guarded.py': ('try:\n    import tf2_msgs\n'
+                                                 'except Exception:\n    pass\n'),
+            support.parent / 'test_free.py': (f'from {ROOT} import core\n'
+                                              f'from {ROOT}.ros import lazy\n'
+                                              'from support import load\n'
+                                              'def test_x():\n    import rclpy\n'),
+    }.items():
+        path.write_text(text)
+    found = ros_test_files(support.parent, pkg)
+    assert found == {
+        'test_deep.py': f'test_deep -> {ROOT}.ros.node -> rclpy',
+        'test_guarded.py': 'test_guarded -> tf2_msgs',
+        'test_harness.py': 'test_harness -> support.Harness (support.ros)',
+        'test_msgs.py': 'test_msgs -> sensor_msgs.msg'}
