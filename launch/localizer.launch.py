@@ -30,6 +30,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from camreloc_ros.ros.qos import NAMESPACE, NODE_NAME
+
 PACKAGE = 'camreloc_ros'
 # launch arguments that are not node parameters (test/test_params_agree.py reads this file)
 NON_PARAMETER_ARGUMENTS = ('params_file', 'image_topic', 'camera_info_topic', 'namespace',
@@ -86,7 +88,7 @@ def launch_setup(context, *args, **kwargs) -> list:
     return [Node(
         package=PACKAGE,
         executable='localizer',
-        name='camreloc',
+        name=NODE_NAME,
         namespace=LaunchConfiguration('namespace'),
         parameters=[LaunchConfiguration('params_file'), overrides],
         remappings=[('image', image_topic), ('image/compressed', image_topic + '/compressed'),
@@ -112,7 +114,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('input', default_value='',
                               description='raw (Image) or compressed (CompressedImage on '
                               '<image_topic>/compressed); empty keeps the params_file value'),
-        DeclareLaunchArgument('namespace', default_value='',
+        DeclareLaunchArgument('namespace', default_value=NAMESPACE,
                               description='namespace of the node and its topics'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='use /clock (bag replay): true or false'),

@@ -26,6 +26,13 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 
+# The inference runtimes and CNN precisions, by name: one constant that training (whose
+# ``train.precision`` schema may not import inference/), inference, the tools and the node
+# parameters all read, so a new precision cannot be accepted by one and refused by another.
+RUNTIMES = ('auto', 'torch', 'onnx')
+PRECISIONS = ('fp32', 'fp16', 'bf16')
+
+
 class ConfigError(ValueError):
     """A configuration key or value that does not fit the defaults."""
 

@@ -43,8 +43,8 @@ from camreloc_ros.core.geometry import unit_quat_problem
 from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped, stamp_to_ns,
                                           stamp_to_sec, transform_stamped)
-from camreloc_ros.ros.tf_io import (LATCHED_QOS, LOG_PERIOD_S, make_lookup, make_sender,
-                                    OUTPUT_QOS, TF_MODES)
+from camreloc_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
+from camreloc_ros.ros.tf_io import LOG_PERIOD_S, make_lookup, make_sender, TF_MODES
 
 
 @dataclasses.dataclass

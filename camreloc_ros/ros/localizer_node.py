@@ -48,8 +48,6 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
-from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
-                       QoSReliabilityPolicy)
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -65,15 +63,11 @@ from camreloc_ros.ros.diagnostics import Health
 from camreloc_ros.ros.parameters import (check_value, ConfigurationError, expected_value,
                                          min_image_side, MIN_IMAGE_SIDE, parameter_descriptor,
                                          PARAMETERS, PARAMETERS_BY_NAME)
+from camreloc_ros.ros.qos import (image_qos, NODE_NAME, OUTPUT_QOS,  # noqa: F401 - TF_QOS
+                                  TF_QOS)                          # re-exported (tests)
 from camreloc_ros.ros.refiner_worker import RefinerWorker
 from camreloc_ros.ros.frame_io import FrameIO
-from camreloc_ros.ros.tf_io import TF_QOS  # noqa: F401 - re-exported
 
-NODE_NAME = 'camreloc'
-
-OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
-RELIABILITY = {'best_effort': QoSReliabilityPolicy.BEST_EFFORT,
-               'reliable': QoSReliabilityPolicy.RELIABLE}
 INPUT_TOPICS = {'raw': 'image', 'compressed': 'image/compressed'}
 BAD_LOG_PERIOD_S = 5.0
 
@@ -238,9 +232,7 @@ class LocalizerNode(LifecycleNode):
         refused = self._frames.check_parents(wait_s=conf['transform_timeout'])
         if refused is not None:
             raise ConfigurationError(refused)
-        qos = QoSProfile(depth=conf['qos.depth'], history=QoSHistoryPolicy.KEEP_LAST,
-                         reliability=RELIABILITY[conf['qos.reliability']],
-                         durability=QoSDurabilityPolicy.VOLATILE)
+        qos = image_qos(conf['qos.depth'], conf['qos.reliability'])
         self._min_side = min_image_side(size)
         if conf['input'] == 'compressed':   # the size is known once decoded (worker)
             self._check, self._pixels = check_compressed, self._compressed_pixels

@@ -26,7 +26,8 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from camreloc_ros.core.inference.runtimes import PRECISIONS, RUNTIMES
+from camreloc_ros.core.config import PRECISIONS, RUNTIMES
+from camreloc_ros.ros.qos import RELIABILITY_CHOICES
 
 # Smallest shorter image side the node localizes: a quarter of the model's input size (the
 # preprocessing would upscale more than 4x, so the pose says nothing about the image) and
@@ -69,7 +70,7 @@ PARAMETERS: list[Param] = [
           'sensor_msgs/CompressedImage (JPEG, PNG) on `image/compressed`.',
           choices=('raw', 'compressed')),
     Param('qos.reliability', 'best_effort', 'Image subscription reliability (best_effort is '
-          'the sensor-data profile).', choices=('best_effort', 'reliable')),
+          'the sensor-data profile).', choices=RELIABILITY_CHOICES),
     Param('qos.depth', 1, 'Image subscription history depth (keep last).', limits=(1, 100)),
     Param('map_frame', 'map', 'Frame of the published poses and parent frame of the TF.'),
     Param('camera_pose_frame', 'camreloc_camera', 'Child frame of the TF: the estimated '

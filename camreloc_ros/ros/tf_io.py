@@ -29,14 +29,13 @@ import time
 from typing import Any, Callable, Optional
 
 import numpy as np
-from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile,
-                       QoSReliabilityPolicy)
 
 from camreloc_ros.core.robot.tf_tree import (ConnectivityError, ExtrapolationError,
                                              FrameLookupError, Pose, strip_frame, TransformError,
                                              TransformTree)
 from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.ros.conversions import stamp_to_ns
+from camreloc_ros.ros.qos import TF_QOS, TF_STATIC_QOS
 
 try:  # a robot has tf2_ros; a PyPI-only venv does not
     import tf2_ros
@@ -49,19 +48,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 TF_MODES = ('none', 'camera', 'map_to_odom')
 LOG_PERIOD_S = 5.0
-# tf2's QoS: /tf reliable keep-last 100 volatile (DynamicBroadcasterQoS / listener);
-# /tf_static reliable keep-last 100 transient-local (StaticListenerQoS)
-TF_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
-                    reliability=QoSReliabilityPolicy.RELIABLE,
-                    durability=QoSDurabilityPolicy.VOLATILE)
-TF_STATIC_QOS = QoSProfile(depth=100, history=QoSHistoryPolicy.KEEP_LAST,
-                           reliability=QoSReliabilityPolicy.RELIABLE,
-                           durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-# nav2_amcl's amcl_pose: reliable, keep last 1, transient local (a late subscriber gets it)
-LATCHED_QOS = QoSProfile(depth=1, history=QoSHistoryPolicy.KEEP_LAST,
-                         reliability=QoSReliabilityPolicy.RELIABLE,
-                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-OUTPUT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
 _FRAME_LINE = re.compile(r'^Frame (\S+) exists with parent (\S+)\.$', re.MULTILINE)
 
 

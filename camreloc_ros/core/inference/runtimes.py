@@ -44,6 +44,7 @@ from typing import NamedTuple, TYPE_CHECKING
 
 import numpy as np
 
+from camreloc_ros.core.config import PRECISIONS, RUNTIMES
 from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
 from camreloc_ros.core.inference.onnx_format import (  # noqa: F401 - re-exported
     cached_onnx, check_self_contained, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES,
@@ -55,8 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 
     from camreloc_ros.core.models.pose_model import PoseModel
 
-RUNTIMES = ('auto', 'torch', 'onnx')
-PRECISIONS = ('fp32', 'fp16', 'bf16')
 # The heads (a few small GEMMs, a GRU over <= 8 steps) always run on one thread: their
 # parallel regions are shorter than waking a second thread, and on a busy CPU each one can
 # wait milliseconds for it (measured: GRU window 8 at 2 threads 18-110 ms, at 1 thread 1-2 ms).
