@@ -44,15 +44,14 @@ import numpy as np
 from camreloc_ros.core.bags import (Bag, BagMessage, BagScan, BagWriter, camera_matrix,
                                     decoded_images, DEFAULT_TOLERANCE, iter_images,
                                     rosbag_folder_problem, scan_bag, STORAGES)
-from camreloc_ros.core.config import merge_conf
+from camreloc_ros.core.config import merge_conf, RUNTIMES
 from camreloc_ros.core.inference.engine import InferenceEngine, Prediction
-from camreloc_ros.core.inference.runtimes import RUNTIMES
 from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.core.robot.messages import NS
-from camreloc_ros.tools.common import default_out_dir, require_exists, require_file, \
-    tool_logging
+from camreloc_ros.tools.common import default_out_dir, refuse_output_in_inputs, require_exists, \
+    require_file, tool_logging
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -315,11 +314,6 @@ def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
 
 # ----------------------------------------------------------------------------- main
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
-    return path == folder or folder in path.parents
-
-
 def check_outputs(conf: dict, bag: Path, ckpt: Path | None, out: Path) -> Path | None:
     """Refuse outputs that would destroy something, before any work; return the output bag.
 
@@ -333,16 +327,9 @@ def check_outputs(conf: dict, bag: Path, ckpt: Path | None, out: Path) -> Path |
     if not conf['write_bag']:
         return None
     target = Path(conf['write_bag'])
-    real = target.resolve()
-    inputs = [('the evaluated bag', bag)] + ([('the checkpoint', ckpt)] if ckpt else []) \
-        + [('the results folder (--out)', out)]
-    for what, path in inputs:
-        other = Path(path).resolve()
-        if _inside(other, real) or (what == 'the evaluated bag' and _inside(real, other)):
-            relation = 'is' if real == other else \
-                ('holds' if _inside(other, real) else 'lies inside')
-            raise ValueError(f'--write-bag {target} {relation} {what} {path}; choose another '
-                             'output path')
+    refuse_output_in_inputs('--write-bag', target, [('evaluated bag', bag)],
+                            held=[('evaluated bag', bag), ('checkpoint', ckpt),
+                                  ('results folder (--out)', out)])
     if target.exists() or target.is_symlink():
         if not conf['overwrite']:
             raise ValueError(f'--write-bag {target} exists already; choose another path, or '

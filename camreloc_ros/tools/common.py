@@ -147,13 +147,16 @@ def require_exists(path: str | Path, what: str) -> Path:
 
 
 def refuse_output_in_inputs(flag: str, out: str | Path,
-                            inputs: Iterable[tuple[str, str | Path | None]]) -> None:
+                            inputs: Iterable[tuple[str, str | Path | None]],
+                            held: Iterable[tuple[str, str | Path | None]] = ()) -> None:
     """Raise ValueError when output ``out`` is one of ``inputs`` or lies inside one.
 
     ``inputs`` are ``(what, path)`` pairs (a dataset folder, a bag, a checkpoint); None is
     skipped. A tool writes only beside its inputs, never into them, so no ``--overwrite``
     (and no new file among a dataset's images) can damage what it reads. Paths are compared
-    resolved, so a symlink or ``..`` does not hide an input.
+    resolved, so a symlink or ``..`` does not hide an input. ``held`` are paths that ``out``
+    may lie inside but must neither be nor hold, because replacing ``out`` (bag-eval's
+    ``--write-bag --overwrite``) would delete them with it.
     """
     real = Path(out).resolve()
     for what, path in inputs:
@@ -164,6 +167,14 @@ def refuse_output_in_inputs(flag: str, out: str | Path,
             relation = 'is' if real == other else 'lies inside'
             raise ValueError(f'{flag} {out} {relation} the {what} {path}; a tool never writes '
                              'into its inputs: choose a path outside it')
+    for what, path in held:
+        if path is None:
+            continue
+        other = Path(path).resolve()
+        if real == other or real in other.parents:
+            relation = 'is' if real == other else 'holds'
+            raise ValueError(f'{flag} {out} {relation} the {what} {path}; choose another '
+                             'output path')
 
 
 # ``data`` section of map and evaluate: the reader options (None = as the checkpoint was
