@@ -31,6 +31,7 @@ BENCHMARKS = [
     ('live node', ['live_node.py']),
     ('bag-eval vs evaluate', ['bag_eval.py']),
     ('refiner on a depth map (7-Scenes mini, leave one out)', ['refine_depth.py']),
+    ('geometric tracker per frame, native and VGA (HoloLens walk)', ['tracker.py']),
 ]
 
 
