@@ -47,6 +47,9 @@ ignores map point errors and correlations between frames (calibration against me
 errors comes later).
 
 ROS-free and single-threaded per instance.
+
+About 520 lines: seeding, KLT, PnP with its gates and re-seeding from the map share the
+track arrays and the frame state; split, each part would pass them all around.
 """
 
 from __future__ import annotations
