@@ -52,11 +52,13 @@ class FlatDescriptor:
     """Constant global descriptor: tracking never retrieves, so no network runs here."""
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Return the same unit vector for every image."""
         v = np.zeros(8, np.float32)
         v[0] = 1.0
         return v
 
     def conf(self) -> dict:
+        """Return the descriptor settings a map records."""
         return {'input_shorter_side': 64, 'mean': [0.0] * 3, 'std': [1.0] * 3, 'dim': 8}
 
 

@@ -168,7 +168,7 @@ def coverage(xy_n2: np.ndarray, size: tuple[int, int], grid: tuple[int, int] = G
 
 def spread_subset(xy_n2: np.ndarray, n: int, size: tuple[int, int],
                   rng: np.random.Generator) -> np.ndarray:
-    """Indices of at most ``n`` points spread over the image: one per cell, round-robin.
+    """Pick at most ``n`` points spread over the image: one per cell, round-robin.
 
     A refinement's inliers crowd on texture; keeping the first ``n`` would leave parts of the
     image without tracks, keeping a spread set keeps the pose well conditioned.
@@ -223,7 +223,7 @@ def solve_with_prior(xy_n2: np.ndarray, pts_n3: np.ndarray, K: np.ndarray,
 def solve_tracked(xy_n2: np.ndarray, pts_n3: np.ndarray, K: np.ndarray, size: tuple[int, int],
                   T_c2w_prior: np.ndarray | None, conf: dict | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
-    """A tracked frame's pose -> (T_c2w_44, inlier mask, 6x6 covariance, RMS px), or None.
+    """Solve a tracked frame: (T_c2w_44, inlier mask, 6x6 covariance, RMS px), or None.
 
     :func:`solve_with_prior`, then the covariance ``sigma^2 (J^T J)^-1`` of the module
     docstring on the inliers (:func:`~camreloc_ros.core.localization.refiner.pose_covariance`,
@@ -259,7 +259,7 @@ def project(T_c2w_44: np.ndarray, K: np.ndarray, pts_n3: np.ndarray
 
 
 def motion_error(T_a_44: np.ndarray, T_b_44: np.ndarray) -> tuple[float, float]:
-    """(translation m, rotation deg) between two camera-to-world poses."""
+    """Return (translation m, rotation deg) between two camera-to-world poses."""
     dt = float(np.linalg.norm(T_a_44[:3, 3] - T_b_44[:3, 3]))
     c = (np.trace(T_a_44[:3, :3].T @ T_b_44[:3, :3]) - 1.0) / 2.0
     return dt, float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
@@ -333,8 +333,11 @@ class Tracker:
         return None if self._T is None else self._T.copy()
 
     def _nearest_images(self, k: int) -> np.ndarray:
-        """The ``k`` map images posed nearest the current pose (metres + degrees / 10, the
-        refiner's :func:`~camreloc_ros.core.localization.refiner.pose_neighbours` cost)."""
+        """Return the ``k`` map images posed nearest the current pose.
+
+        The cost is metres + degrees / 10, the refiner's
+        :func:`~camreloc_ros.core.localization.refiner.pose_neighbours` cost.
+        """
         P = self.map.poses_c2w
         cos = (np.einsum('nij,ij->n', P[:, :3, :3], self._T[:3, :3]) - 1.0) / 2.0
         cost = (np.linalg.norm(P[:, :3, 3] - self._T[:3, 3], axis=1)
@@ -346,8 +349,10 @@ class Tracker:
         return 1.0 if not side or max(size) <= side else side / float(max(size))
 
     def _gray(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Grey image at the tracking scale, and that scale (OpenCV's Python KLT takes
-        images, not pyramids: it builds them, ~0.3 ms a VGA frame)."""
+        """Return the grey image at the tracking scale, and that scale.
+
+        OpenCV's Python KLT takes images, not pyramids: it builds them, ~0.3 ms a VGA frame.
+        """
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         s = self._scale((gray.shape[1], gray.shape[0]))
         if s != 1.0:
