@@ -19,8 +19,11 @@ image stamp, covariance propagated), sends TF (``tf_mode``: ``camera`` leaf fram
 future-dated ``map -> odom``), refuses to give a frame a second parent, and runs the Nav2
 bootstrap (``~/localize`` -> the next pose on ``initialpose``; ``initialpose`` in -> the jump
 gate's reference). TF is read through :mod:`camreloc_ros.ros.tf_io`. Nothing here raises in a
-callback or the worker: a missing transform is counted (``tf_missing``) and logged at most
-every 5 s.
+callback or the worker: a missing transform is counted (``tf_missing``), explained in full at
+its first miss (both frames, the image stamp, what TF lacks, and both fixes: publish it, or
+change the parameter), then logged every 5 s with the count; :meth:`FrameIO.problem` and the
+``tf_missing_*`` / ``tf_fix`` diagnostics say the same while it lasts, because a first run
+with the default ``base_frame`` and no robot TF otherwise answers nothing without saying why.
 """
 
 import dataclasses
@@ -44,7 +47,8 @@ from camreloc_ros.core.robot.messages import NS
 from camreloc_ros.ros.conversions import (ns_to_stamp, pose_with_covariance_stamped, stamp_to_ns,
                                           stamp_to_sec, transform_stamped)
 from camreloc_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS
-from camreloc_ros.ros.tf_io import LOG_PERIOD_S, make_lookup, make_sender, TF_MODES
+from camreloc_ros.ros.tf_io import (EXTRINSICS, LOG_PERIOD_S, make_lookup, make_sender,
+                                    MissingTransforms, ODOMETRY, TF_MODES)
 
 
 @dataclasses.dataclass
@@ -122,6 +126,8 @@ class FrameIO:
         self._localize_requested = False
         self._last_map_odom: Optional[Pose] = None
         self._log_times: dict[str, float] = {}
+        # what is missing in TF now, explained for the log, diagnostics and problem()
+        self.missing = MissingTransforms(node.get_fully_qualified_name(), self._created)
         self.lookup = lookup
         self._send = self._close_sender = None
         self._entities: list[tuple[str, Any]] = []
@@ -178,15 +184,37 @@ class FrameIO:
         return self.refused
 
     # ---- camera -> base --------------------------------------------------------------------
-    def _lookup(self, what: str, target: str, source: str, stamp_ns: int) -> Optional[Pose]:
+    def _lookup(self, kind: str, target: str, source: str, stamp_ns: int) -> Optional[Pose]:
+        """``kind`` (EXTRINSICS, ODOMETRY) at the stamp; a miss is counted and explained."""
         try:
-            return self.lookup.lookup(target, source, stamp_ns, self.conf.transform_timeout)
+            pose = self.lookup.lookup(target, source, stamp_ns, self.conf.transform_timeout)
         except TransformError as exc:
             with self._lock:
                 self.tf_missing += 1
-            self._log(what, f'no {what} transform {target} -> {source} at '
-                            f'{stamp_ns / NS:.3f} s ({self.tf_missing} missing so far): {exc}')
+            text = self.missing.miss(kind, target, source, stamp_ns, exc, self.lookup)
+            if text is not None:
+                self.node.get_logger().warning(f'{text} [tf_missing: {self.tf_missing}]')
             return None
+        self._found(kind)
+        return pose
+
+    def _found(self, kind: str) -> None:
+        text = self.missing.found(kind)
+        if text is not None:
+            self.node.get_logger().info(text)
+
+    def problem(self) -> Optional[str]:
+        """Why the node cannot publish now, in words a first run can act on (None: it can).
+
+        The missing camera extrinsics (no pose at all) before the missing odometry of
+        ``map_to_odom`` (poses, no ``map -> odom``) before a refused TF output (second
+        parent); a missing transform's text names both frames, the newest image stamp that
+        missed it, for how long and how many frames, what TF lacks, and both fixes.
+        """
+        text = self.missing.problem()
+        if text is None and self.refused is not None:
+            text = f'no TF output: {self.refused}'
+        return text
 
     def odom_camera(self, header: Header, wait_s: float = 0.0) -> Optional[Pose]:
         """Return the image's camera pose in odom_frame at its stamp (None: not in TF).
@@ -221,8 +249,9 @@ class FrameIO:
         """
         camera = strip_frame(header.frame_id)
         if not camera or camera == self.conf.base_frame:
+            self._found(EXTRINSICS)   # the camera is the base now: nothing is missing
             return pred
-        extrinsics = self._lookup('camera extrinsics', self.conf.base_frame, camera,
+        extrinsics = self._lookup(EXTRINSICS, self.conf.base_frame, camera,
                                   stamp_to_ns(header.stamp))
         if extrinsics is None:
             return None
@@ -242,7 +271,7 @@ class FrameIO:
             self._send(transform_stamped(header, self.conf.camera_pose_frame, camera.position,
                                          camera.quaternion))
             return
-        odom_base = self._lookup('odometry', self.conf.odom_frame, self.conf.base_frame,
+        odom_base = self._lookup(ODOMETRY, self.conf.odom_frame, self.conf.base_frame,
                                  stamp_to_ns(header.stamp))
         if odom_base is None:
             return
@@ -312,12 +341,18 @@ class FrameIO:
 
     # ---- diagnostics, cleanup ---------------------------------------------------------------
     def diagnostics(self) -> dict:
-        """Values for /diagnostics; re-checks the published frame's parent (timer thread)."""
+        """Values for /diagnostics; re-checks the published frame's parent (timer thread).
+
+        ``tf_missing_transform``, ``tf_missing_since_s``, ``tf_missing_frames``,
+        ``tf_missing_stamp``, ``tf_missing_reason`` and ``tf_fix`` describe the transform
+        missing now (empty when none), so a monitor shows the fix, not only a count.
+        """
         if self.refused is None and self.conf.published_edge is not None:
             self.check_parents()
         return {'tf_mode': self.conf.tf_mode, 'base_frame': self.conf.base_frame,
                 'tf_lookup': getattr(self.lookup, 'backend', 'none'),
-                'tf_missing': self.tf_missing, 'tf_refused': self.refused or '',
+                'tf_missing': self.tf_missing, **self.missing.values(),
+                'tf_refused': self.refused or '',
                 'initialposes_sent': self.initialposes_sent,
                 'initialposes_received': self.initialposes_received}
 

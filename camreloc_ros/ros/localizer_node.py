@@ -28,6 +28,7 @@ check (``ros/camera_check.py``), the gate and counters (``core/inference/live.py
 """
 
 from collections import deque
+import dataclasses
 import math
 import os
 import sys
@@ -49,7 +50,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
+from std_msgs.msg import Bool, Header
 from std_srvs.srv import Trigger
 
 from camreloc_ros.core.inference.engine import InferenceEngine, Prediction, resolve_device
@@ -63,8 +64,8 @@ from camreloc_ros.ros.diagnostics import Health
 from camreloc_ros.ros.parameters import (check_value, ConfigurationError, expected_value,
                                          min_image_side, MIN_IMAGE_SIDE, parameter_descriptor,
                                          PARAMETERS, PARAMETERS_BY_NAME)
-from camreloc_ros.ros.qos import (image_qos, NODE_NAME, OUTPUT_QOS,  # noqa: F401 - TF_QOS
-                                  TF_QOS)                          # re-exported (tests)
+from camreloc_ros.ros.qos import (image_qos, LATCHED_QOS, NODE_NAME,  # noqa: F401 - TF_QOS
+                                  OUTPUT_QOS, TF_QOS)                 # re-exported (tests)
 from camreloc_ros.ros.refiner_worker import RefinerWorker
 from camreloc_ros.ros.frame_io import FrameIO
 
@@ -225,9 +226,17 @@ class LocalizerNode(LifecycleNode):
         # a Path of up to path_length poses per frame is O(frames x length): on a timer instead
         ents['path_timer'] = self.create_timer(conf['path_period'], self._publish_path)
         if conf['map']:   # imports torch (the map's retrieval trunk): only with a map
+            cv2.setNumThreads(1)   # SIFT must not take the network's core (refiner: nice 19)
             self._refiner = RefinerWorker.from_conf(self, conf, OUTPUT_QOS,
                                                     self._frames.odom_camera)
             ents['refined_pose'] = self._refiner.publisher
+            ents['network_pose'] = self.create_lifecycle_publisher(
+                PoseWithCovarianceStamped, '~/network_pose', OUTPUT_QOS)
+            ents['localized'] = self.create_lifecycle_publisher(Bool, '~/localized',
+                                                                LATCHED_QOS)
+            ents['status'] = self.create_lifecycle_publisher(
+                DiagnosticArray, '~/localization_status', OUTPUT_QOS)
+            self._localized = None   # last value on ~/localized (published on change)
             self.get_logger().info(f'refiner: {self._refiner.describe()}')
         refused = self._frames.check_parents(wait_s=conf['transform_timeout'])
         if refused is not None:
@@ -266,6 +275,8 @@ class LocalizerNode(LifecycleNode):
         if self._refiner is not None:
             self._refiner.start()
         self._active = True
+        if self._refiner is not None:   # latched: a late subscriber learns the state
+            self._publish_localized(self._refiner.localizer.state == 'localized')
         self._diag_last = (time.monotonic(), self.stats.processed)
         self.get_logger().info('active: localizing')
         return super().on_activate(state)
@@ -381,7 +392,8 @@ class LocalizerNode(LifecycleNode):
             self.engine.reset()
             self.gate.reset()
         if self._refiner is not None:
-            self._refiner.corrector.reset()
+            self._refiner.reset()
+            self._publish_localized(False)
         response.success, response.message = True, 'temporal window and gate cleared'
         self.get_logger().info('reset: temporal window and gate cleared')
         return response
@@ -417,10 +429,15 @@ class LocalizerNode(LifecycleNode):
                 return
             pred = self.engine.predict(pixels, stamp, order=order)
         refiner = self._refiner
-        if refiner is not None:   # the camera pose, refined or corrected by the last refinement
-            rgb = pixels if order == 'rgb' else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-            pred = refiner.process(rgb, msg.header, pred)
         frames = self._frames
+        if refiner is not None:   # with a map: what the localizer stands behind, or nothing
+            rgb = pixels if order == 'rgb' else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+            pred = self._localize(refiner, rgb, msg.header, pred)
+            if pred is None:
+                self.stats.add(processed=1)
+                if frames is not None:
+                    frames.republish(msg.header)   # map_to_odom: keep map -> odom alive
+                return
         base = frames.to_base(msg.header, pred) if frames is not None else None
         if base is None:   # camera extrinsics missing at this stamp: counted as tf_missing
             self.stats.add(processed=1)
@@ -439,6 +456,54 @@ class LocalizerNode(LifecycleNode):
             self.stats.processed += 1
             self.stats.published += 1
             self.stats.latencies_s.append(latency)
+
+    def _localize(self, refiner: RefinerWorker, rgb: np.ndarray, header: Header,
+                  pred: Prediction) -> Prediction | None:
+        """Localize a frame against the map; the camera pose to publish, or None.
+
+        Every frame's network pose goes out on ``~/network_pose`` and its state on
+        ``~/localization_status``; ``~/localized`` changes with the state.
+        """
+        est = refiner.process(rgb, header, pred)
+        ents = self._entities
+        frames = self._frames
+        net = frames.to_base(header, pred) if frames is not None else None
+        if net is not None:
+            ents['network_pose'].publish(pose_with_covariance_stamped(
+                Header(stamp=header.stamp, frame_id=self._map_frame), net.position,
+                net.quaternion, net.covariance))
+        status = DiagnosticStatus(name='localization', level=DiagnosticStatus.OK)
+        if est is None:   # no intrinsics for this image (camera_info of another aspect)
+            status.level, status.message = DiagnosticStatus.WARN, 'not_localized'
+            status.values = [KeyValue(key='source', value='none'),
+                             KeyValue(key='reason', value=refiner.intrinsics)]
+        else:
+            status.message = est.state
+            if est.state != 'localized':
+                status.level = DiagnosticStatus.WARN
+            status.values = [KeyValue(key='source', value=est.source),
+                             KeyValue(key='published', value=str(est.publish).lower()),
+                             KeyValue(key='inliers', value=str(est.inliers)),
+                             KeyValue(key='refinement', value=est.refinement or 'none'),
+                             KeyValue(key='reason', value=est.reason)]
+        ents['status'].publish(DiagnosticArray(header=Header(stamp=header.stamp,
+                                                             frame_id=self._map_frame),
+                                               status=[status]))
+        self._publish_localized(est is not None and est.state == 'localized')
+        if est is None or not est.publish:
+            with self.stats.lock:
+                self.stats.not_localized += 1
+            return None
+        return dataclasses.replace(pred, position=est.position, quaternion=est.quaternion,
+                                   covariance=est.covariance)
+
+    def _publish_localized(self, localized: bool) -> None:
+        """``~/localized`` (latched) when the answer changes."""
+        pub = self._entities.get('localized')
+        if pub is None or localized == getattr(self, '_localized', None):
+            return
+        self._localized = localized
+        pub.publish(Bool(data=localized))
 
     def _publish(self, header: Header, pred: Prediction, camera: Prediction) -> None:
         """Publish base_frame's pose ``pred``; ``camera`` is the camera's (tf_mode camera)."""
@@ -475,14 +540,21 @@ class LocalizerNode(LifecycleNode):
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name().lstrip("/")}: localizer',
                                   hardware_id=engine.describe() if engine else 'none')
         check = self._camera_check if engine is not None else None
+        problem = self._frames.problem() if self._frames is not None and self._active else None
+        refiner = self._refiner if self._active else None
         if self.health.error:
             status.level, status.message = DiagnosticStatus.ERROR, self.health.error
         elif not self._active:
             status.level = DiagnosticStatus.WARN
             status.message = 'inactive' if engine is not None else 'unconfigured'
+        elif problem:   # no pose can go out: say which transform and both fixes
+            status.level, status.message = DiagnosticStatus.WARN, problem
         elif check is not None and check.problems:
             status.level = DiagnosticStatus.WARN
             status.message = f'camera differs from training ({check.status()})'
+        elif refiner is not None and refiner.localizer.state != 'localized':
+            status.level = DiagnosticStatus.WARN
+            status.message = f'{refiner.localizer.state}: {refiner.localizer.reason}'
         elif rate == 0:
             status.level, status.message = DiagnosticStatus.WARN, 'no frames localized'
         else:
@@ -497,6 +569,7 @@ class LocalizerNode(LifecycleNode):
             'dropped_frames': snap['dropped'],
             'bad_messages': snap['bad'],
             'gated_poses': snap['gated'],
+            'not_localized_frames': snap['not_localized'],
             'errors': snap['errors'],
             'model': self.param('model'),
             'device': engine.describe() if engine else 'none',

@@ -107,24 +107,34 @@ PARAMETERS: list[Param] = [
     Param('gate.max_position_std', 0.0, 'm; poses whose largest position standard '
           'deviation is above are not published; 0 = off.', 'live', limits=(0.0, 1000.0)),
     Param('map', '', 'Localization map (.npz) from `camreloc map` for the checkpoint of '
-          '`model` (the .pt, or the one an .onnx was exported from): '
-          'poses are refined by 2D-3D matching + PnP in a worker of their own (latest frame) '
-          'and later network poses corrected by the last refinement; empty = off.'),
+          '`model` (the .pt, or the one an .onnx was exported from): every frame is tracked '
+          'against the map, refinements (2D-3D matching + PnP, latest frame, their own '
+          'thread) seed and check the tracking, and only localized poses (or dead reckoning '
+          'within localization.max_position_std / max_rotation_std) go out on pose, '
+          'pose_with_covariance and TF; the network pose goes to ~/network_pose; empty = '
+          'off (every network pose is published).'),
     Param('refine.sync', False, 'Refine every frame before its pose is published (tests, '
-          'evaluation: live poses equal `camreloc evaluate --map`); false: the refiner takes '
+          'evaluation: live states equal `camreloc evaluate --map`); false: the refiner takes '
           'the latest frame in its own thread and the network answers every frame.'),
-    Param('refine.max_age', 10.0, 'Seconds (image stamps) a refinement keeps correcting '
-          'later network poses.', limits=(0.0, 3600.0)),
-    Param('refine.motion_noise', 0.1, 'Growth of the corrected covariance: position std '
-          'per metre and rotation std per radian of the network motion since the refinement.',
-          limits=(0.0, 10.0)),
-    Param('refine.motion', 'auto', 'What measures the motion a refinement is carried through '
-          'to later frames: odom (TF odom_frame -> camera at both image stamps), network (its '
-          'own relative pose), or auto (odom where TF has it, else network).',
-          choices=('auto', 'odom', 'network')),
-    Param('refine.odom_noise', 0.02, 'Growth of the corrected covariance with odometry as '
-          'the motion: position std per metre and rotation std per radian of odometry motion.',
-          limits=(0.0, 10.0)),
+    Param('refine.period', 1.0, 'Seconds between refinements while localized (tracking '
+          'holds the pose; refinements check it and re-seed it); not localized, the refiner '
+          'runs on every latest frame. 0 = no limit.', limits=(0.0, 3600.0)),
+    Param('localization.lost_after', 2.0, 'Seconds without a tracked or accepted refined '
+          'pose after which the node is not_localized (dead reckoning stops).',
+          limits=(0.0, 3600.0)),
+    Param('localization.max_position_std', 0.25, 'm; dead_reckoning poses whose largest '
+          'position standard deviation is above are not published.', limits=(0.0, 1000.0)),
+    Param('localization.max_rotation_std', 5.0, 'deg; dead_reckoning poses whose largest '
+          'rotation standard deviation is above are not published.', limits=(0.0, 180.0)),
+    Param('localization.confirmations', 2, 'Consistent refinements needed before localized '
+          '(at start, after ~/reset, a jump in time or being lost): one lucky PnP on a '
+          'repetitive structure is not enough.', limits=(1, 100)),
+    Param('localization.motion_noise', 0.1, 'Dead reckoning by the network: position std '
+          'per metre and rotation std per radian of its motion, on top of its own covariance '
+          'at both frames.', limits=(0.0, 10.0)),
+    Param('localization.odom_noise', 0.02, 'Dead reckoning by odometry (TF odom_frame -> '
+          'the camera at both stamps): position std per metre and rotation std per radian '
+          'of the odometry motion.', limits=(0.0, 10.0)),
     Param('refine.min_inliers', 20, 'PnP inliers below which a refinement falls back to '
           "the network's pose.", limits=(4, 100000)),
     Param('diagnostics_period', 1.0, 'Seconds between /diagnostics messages.',

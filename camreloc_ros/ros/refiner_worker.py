@@ -12,22 +12,28 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The live node's PnP refiner: its own thread, the latest frame only, corrections after.
+"""The live node's map localization: tracking every frame, refining in a thread of its own.
 
-With a ``map`` parameter the localizer runs
-:class:`~camreloc_ros.core.localization.refiner.Refiner` next
-to the network. The network still answers every frame; after each one its worker hands the
-frame (image, stamp, the network's camera pose) to this worker, which keeps only the newest
-(older waiting frames are dropped: latest-frame policy) and refines at whatever rate the CPU
-allows. Each refined camera pose goes out on ``~/refined_pose`` and becomes the reference of
-a :class:`~camreloc_ros.core.localization.correction.PoseCorrector`, which corrects every later
-network pose by the motion since the refined frame (odometry from TF, or the network's own relative
-pose: ``refine.motion``), before the node turns it into
-base_frame's pose and publishes it on ``pose``, ``pose_with_covariance`` and TF.
+With a ``map`` parameter the localizer runs a
+:class:`~camreloc_ros.core.localization.state.Localizer` next to the network. The network's
+worker calls :meth:`RefinerWorker.process` for every frame: the frame is tracked against the
+map (KLT + PnP, a few ms), and the localizer says what the robot gets: a ``localized`` pose
+(tracked or refined), a ``dead_reckoning`` pose carried by odometry or, as the last resort,
+by the network's motion (published only while its covariance is under the limits), or
+nothing (``not_localized``: the network's pose still goes out on ``~/network_pose``).
+
+Refinement (:class:`~camreloc_ros.core.localization.refiner.Refiner`: retrieval, SIFT,
+2D-3D matching, PnP; ~0.5 s on this 2-core machine) runs in this worker's own thread on
+the latest frame handed over (older waiting frames are dropped: refinement work is dropped
+before frames), at the lowest CPU priority (nice 19) so that it never starves the network's
+worker, and while localized at most once every ``refine.period`` seconds. Each result goes
+out on ``~/refined_pose`` and is handed to the localizer, which gates it (inlier geometry,
+Mahalanobis distance to the pose it held at that frame), catches it up to the newest frame
+by tracking, and re-seeds the tracker with it.
 
 ``refine.sync`` refines every frame in the network's worker before its pose is published
-(tests, evaluation): each published pose is then that frame's refinement (or the network's
-pose where it fell back), as ``camreloc evaluate --map`` computes it offline.
+(tests, evaluation): the localizer then sees each frame's own refinement, as
+``camreloc evaluate --map`` runs it offline.
 
 Retrieval runs the map's own descriptor network through ONNX Runtime
 (:mod:`camreloc_ros.core.localization.descriptor_onnx`), so a node with ``model:=x.onnx`` and a
@@ -37,15 +43,14 @@ torch.
 The query camera's K is the live ``camera_info``'s (:meth:`CameraCheck.intrinsics
 <camreloc_ros.ros.camera_check.CameraCheck.intrinsics>`), scaled to the image received; the
 map's K only until a calibrated CameraInfo arrives (``refine_intrinsics`` says which). A
-stamp going backwards (a bag replayed from an earlier time) drops the refinement in use and
-the waiting frame, as ROS' time-jump handling clears TF buffers: a reference from the
-future would otherwise refuse every new refinement until ``~/reset``.
+stamp going backwards (a bag replayed from an earlier time) resets the localization (as ROS'
+time-jump handling clears TF buffers) and drops the waiting frame.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -57,46 +62,48 @@ from std_msgs.msg import Header
 from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.inference.engine import Prediction
 from camreloc_ros.core.inference.live import LatestSlot
-from camreloc_ros.core.localization.correction import PoseCorrector
-from camreloc_ros.core.inference.runtimes import live_threads
 from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
 
 LOG_PERIOD_S = 5.0
 
 
 class RefinerWorker:
-    """Refine the latest frame in a thread; correct the network's poses with the result."""
+    """Track every frame, refine the latest one in a thread; the localizer decides the pose."""
 
-    def __init__(self, refiner: Any, corrector: PoseCorrector, publisher: Any,
-                 map_frame: str, sync: bool, logger: Any,
+    def __init__(self, refiner: Any, localizer: Any, publisher: Any, map_frame: str,
+                 sync: bool, logger: Any,
                  odom_pose: Callable[[Header, float], Any] | None = None,
                  odom_timeout: float = 0.0,
-                 camera: Callable[[], Intrinsics | None] | None = None):
+                 camera: Callable[[], Intrinsics | None] | None = None,
+                 period: float = 0.0):
         self.refiner = refiner
+        self.localizer = localizer
         self.camera = camera   # the live calibration (camera_info), None until it is known
-        self.corrector = corrector
-        self.odom_pose = odom_pose if corrector.motion != 'network' else None
+        self.odom_pose = odom_pose
         self.odom_timeout = float(odom_timeout)   # for a sample after the stamp (odometry on)
         self.publisher = publisher
         self.map_frame = map_frame
         self.sync = bool(sync)
+        self.period = float(period)   # s between refinements while localized (0: no limit)
         self.logger = logger
-        self._slot = LatestSlot()          # newest (rgb, header, prediction) to refine
+        self._slot = LatestSlot()          # newest (rgb, header, prediction, odom) to refine
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()   # counters below
         self.refined = 0        # refinements that gave a pose
         self.fallbacks = 0      # refinements that fell back to the network's pose
         self.dropped = 0        # frames replaced by a newer one before the refiner took them
         self.errors = 0
-        self.corrected = 0      # network poses corrected by a refinement
-        self.corrected_by_odom = 0   # of those, with odometry as the motion since
         self.last_inliers = 0
         self.last_reason = 'none yet'
         self.last_seconds = math.nan
+        self.last_refined_stamp = math.nan
         self.newest_stamp = math.nan   # newest network frame handed over
-        self.time_jumps = 0     # stamps that went backwards: refinement and waiting frame dropped
+        self._last_handed = -math.inf   # stamp of the last frame handed to the refiner
+        self.time_jumps = 0     # stamps that went backwards: localization reset
         self.camera_skipped = 0   # frames not refined: camera_info cannot give their K
         self.intrinsics = 'none yet'   # where the last refinement's K came from
+        self.priority = 'not started'   # the refiner thread's CPU priority
+        self.last_estimate = None
         self._diag_last = (time.monotonic(), 0)
 
     @classmethod
@@ -109,24 +116,34 @@ class RefinerWorker:
 
         A map of another checkpoint (an ``.onnx`` model counts as the checkpoint it was
         exported from) or a corrupt map is a clear error. The map's own ONNX descriptor does
-        the retrieval where it has one (no torch); older maps need the ``.pt``.
+        the retrieval where it has one (no torch); older maps need the ``.pt``. It runs on
+        one thread: the refiner's, at the lowest priority.
         """
         from camreloc_ros.core.localization.refiner import Refiner
+        from camreloc_ros.core.localization.state import Localizer
         refiner = Refiner.from_files(conf['map'], conf['model'],
                                      {'min_inliers': conf['refine.min_inliers']},
-                                     device=conf['device'],
-                                     threads=conf['threads'] or live_threads())
+                                     device=conf['device'], threads=1)
         publisher = node.create_lifecycle_publisher(PoseWithCovarianceStamped,
                                                     '~/refined_pose', qos)
-        corrector = PoseCorrector(conf['refine.max_age'], conf['refine.motion_noise'],
-                                  conf['refine.odom_noise'], conf['refine.motion'])
-        return cls(refiner, corrector, publisher, conf['map_frame'], conf['refine.sync'],
-                   node.get_logger(), odom_pose, conf['transform_timeout'])
+        localizer = Localizer(refiner.map, {
+            'lost_after': conf['localization.lost_after'],
+            'max_position_std': conf['localization.max_position_std'],
+            'max_rotation_std': conf['localization.max_rotation_std'],
+            'confirmations': conf['localization.confirmations'],
+            'motion_noise': conf['localization.motion_noise'],
+            'odom_noise': conf['localization.odom_noise'],
+            'gate': {'min_inliers': conf['refine.min_inliers']}})
+        return cls(refiner, localizer, publisher, conf['map_frame'], conf['refine.sync'],
+                   node.get_logger(), odom_pose, conf['transform_timeout'],
+                   period=conf['refine.period'])
 
     def describe(self) -> str:
         """One line for the configure log."""
+        mode = 'every frame (sync)' if self.sync else \
+            f'latest frame, at most every {self.period:g} s while localized'
         return (f'map {self.refiner.map.path} ({self.refiner.map.describe()}), solver '
-                f'{self.refiner.solver}, {"every frame (sync)" if self.sync else "latest frame"}')
+                f'{self.refiner.solver}, {mode}; tracking every frame')
 
     # ---- thread ------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,44 +162,51 @@ class RefinerWorker:
             self._thread = None
 
     def _loop(self) -> None:
+        self.priority = lower_priority()
         while (job := self._slot.take()) is not None:
             self._refine(*job)
 
-    # ---- network worker side ------------------------------------------------------------
-    def process(self, rgb: np.ndarray, header: Header, pred: Prediction) -> Prediction:
-        """Hand the frame to the refiner; return the network's camera pose, corrected.
+    def reset(self) -> None:
+        """Forget the localization (``~/reset``): not_localized until refinements agree."""
+        self._slot.discard()
+        self.localizer.reset()
 
-        Called by the network's worker right after the engine, before the camera pose becomes
-        base_frame's. In sync mode the frame is refined first, so its own refinement corrects
-        it (exactly: no motion since).
+    # ---- network worker side ------------------------------------------------------------
+    def process(self, rgb: np.ndarray, header: Header, pred: Prediction) -> Any:
+        """Localize one frame against the map; return the localizer's Estimate.
+
+        Called by the network's worker right after the engine. The frame is handed to the
+        refiner (latest frame) when one is due; in sync mode it is refined first, so the
+        localizer judges its own refinement.
         """
         stamp = stamp_to_sec(header.stamp)
-        jump = self.corrector.observe(stamp)   # before the frame can refine (sync mode)
-        if jump is not None:
-            self._slot.discard()   # a frame from before the jump must not become the reference
+        if not math.isnan(self.newest_stamp) and stamp < self.newest_stamp:
+            self._slot.discard()   # a frame from before the jump must not be refined
+            self._last_handed = -math.inf
             with self._lock:
                 self.time_jumps += 1
             self.logger.warning(
-                f'time jumped back {jump:.3f} s (image stamp {stamp:.3f} after '
-                f'{stamp + jump:.3f}): the refinement in use and the waiting frame are '
-                'dropped, the next refinement corrects poses again')
+                f'time jumped back {self.newest_stamp - stamp:.3f} s (image stamp '
+                f'{stamp:.3f} after {self.newest_stamp:.3f}): localization reset, the '
+                'waiting frame dropped')
         self.newest_stamp = stamp
-        job = (rgb, header, pred)
+        K = self._query_intrinsics(rgb)
+        if K is None:
+            return None
+        odom = self._odom(header)
+        refinement = None
         if self.sync:
-            self._refine(*job)
-        elif self._slot.put(job):
-            with self._lock:
-                self.dropped += 1
-        # odometry is looked up (and maybe waited for) only when a refinement applies
-        odom = self._odom(header) if self.corrector.applies(stamp) else None
-        fix = self.corrector.correct(stamp, pred.position, pred.quaternion, odom)
-        if fix is None:
-            return pred
-        with self._lock:
-            self.corrected += 1
-            self.corrected_by_odom += fix.source == 'odom'
-        return dataclasses.replace(pred, position=fix.position, quaternion=fix.quaternion,
-                                   covariance=fix.covariance)
+            refinement = self._refine(rgb, header, pred, odom, K=K, submit=False)
+        est = self.localizer.process(rgb, stamp, K, pred.position, pred.quaternion,
+                                     pred.covariance, refinement=refinement, odom=odom)
+        self.last_estimate = est
+        due = est.state != 'localized' or stamp - self._last_handed >= self.period
+        if not self.sync and due:
+            self._last_handed = stamp
+            if self._slot.put((rgb, header, pred, odom)):
+                with self._lock:
+                    self.dropped += 1
+        return est
 
     def _query_intrinsics(self, rgb: np.ndarray) -> np.ndarray | None:
         """Return the K to refine this image with, or None (counted, logged) when there is none.
@@ -212,10 +236,12 @@ class RefinerWorker:
                              f'cy {K[1, 2]:.1f}')
         return K
 
-    def _refine(self, rgb: np.ndarray, header: Header, pred: Prediction) -> None:
-        K = self._query_intrinsics(rgb)
+    def _refine(self, rgb: np.ndarray, header: Header, pred: Prediction, odom: Any,
+                K: np.ndarray | None = None, submit: bool = True) -> Any:
+        """Refine one frame; publish it and (``submit``) hand it to the localizer."""
+        K = self._query_intrinsics(rgb) if K is None else K
         if K is None:
-            return
+            return None
         try:
             res = self.refiner.refine(rgb, pred.position, pred.quaternion, pred.covariance,
                                       K=K)
@@ -223,49 +249,86 @@ class RefinerWorker:
             with self._lock:
                 self.errors += 1
             self.logger.error(f'refinement failed: {exc!r}', throttle_duration_sec=LOG_PERIOD_S)
-            return
+            return None
+        stamp = stamp_to_sec(header.stamp)
         with self._lock:
             self.last_inliers = res.inliers
             self.last_reason = res.reason
             self.last_seconds = float(res.times.get('total', math.nan))
             if res.refined:
                 self.refined += 1
+                self.last_refined_stamp = stamp
             else:
                 self.fallbacks += 1
-        if not res.refined:   # the network's pose: nothing to learn, the last one stays
-            return
-        stamp = stamp_to_sec(header.stamp)
-        self.corrector.update(stamp, res.position, res.quaternion, res.covariance,
-                              pred.position, pred.quaternion, self._odom(header))
-        self.publisher.publish(pose_with_covariance_stamped(
-            Header(stamp=header.stamp, frame_id=self.map_frame), res.position, res.quaternion,
-            res.covariance))
+        if res.refined:
+            cov = self.localizer.calibrated('refined', res.covariance)
+            self.publisher.publish(pose_with_covariance_stamped(
+                Header(stamp=header.stamp, frame_id=self.map_frame), res.position,
+                res.quaternion, cov))
+        if submit:
+            self.localizer.submit(rgb, stamp, res, pred.position, pred.quaternion,
+                                  pred.covariance, odom)
+        return res
 
     def _odom(self, header: Header) -> Any:
         """Return the camera's pose in odom_frame at the image stamp (odometry in use)."""
-        return None if self.odom_pose is None else self.odom_pose(header, self.odom_timeout)
+        if self.odom_pose is None:
+            return None
+        odom = self.odom_pose(header, self.odom_timeout)
+        return None if odom is None else (np.asarray(odom[0]), np.asarray(odom[1]))
 
     # ---- diagnostics ----------------------------------------------------------------------
     def diagnostics(self) -> dict:
-        """Return the ``refine_*`` values of the node's diagnostics, rate over the last period."""
+        """Return the ``localization_*`` and ``refine_*`` values of the node's diagnostics."""
         now = time.monotonic()
+        loc = self.localizer
+        counts = loc.counters()
         with self._lock:
             done = self.refined + self.fallbacks
             values = {'refine_refined': self.refined, 'refine_fallbacks': self.fallbacks,
                       'refine_dropped_frames': self.dropped, 'refine_errors': self.errors,
-                      'refine_corrected_poses': self.corrected,
-                      'refine_corrected_by_odom': self.corrected_by_odom,
                       'refine_last_inliers': self.last_inliers,
                       'refine_last_reason': self.last_reason,
                       'refine_last_ms': f'{self.last_seconds * 1000:.0f}',
                       'refine_intrinsics': self.intrinsics,
                       'refine_camera_skipped': self.camera_skipped,
-                      'refine_time_jumps': self.time_jumps}
+                      'refine_time_jumps': self.time_jumps,
+                      'refine_priority': self.priority}
         last_time, last_done = self._diag_last
         self._diag_last = (now, done)
         values['refine_rate_hz'] = f'{(done - last_done) / max(now - last_time, 1e-6):.2f}'
-        ref = self.corrector.stamp
-        age = math.nan if ref is None else self.newest_stamp - ref
+        age = self.newest_stamp - self.last_refined_stamp
         values['refine_last_age_s'] = 'none' if math.isnan(age) else f'{age:.2f}'
         values['refine_map'] = str(self.refiner.map.path)
+        est = self.last_estimate
+        since = loc.state_since
+        values.update({
+            'localization_state': loc.state,
+            'localization_reason': loc.reason,
+            'localization_time_in_state_s': 'none' if since is None or math.isnan(
+                self.newest_stamp) else f'{self.newest_stamp - since:.2f}',
+            'localization_source': est.source if est is not None else 'none',
+            'localization_tracked_inliers': est.inliers if est is not None else 0,
+            'localization_frames': counts['frames'],
+            'localization_tracked': counts['tracked'],
+            'localization_dead_reckoning': counts['dead_reckoning'],
+            'localization_refinements_accepted': counts['accepted'],
+            'localization_refinements_rejected': counts['rejected'],
+            'localization_last_rejection': loc.last_rejection or 'none',
+            'localization_relocalizations': counts['relocalizations'],
+            'localization_lost': counts['lost'],
+        })
         return values
+
+
+def lower_priority() -> str:
+    """Give the calling thread the lowest CPU priority (Linux: per-thread nice 19).
+
+    Refinement is what may wait: the network's worker must get its core first, so every
+    frame is answered. Elsewhere (no per-thread nice) the thread keeps its priority.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return f'nice {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}'
+    except (AttributeError, OSError) as exc:
+        return f'unchanged ({exc})'

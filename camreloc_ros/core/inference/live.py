@@ -80,6 +80,7 @@ class LiveStats:
         self.bad = 0          # malformed messages (encoding, size, corrupt data)
         self.gated = 0        # poses the gate refused
         self.errors = 0       # unexpected inference errors
+        self.not_localized = 0   # with a map: frames with no pose the localizer stands behind
         self.latencies_s: deque = deque(maxlen=latency_samples)
 
     def add(self, **counts: int) -> None:
@@ -93,7 +94,8 @@ class LiveStats:
         with self.lock:
             lat = np.asarray(self.latencies_s, np.float64) * 1e3
             snap = {k: getattr(self, k) for k in ('received', 'processed', 'published',
-                                                  'dropped', 'bad', 'gated', 'errors')}
+                                                  'dropped', 'bad', 'gated', 'errors',
+                                                  'not_localized')}
         snap['latency_p50_ms'] = float(np.percentile(lat, 50)) if lat.size else math.nan
         snap['latency_p95_ms'] = float(np.percentile(lat, 95)) if lat.size else math.nan
         return snap

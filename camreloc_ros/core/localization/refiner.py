@@ -74,6 +74,10 @@ class Refinement:
     images: list = field(default_factory=list)      # map image indices matched against
     retrieval: list = field(default_factory=list)   # map image indices, best first
     times: dict = field(default_factory=dict)       # seconds: retrieval, features, ...
+    inlier_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))   # (n, 2) px
+    inlier_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))   # (n, 3) m
+    inlier_ratio: float = 0.0            # inliers / matches: low on a wrong, lucky solution
+    coverage: float = 0.0                # share of 8 x 6 image cells holding an inlier
 
     @property
     def pose_c2w(self) -> np.ndarray:
@@ -82,6 +86,25 @@ class Refinement:
         T[:3, :3] = quat_to_matrix(self.quaternion)
         T[:3, 3] = self.position
         return T
+
+
+GRID = (8, 6)   # cells across and down for the image coverage of inliers
+
+
+def image_coverage(xy_n2: np.ndarray, size: tuple[int, int], grid: tuple[int, int] = GRID
+                   ) -> float:
+    """Share of the ``grid`` cells of a ``size`` (w, h) image that hold a point.
+
+    Inliers bunched in one corner constrain the pose poorly even when many; the share of
+    occupied cells says so in one number (1.0: every cell). The refiner's and the tracker's
+    gates both read it.
+    """
+    if len(xy_n2) == 0:
+        return 0.0
+    w, h = size
+    cx = np.clip((xy_n2[:, 0] * grid[0] / w).astype(int), 0, grid[0] - 1)
+    cy = np.clip((xy_n2[:, 1] * grid[1] / h).astype(int), 0, grid[1] - 1)
+    return len(np.unique(cy * grid[0] + cx)) / float(grid[0] * grid[1])
 
 
 def pose_neighbours(poses_c2w: np.ndarray, position: np.ndarray, quaternion: np.ndarray,
@@ -401,4 +424,7 @@ class Refiner:
         if near > conf['max_distance_m']:
             return fallback(f'solution {near:.1f} m from every matched image', n_in)
         cov = pose_covariance(R, C, K, X3[mask], x2[mask], conf['min_sigma_px'])
-        return done(Refinement(C, matrix_to_quat(R), cov, True, 'refined', inliers=n_in))
+        return done(Refinement(C, matrix_to_quat(R), cov, True, 'refined', inliers=n_in,
+                               inlier_xy=x2[mask], inlier_points=X3[mask],
+                               inlier_ratio=n_in / float(len(pairs)),
+                               coverage=image_coverage(x2[mask], (w, h))))

@@ -65,6 +65,7 @@ from camreloc_ros.core.geometry import matrix_to_quat
 from camreloc_ros.core.localization.map_file import LocalizationMap
 from camreloc_ros.core.localization.refiner import (available_solver, pose_covariance,
                                                     pose_neighbours, solve_pnp, SOLVERS)
+from camreloc_ros.core.localization.refiner import image_coverage as coverage
 from camreloc_ros.core.localization.sift import extract_sift, match_descriptors
 
 default_conf = {
@@ -121,8 +122,6 @@ schema = {
     'seed': Spec('int', lo=0),
 }
 
-GRID = (8, 6)   # cells across and down for the image coverage of inliers
-
 
 @dataclass
 class TrackResult:
@@ -152,18 +151,22 @@ class TrackResult:
         return matrix_to_quat(self.T_c2w_44[:3, :3])
 
 
-def coverage(xy_n2: np.ndarray, size: tuple[int, int], grid: tuple[int, int] = GRID) -> float:
-    """Share of the ``grid`` cells of a ``size`` (w, h) image that hold a point.
+@dataclass
+class Seed:
+    """A refinement's inliers on its own frame, ready to be tracked into a later frame.
 
-    Inliers bunched in one corner constrain the pose poorly even when many; the share of
-    occupied cells says so in one number (1.0: every cell).
+    Built where the refinement is (the refiner's thread) with :meth:`Tracker.make_seed`, so
+    the tracking worker only runs KLT from this grey image into its current frame: a seed
+    from a refinement ~0.5 s old is not replayed frame by frame.
     """
-    if len(xy_n2) == 0:
-        return 0.0
-    w, h = size
-    cx = np.clip((xy_n2[:, 0] * grid[0] / w).astype(int), 0, grid[0] - 1)
-    cy = np.clip((xy_n2[:, 1] * grid[1] / h).astype(int), 0, grid[1] - 1)
-    return len(np.unique(cy * grid[0] + cx)) / float(grid[0] * grid[1])
+
+    stamp: float
+    T_c2w_44: np.ndarray                          # noqa: N815 - the refined pose
+    gray: np.ndarray                              # the refined frame, grey, tracking scale
+    scale: float                                  # tracking scale of ``gray``
+    xy_n2: np.ndarray                             # inlier keypoints (pixels of the image)
+    pts_n3: np.ndarray                            # their 3D map points (world, m)
+    size: tuple[int, int]                         # (w, h) of the image
 
 
 def spread_subset(xy_n2: np.ndarray, n: int, size: tuple[int, int],
@@ -328,6 +331,11 @@ class Tracker:
         return self._T is not None
 
     @property
+    def last_stamp(self) -> float | None:
+        """Stamp of the last tracked (or seeded) frame."""
+        return self._stamp
+
+    @property
     def pose(self) -> np.ndarray | None:
         """Camera-to-world of the last tracked (or seeded) frame."""
         return None if self._T is None else self._T.copy()
@@ -380,7 +388,68 @@ class Tracker:
         self._stamp = float(stamp)
         return len(keep)
 
+    def make_seed(self, image: np.ndarray, stamp: float, T_c2w: np.ndarray,
+                  inlier_xy_n2: np.ndarray, inlier_pts_n3: np.ndarray) -> Seed:
+        """Package a refinement for :meth:`track`'s ``refresh`` (thread-safe: no state).
+
+        At most ``max_points`` inliers, spread over the image (a generator seeded by the
+        refined stamp, so reruns pick the same ones whichever thread builds it).
+        """
+        xy = np.asarray(inlier_xy_n2, np.float64).reshape(-1, 2)
+        pts = np.asarray(inlier_pts_n3, np.float64).reshape(-1, 3)
+        if len(xy) != len(pts):
+            raise ValueError(f'seed: {len(xy)} keypoints but {len(pts)} 3D points')
+        size = (image.shape[1], image.shape[0])
+        rng = np.random.default_rng([self.conf['seed'], int(abs(float(stamp)) * 1e6)])
+        keep = spread_subset(xy, self.conf['max_points'], size, rng)
+        gray, s = self._gray(image)
+        return Seed(float(stamp), np.asarray(T_c2w, np.float64).copy(), gray, s, xy[keep],
+                    pts[keep], size)
+
+    def seed_from(self, seed: Seed) -> int:
+        """Start tracking from a :class:`Seed` (its frame becomes the last tracked one).
+
+        A seed of the frame just tracked keeps the tracker's velocity (constant-velocity
+        prediction of the next frame); any other starts without one.
+        """
+        velocity = self._velocity if self._stamp == seed.stamp else None
+        self.reset()
+        self._velocity = velocity
+        self._prev = seed.gray
+        self._xy, self._pts = seed.xy_n2.copy(), seed.pts_n3.copy()
+        self._ids = np.full(len(self._xy), -1, np.int64)
+        self._T, self._stamp = seed.T_c2w_44.copy(), seed.stamp
+        return len(self._xy)
+
     # ------------------------------------------------------------------ tracking
+
+    def _klt(self, prev: np.ndarray, s_prev: float, gray: np.ndarray, s: float,
+             xy_n2: np.ndarray, pts_n3: np.ndarray, T_pred: np.ndarray, K: np.ndarray
+             ) -> np.ndarray:
+        """Track ``xy_n2`` from ``prev`` into ``gray``: the new pixels, NaN where lost.
+
+        Started at the 3D points' projections under ``T_pred`` (pyramidal LK then only
+        corrects the prediction's error) and kept only when tracking back lands within
+        ``klt.fb_px`` of the start (forward-backward check).
+        """
+        k = self.conf['klt']
+        p0 = ((xy_n2 + 0.5) * s_prev - 0.5).astype(np.float32)
+        uv, z = project(T_pred, K, pts_n3)
+        ok = (z > 0)[:, None] & np.all(np.isfinite(uv), 1)[:, None]
+        guess = np.where(ok, (uv + 0.5) * s - 0.5, (xy_n2 + 0.5) * s - 0.5).astype(np.float32)
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, k['iterations'], k['epsilon'])
+        lk = dict(winSize=(k['window'], k['window']), maxLevel=k['levels'], criteria=crit,
+                  flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, gray, p0, guess.copy(), **lk)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(gray, prev, p1, p0.copy(), **lk)
+        hs, ws = gray.shape[:2]
+        good = ((st1.ravel() == 1) & (st2.ravel() == 1)
+                & (np.linalg.norm(p0b - p0, axis=1) <= k['fb_px'])
+                & (p1[:, 0] >= 0) & (p1[:, 1] >= 0) & (p1[:, 0] <= ws - 1)
+                & (p1[:, 1] <= hs - 1))
+        out = (p1.astype(np.float64) + 0.5) / s - 0.5
+        out[~good] = np.nan
+        return out
 
     def _fail(self, reason: str, stamp: float, t0: float, **kw) -> TrackResult:
         self._failures += 1
@@ -391,18 +460,29 @@ class Tracker:
         return TrackResult(False, reason, float(stamp), **kw)
 
     def track(self, image: np.ndarray, stamp: float, K: np.ndarray,
-              motion_prior: np.ndarray | None = None) -> TrackResult:
+              motion_prior: np.ndarray | None = None, refresh: Seed | None = None
+              ) -> TrackResult:
         """Pose ``image`` (RGB or mono uint8, intrinsics ``K``) from the tracks.
 
         ``motion_prior``: the camera's motion since the last tracked frame as a 4x4
         ``T_prev_cur`` (``T_c2w_cur = T_c2w_prev @ T_prev_cur``), e.g. odometry's
         ``inv(A_prev) @ A_now`` or the network's relative pose; without it the last frame's
         motion is repeated (``constant_velocity``) or none is assumed.
+
+        ``refresh``: an accepted refinement of an earlier frame (:meth:`make_seed`). Its
+        inliers are tracked straight from their own frame into this one and replace the
+        tracks that re-seeding projected from the map (those inherit the pose error: this is
+        what keeps tracking from drifting). Without tracks, the seed starts tracking: then
+        ``motion_prior`` is the motion since the seed's frame.
         """
-        conf, k = self.conf, self.conf['klt']
+        conf = self.conf
         t0 = time.perf_counter()
         times: dict = {}
         K = np.asarray(K, np.float64)
+        caught_up = False
+        if refresh is not None and (not self.seeded or refresh.stamp > self._stamp + 1.0):
+            self.seed_from(refresh)   # no tracks to refresh, or tracks older than the seed
+            refresh, caught_up = None, True
         if not self.seeded:
             return TrackResult(False, 'not seeded (no refinement to track from)', float(stamp),
                                times={'total': time.perf_counter() - t0})
@@ -415,32 +495,28 @@ class Tracker:
         size = (image.shape[1], image.shape[0])
         if motion_prior is not None:
             motion = np.asarray(motion_prior, np.float64)
-        elif conf['constant_velocity'] and self._velocity is not None:
+        elif conf['constant_velocity'] and self._velocity is not None and not caught_up:
             motion = self._velocity
         else:
             motion = np.eye(4)
         T_pred = self._T @ motion
         gray, s = self._gray(image)
-        # KLT at the tracking scale, started at the projections under the predicted pose
-        p0 = ((self._xy + 0.5) * s - 0.5).astype(np.float32)
-        uv, z = project(T_pred, K, self._pts)
-        guess = np.where((z > 0)[:, None] & np.all(np.isfinite(uv), 1)[:, None],
-                         (uv + 0.5) * s - 0.5, p0).astype(np.float32)
-        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, k['iterations'], k['epsilon'])
-        lk = dict(winSize=(k['window'], k['window']), maxLevel=k['levels'], criteria=crit,
-                  flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(self._prev, gray, p0, guess.copy(), **lk)
-        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._prev, p1, p0.copy(), **lk)
-        hs, ws = gray.shape[:2]
-        good = ((st1.ravel() == 1) & (st2.ravel() == 1)
-                & (np.linalg.norm(p0b - p0, axis=1) <= k['fb_px'])
-                & (p1[:, 0] >= 0) & (p1[:, 1] >= 0) & (p1[:, 0] <= ws - 1)
-                & (p1[:, 1] <= hs - 1))
-        xy = (p1[good].astype(np.float64) + 0.5) / s - 0.5
-        pts, ids = self._pts[good], self._ids[good]
+        s_prev = self._scale(size)
+        xy = self._klt(self._prev, s_prev, gray, s, self._xy, self._pts, T_pred, K)
+        pts, ids = self._pts, self._ids
+        if refresh is not None:
+            fresh = self._klt(refresh.gray, refresh.scale, gray, s, refresh.xy_n2,
+                              refresh.pts_n3, T_pred, K)
+            if np.isfinite(fresh[:, 0]).sum() >= conf['min_inliers']:
+                old = ids < 0    # projected re-seeds (ids >= 0) inherit the pose error: drop
+                xy = np.concatenate([fresh, xy[old]])
+                pts = np.concatenate([refresh.pts_n3, pts[old]])
+                ids = np.concatenate([np.full(len(fresh), -1, np.int64), ids[old]])
+        good = np.isfinite(xy[:, 0])
+        xy, pts, ids = xy[good], pts[good], ids[good]
         t1 = time.perf_counter()
         times['klt'] = t1 - t0
-        n_tr = int(good.sum())
+        n_tr = int(len(xy))
         if n_tr < conf['min_inliers']:
             return self._fail(f'too few tracks ({n_tr} < {conf["min_inliers"]} passed the '
                               'forward-backward check)', stamp, t0, tracked=n_tr, times=times)
@@ -464,15 +540,22 @@ class Tracker:
             return self._fail(f'inliers cover {cover:.2f} of the image '
                               f'(< {conf["min_coverage"]:g})', stamp, t0, **common)
         d_m, d_deg = motion_error(T, T_pred)
-        if d_m > conf['max_translation_m'] or d_deg > conf['max_rotation_deg']:
+        # a seed caught up over several frames without a motion prior predicts no motion:
+        # the limits grow with the gap (per 0.1 s), the geometric gates above still hold
+        grow = max(1.0, dt / 0.1) if caught_up and motion_prior is None else 1.0
+        max_m, max_deg = conf['max_translation_m'] * grow, conf['max_rotation_deg'] * grow
+        if d_m > max_m or d_deg > max_deg:
             return self._fail(f'inconsistent motion: {d_m:.2f} m / {d_deg:.1f} deg from the '
-                              f'predicted pose (limits {conf["max_translation_m"]:g} m / '
-                              f'{conf["max_rotation_deg"]:g} deg)', stamp, t0, **common)
+                              f'predicted pose (limits {max_m:g} m / {max_deg:g} deg)', stamp,
+                              t0, **common)
         t2 = time.perf_counter()
-        # accept: the inliers are the tracks from now on
-        self._velocity = np.linalg.inv(self._T) @ T
+        # accept: the inliers are the tracks from now on (at most max_points, spread)
+        self._velocity = None if caught_up else np.linalg.inv(self._T) @ T
         self._T, self._stamp, self._prev, self._failures = T, float(stamp), gray, 0
-        self._xy, self._pts, self._ids = xy[mask], pts[mask], ids[mask]
+        keep = np.flatnonzero(mask)
+        if len(keep) > conf['max_points']:
+            keep = keep[np.sort(spread_subset(xy[keep], conf['max_points'], size, self.rng))]
+        self._xy, self._pts, self._ids = xy[keep], pts[keep], ids[keep]
         added = 0
         if n_in < conf['reseed_below'] and self.map is not None:
             added = self._reseed(gray, s, K, size)
