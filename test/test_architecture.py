@@ -297,7 +297,8 @@ TEST_DIR = Path(__file__).resolve().parent
 SUPPORT_ROS = 'support.ros'      # the ROS harness: rclpy inside, loaded lazily
 ROS_TEST_FILES = {
     'test_bag_live.py', 'test_conversions.py', 'test_domain.py', 'test_faults.py',
-    'test_install.py', 'test_localizer_node.py', 'test_node_robot.py', 'test_node_tf.py',
+    'test_first_run.py', 'test_install.py', 'test_localizer_node.py', 'test_node_robot.py',
+    'test_node_tf.py',
     'test_params_agree.py', 'test_refine_live.py', 'test_refiner_intrinsics.py',
     'test_runtimes.py', 'test_tf2_msgs_build.py',
 }

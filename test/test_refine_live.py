@@ -12,14 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Live refinement: the pose corrector (ROS-free) and the node's ``map`` over real rclpy.
+"""Live refinement: dead reckoning's composition (ROS-free) and the node's ``map`` over rclpy.
 
-The node test builds a small triangulated map of 40 HoloLens frames for a real lite0
-checkpoint and checks that, with ``refine.sync``, the live ``~/refined_pose`` equals
-:meth:`Refiner.refine` run offline on the same images with the same network prior.
+The node tests build a small triangulated map of 40 HoloLens frames for a real lite0
+checkpoint and check that, with ``refine.sync``, the live ``~/refined_pose`` equals
+:meth:`Refiner.refine` run offline on the same images with the same network prior, that
+``pose`` carries only what the localizer stands behind (nothing before two refinements
+agree), and that the latest-frame refiner localizes a live stream.
 """
 
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
@@ -33,7 +36,7 @@ from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import (matrix_from_pose, orientation_error_deg,
                                         pose_from_matrix, quat_from_rotvec)
-from camreloc_ros.core.localization.correction import compose_correction, PoseCorrector
+from camreloc_ros.core.localization.correction import compose_correction
 from camreloc_ros.tools.common import shared_data_dir
 
 DOMAIN_ID = allocate_domain()
@@ -82,64 +85,6 @@ def test_covariance_carries_the_refinement_and_grows_with_motion():
     np.testing.assert_allclose(cov[0, 0], 1e-4 + 0.2 ** 2)
     np.testing.assert_allclose(cov[1, 1], 1e-4 + 0.2 ** 2 + 4 * 1e-6)
     np.testing.assert_allclose(cov[3:, 3:], ref_cov[3:, 3:])   # no rotation: no growth
-
-
-def test_corrector_expires_and_never_applies_before_its_frame():
-    rng = np.random.default_rng(1)
-    corrector = PoseCorrector(max_age=2.0, motion_noise=0.1)
-    net_pos, net_quat = _pose(rng)
-    assert corrector.correct(10.0, net_pos, net_quat) is None   # nothing yet
-    ref_pos, ref_quat = _pose(rng)
-    corrector.update(10.0, ref_pos, ref_quat, np.eye(6) * 1e-4, net_pos, net_quat)
-    fix = corrector.correct(10.0, net_pos, net_quat)
-    np.testing.assert_allclose(fix.position, ref_pos, atol=1e-12)
-    assert fix.age == 0.0
-    assert corrector.correct(11.5, net_pos, net_quat).age == 1.5
-    assert corrector.correct(12.5, net_pos, net_quat) is None   # expired
-    assert corrector.applies(11.5) and not corrector.applies(12.5)
-    assert not corrector.applies(9.0)
-    assert corrector.correct(9.0, net_pos, net_quat) is None    # before the refined frame
-    corrector.update(5.0, net_pos, net_quat, np.eye(6), net_pos, net_quat)   # older: ignored
-    assert corrector.stamp == 10.0
-    corrector.reset()
-    assert corrector.stamp is None and corrector.correct(10.0, net_pos, net_quat) is None
-
-
-def test_odometry_motion_carries_the_refinement_exactly_whatever_the_network_says():
-    """Odometry poses A = W @ T_true (W: the odom frame's unknown offset): the corrected pose
-    is the true one even when the network is wrong by a different error at each frame; the
-    odometry's own noise term grows the covariance; ``motion`` picks the source."""
-    rng = np.random.default_rng(2)
-    W = matrix_from_pose(*_pose(rng))
-    T_ref, T_now = matrix_from_pose(*_pose(rng)), matrix_from_pose(*_pose(rng))
-    odom_ref, odom_now = pose_from_matrix(W @ T_ref), pose_from_matrix(W @ T_now)
-    net_ref, net_now = _pose(rng), _pose(rng)                # unrelated to the truth
-    ref_pos, ref_quat = pose_from_matrix(T_ref)
-    true_pos, true_quat = pose_from_matrix(T_now)
-    cov_ref = np.eye(6) * 1e-6
-    by_source = {}
-    for motion in ('auto', 'odom', 'network'):
-        corrector = PoseCorrector(max_age=5.0, motion_noise=0.1, odom_noise=0.02,
-                                  motion=motion)
-        corrector.update(1.0, ref_pos, ref_quat, cov_ref, *net_ref, odom=odom_ref)
-        by_source[motion] = corrector.correct(2.0, *net_now, odom=odom_now)
-        without = corrector.correct(2.0, *net_now)           # no odometry at this frame
-        assert (without is None) == (motion == 'odom')
-        if without is not None:
-            assert without.source == 'network'
-    for motion in ('auto', 'odom'):
-        fix = by_source[motion]
-        assert fix.source == 'odom'
-        np.testing.assert_allclose(fix.position, true_pos, atol=1e-9)
-        assert orientation_error_deg(fix.quaternion, true_quat) < 1e-6
-        d = np.linalg.norm(true_pos - ref_pos)
-        assert fix.covariance[0, 0] >= (0.02 * d) ** 2 and \
-            fix.covariance[0, 0] < 1e-6 + (0.02 * d) ** 2 + 1e-4 * d ** 2
-    network = by_source['network']
-    assert network.source == 'network'
-    assert np.linalg.norm(network.position - true_pos) > 0.1   # the network's error stays
-    with pytest.raises(ValueError, match='motion must be one of'):
-        PoseCorrector(motion='imu')
 
 
 # ---------------------------------------------------------------------------- node
@@ -191,8 +136,10 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
         try:
             node, send, refined, diags = _sync_node_run(ros, 'live', ckpt, map_path)
             sent = [send(image, 100.0 + 0.1 * k) for k, image in enumerate(images)]
-            for (key, got), res in zip(sent, offline):
-                if not res.refined:   # fallback: no refined_pose, the network's pose
+            assert sent[0][1] is None and sent[0][2] == 'not_localized', sent[0]
+            published = 0
+            for (key, got, state, values), res in zip(sent, offline):
+                if not res.refined:   # fallback: no refined_pose
                     assert key not in refined
                     continue
                 assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
@@ -202,9 +149,14 @@ def test_node_refined_poses_equal_the_offline_refiner(map_setup, tmp_path):
                 np.testing.assert_allclose([p.x, p.y, p.z], res.position, atol=1e-6)
                 np.testing.assert_allclose([q.x, q.y, q.z, q.w], res.quaternion, atol=1e-6)
                 cov = np.asarray(msg.pose.covariance).reshape(6, 6)
-                np.testing.assert_allclose(cov, res.covariance, rtol=1e-6, atol=1e-12)
-                # the published pose of that frame is its own refinement (no motion since)
-                np.testing.assert_allclose(got, res.position, atol=1e-6)
+                np.testing.assert_allclose(cov, refiner.map.calibrated_covariance(
+                    'refined', res.covariance), rtol=1e-6, atol=1e-12)
+                if got is not None and values['source'] == 'refined':
+                    # a localized frame's pose is its own refinement (no motion since)
+                    assert state == 'localized'
+                    np.testing.assert_allclose(got, res.position, atol=1e-6)
+                    published += 1
+            assert published >= 1, [s[2:] for s in sent]
             done = str(sum(r.refined for r in offline))
 
             def refiner_diag():
@@ -229,7 +181,7 @@ def _sync_node_run(ros, namespace: str, ckpt, map_path):
     from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
 
     lock = threading.Lock()
-    refined, poses, diags = {}, {}, []
+    refined, poses, diags, states = {}, {}, [], {}
 
     def keep(store):
         def callback(msg):
@@ -240,6 +192,8 @@ def _sync_node_run(ros, namespace: str, ckpt, map_path):
                                  f'/{namespace}/camreloc/refined_pose', keep(refined), 10)
     ros.node.create_subscription(PoseStamped, f'/{namespace}/pose', keep(poses), 10)
     ros.node.create_subscription(DiagnosticArray, '/diagnostics', diags.append, 10)
+    ros.node.create_subscription(DiagnosticArray, f'/{namespace}/camreloc/localization_status',
+                                 keep(states), 10)
     node = ros.localizer(namespace, model=str(ckpt), map=str(map_path), runtime='torch',
                          **{'refine.sync': True, 'qos.reliability': 'reliable',
                             'diagnostics_period': 0.2})
@@ -252,9 +206,14 @@ def _sync_node_run(ros, namespace: str, ckpt, map_path):
         msg.header.stamp = sec_to_stamp(stamp)
         key = stamp_to_ns(msg.header.stamp)
         pub.publish(msg)
+        assert ros.wait_for(lambda: key in states, TIMEOUT_S), f'no state at {stamp}'
+        status = states[key].status[0]
+        values = {v.key: v.value for v in status.values}
+        if values.get('published') != 'true':
+            return key, None, status.message, values
         assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose at {stamp}'
         p = poses[key].pose.position
-        return key, np.array([p.x, p.y, p.z])
+        return key, np.array([p.x, p.y, p.z]), status.message, values
     return node, send, refined, diags
 
 
@@ -307,13 +266,14 @@ def test_node_refines_a_zoomed_lens_with_camera_infos_k(map_setup, tmp_path):
             assert ros.wait_for(lambda: node._camera_check.values()['camera_info_received'],
                                 TIMEOUT_S), 'the node never heard the camera_info'
             for k, (image, res) in enumerate(zip(images, offline)):
-                key, got = send(image, 300.0 + 0.1 * k)
+                key, got, state, values = send(image, 300.0 + 0.1 * k)
                 if not res.refined:
                     continue
                 assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
                 p = refined[key].pose.pose.position
                 np.testing.assert_allclose([p.x, p.y, p.z], res.position, atol=1e-6)
-                np.testing.assert_allclose(got, res.position, atol=1e-6)
+                if got is not None and values['source'] == 'refined':
+                    np.testing.assert_allclose(got, res.position, atol=1e-6)
             done = str(sum(r.refined for r in offline))
 
             def after_all():
@@ -328,10 +288,10 @@ def test_node_refines_a_zoomed_lens_with_camera_infos_k(map_setup, tmp_path):
             ros.shutdown()
 
 
-def test_node_corrects_poses_again_after_a_jump_back_in_time(map_setup, tmp_path):
-    """A bag replayed from an earlier stamp: the frame after the jump is refined and its
-    published pose is that refinement again (it used to stay the network's until ~/reset);
-    the jump is counted in diagnostics."""
+def test_node_localizes_again_after_a_jump_back_in_time(map_setup, tmp_path):
+    """A bag replayed from an earlier stamp: the jump resets the localization (the frame
+    right after it is not_localized, nothing on pose), and two consistent refinements later
+    the node is localized again and publishes the refinement; the jump is in diagnostics."""
     from camreloc_ros.core.inference.engine import InferenceEngine
     from camreloc_ros.core.localization.refiner import Refiner
 
@@ -342,19 +302,20 @@ def test_node_corrects_poses_again_after_a_jump_back_in_time(map_setup, tmp_path
     nets = [engine.predict(image) for image in images]
     a = next(k for k, (im, p) in enumerate(zip(images, nets))
              if refiner.refine(im, p.position, p.quaternion, p.covariance).refined)
+    ref = refiner.refine(images[a], nets[a].position, nets[a].quaternion, nets[a].covariance)
     domain = allocate_domain()
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)
         node = None
         try:
             node, send, refined, diags = _sync_node_run(ros, 'jump', ckpt, map_path)
-            for stamp in (200.0, 50.0):   # the second: time went back 150 s
-                key, got = send(images[a], stamp)
-                assert ros.wait_for(lambda: key in refined, TIMEOUT_S)
-                p = refined[key].pose.pose.position
-                np.testing.assert_allclose(got, [p.x, p.y, p.z], atol=1e-6,
-                                           err_msg=f'pose at {stamp} is not its refinement')
-                assert np.linalg.norm(got - nets[a].position) > 1e-3
+            states = [send(images[a], stamp)[1:3] for stamp in (200.0, 200.1, 200.2)]
+            assert [s for _, s in states] == ['not_localized', 'localized', 'localized']
+            np.testing.assert_allclose(states[1][0], ref.position, atol=1e-6)
+            after = [send(images[a], stamp)[1:3] for stamp in (50.0, 50.1)]   # back 150 s
+            assert after[0] == (None, 'not_localized'), after[0]
+            assert after[1][1] == 'localized'
+            np.testing.assert_allclose(after[1][0], ref.position, atol=1e-6)
             assert ros.wait_for(lambda: _diag_values(
                 diags, 'jump', lambda v: v.get('refine_time_jumps') == '1') is not None,
                 TIMEOUT_S), 'the jump is not in diagnostics'
@@ -404,20 +365,21 @@ def test_bag_eval_map_writes_the_evaluate_map_table(map_setup, tmp_path):
         np.testing.assert_allclose(got['position'][k], res.position, atol=1e-5)
 
 
-@pytest.mark.parametrize('odometry', [False, True], ids=['network_motion', 'odom_tf'])
-def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odometry):
-    """refine.sync false: the refiner runs in its own thread; once its refinement of frame A
-    is out, frame B's published pose is T_ref(A) inv(M(A)) M(B), the motion M from the
-    network's poses, or, with TF odom -> base_link at both stamps, from odometry."""
-    from geometry_msgs.msg import TransformStamped
+def test_node_latest_frame_refiner_localizes_a_stream(map_setup, tmp_path):
+    """refine.sync false: frames at 10 Hz; the refiner runs in its own thread (nice 19).
+    Before two refinements agree nothing goes out on pose, every frame's network pose goes
+    to ~/network_pose; then the node turns localized (~/localized true, latched: a late
+    subscriber gets it), tracked poses follow the refined one to millimetres (a still
+    camera), and ~/reset makes it not_localized again."""
     from sensor_msgs.msg import Image
-    from std_msgs.msg import Header
-    from tf2_msgs.msg import TFMessage
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
 
     from camreloc_ros.core.inference.engine import InferenceEngine
     from camreloc_ros.core.localization.refiner import Refiner
     from camreloc_ros.ros.conversions import rgb_to_image, sec_to_stamp, stamp_to_ns
     from camreloc_ros.ros.localizer_node import LocalizerNode
+    from camreloc_ros.ros.qos import LATCHED_QOS
 
     ckpt, map_path, queries = map_setup
     images = [read_rgb(f.image_path) for f in queries]
@@ -426,31 +388,14 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odo
     nets = [engine.predict(image) for image in images]
     a = next(k for k, (im, p) in enumerate(zip(images, nets))
              if refiner.refine(im, p.position, p.quaternion, p.covariance).refined)
-    b = (a + 1) % len(images)
     ref = refiner.refine(images[a], nets[a].position, nets[a].quaternion, nets[a].covariance)
-    # odometry: base_link 0.4 m further along x and turned 0.2 rad about z at B than at A
-    odom = {200.0: (np.array([1.0, 2.0, 0.0]), quat_from_rotvec([0.0, 0.0, 0.3])),
-            200.5: (np.array([1.4, 2.0, 0.0]), quat_from_rotvec([0.0, 0.0, 0.5]))}
-    motion = ((*odom[200.0], *odom[200.5], 0.02) if odometry else
-              (nets[a].position, nets[a].quaternion, nets[b].position, nets[b].quaternion, 0.1))
-    expected = compose_correction(ref.position, ref.quaternion, ref.covariance, *motion)
     domain = allocate_domain()
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)
         node = None
         try:
-            if odometry:   # TF odom -> base_link (the images' frame_id is empty: base_link)
-                tf_pub = ros.node.create_publisher(TFMessage, '/tf', 10)
-                transforms = []
-                for stamp, (pos, quat) in odom.items():
-                    t = TransformStamped(child_frame_id='base_link')
-                    t.header = Header(stamp=sec_to_stamp(stamp), frame_id='odom')
-                    tr, r = t.transform.translation, t.transform.rotation
-                    tr.x, tr.y, tr.z = pos
-                    r.x, r.y, r.z, r.w = quat
-                    transforms.append(t)
             lock = threading.Lock()
-            refined, poses = {}, {}
+            poses, nets_out, states = {}, {}, {}
 
             def keep(store):
                 def callback(msg):
@@ -458,46 +403,56 @@ def test_node_latest_frame_refiner_corrects_later_poses(map_setup, tmp_path, odo
                         store[stamp_to_ns(msg.header.stamp)] = msg
                 return callback
             ros.node.create_subscription(PoseWithCovarianceStamped,
-                                         '/async/camreloc/refined_pose', keep(refined), 10)
-            ros.node.create_subscription(PoseWithCovarianceStamped,
                                          '/async/pose_with_covariance', keep(poses), 10)
+            ros.node.create_subscription(PoseWithCovarianceStamped,
+                                         '/async/camreloc/network_pose', keep(nets_out), 10)
+            ros.node.create_subscription(DiagnosticArray, '/async/camreloc/localization_status',
+                                         keep(states), 10)
             params = {'model': str(ckpt), 'map': str(map_path), 'runtime': 'torch',
-                      'device': 'cpu', 'qos.reliability': 'reliable'}
+                      'device': 'cpu', 'qos.reliability': 'reliable', 'refine.period': 0.0}
             node = ros.add(LocalizerNode(
                 namespace='async', context=ros.context,
                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]))
             assert node.is_active
             pub = ros.node.create_publisher(Image, '/async/image', 10)
             assert ros.wait_for(lambda: pub.get_subscription_count() > 0, TIMEOUT_S)
-            if odometry:
-                at_b = Header(stamp=sec_to_stamp(200.5))
-                assert ros.wait_for(lambda: tf_pub.get_subscription_count() > 0, TIMEOUT_S)
-                tf_pub.publish(TFMessage(transforms=transforms))
-                assert ros.wait_for(lambda: node._frames.odom_camera(at_b) is not None,
-                                    TIMEOUT_S), 'the node never heard the odometry'
-
-            def send(k, stamp):
-                msg = rgb_to_image(images[k], 'rgb8')
+            msg = rgb_to_image(images[a], 'rgb8')
+            sent = []
+            deadline = time.monotonic() + TIMEOUT_S
+            while time.monotonic() < deadline:
+                stamp = 200.0 + 0.1 * len(sent)
                 msg.header.stamp = sec_to_stamp(stamp)
                 key = stamp_to_ns(msg.header.stamp)
                 pub.publish(msg)
-                assert ros.wait_for(lambda: key in poses, TIMEOUT_S), f'no pose for {k}'
-                return key
-            key_a = send(a, 200.0)
-            p = poses[key_a].pose.pose.position   # no refinement yet: the network's pose
-            np.testing.assert_allclose([p.x, p.y, p.z], nets[a].position, atol=1e-4)
-            assert ros.wait_for(lambda: key_a in refined, TIMEOUT_S), 'no refinement of A'
-            key_b = send(b, 200.5)
-            msg = poses[key_b].pose
-            p, q = msg.pose.position, msg.pose.orientation
-            np.testing.assert_allclose([p.x, p.y, p.z], expected[0], atol=1e-4)
-            np.testing.assert_allclose([q.x, q.y, q.z, q.w], expected[1], atol=1e-4)
-            np.testing.assert_allclose(np.asarray(msg.covariance).reshape(6, 6), expected[2],
-                                       rtol=1e-3, atol=1e-9)
-            assert ros.wait_for(lambda: node._refiner.diagnostics()['refine_corrected_poses']
-                                >= 1, TIMEOUT_S)
-            by_odom = node._refiner.diagnostics()['refine_corrected_by_odom']
-            assert by_odom == (1 if odometry else 0)
+                assert ros.wait_for(lambda: key in states, TIMEOUT_S), f'no state at {stamp}'
+                sent.append(key)
+                if key in poses:
+                    break
+                time.sleep(0.1)
+            first = next((k for k in sent if k in poses), None)
+            assert first is not None, 'never localized'
+            for key in sent:   # every frame: its network pose and its state
+                assert key in nets_out
+                if key != first:
+                    assert key not in poses and states[key].status[0].message != 'localized'
+            assert states[first].status[0].message == 'localized'
+            p = poses[first].pose.pose.position
+            assert np.linalg.norm(np.array([p.x, p.y, p.z]) - ref.position) < 0.01
+            # latched: a subscriber that comes late still learns the node is localized
+            late = []
+            ros.node.create_subscription(Bool, '/async/camreloc/localized', late.append,
+                                         LATCHED_QOS)
+            assert ros.wait_for(lambda: late and late[-1].data is True, TIMEOUT_S)
+            values = node._refiner.diagnostics()
+            assert values['localization_state'] == 'localized'
+            assert values['refine_priority'].startswith('nice')
+            assert int(values['localization_refinements_accepted']) >= 1
+            assert int(values['localization_relocalizations']) >= 1
+            client = ros.node.create_client(Trigger, '/async/camreloc/reset')
+            assert client.wait_for_service(timeout_sec=TIMEOUT_S)
+            future = client.call_async(Trigger.Request())
+            assert ros.wait_for(future.done, TIMEOUT_S) and future.result().success
+            assert ros.wait_for(lambda: late[-1].data is False, TIMEOUT_S)
         finally:
             if node is not None:
                 ros.remove(node)

@@ -263,8 +263,10 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
     var = np.stack([np.diag(p.covariance) for p in chosen])
     title = conf['title'] or f'{ckpt.stem} {scan.path.name}'
     summary = _score(out, scan, scored, pos, quat, var, title)
+    states = None
     if lmap is not None:
-        _refine_bag(conf, bag, scan, ckpt, out, lmap, scored, chosen, title)
+        states = _refine_bag(conf, bag, scan, ckpt, out, lmap, scored, chosen,
+                             title)['localization']['table']
     rate = len(infer) / max(seconds, 1e-9)
     extra = {'mode': 'offline', 'checkpoint': str(ckpt), 'scored': len(scored),
              'inferred': len(infer), 'seconds': seconds, 'frames_per_s': rate}
@@ -278,7 +280,7 @@ def _offline(conf: dict, bag: Bag, scan: BagScan, ckpt: Path, out: Path,
         logger.info(f'predictions and ground truth written to {written}')
     atomic_write_text(out / 'bag_eval.json', json.dumps(_info(scan, **extra), indent=1) + '\n')
     logger.info(f'{len(infer)} images in {seconds:.1f} s ({rate:.1f} frames/s); results in {out}')
-    return summary, {'title': title, 'positions': dict(zip(scored, pos))}
+    return summary, {'title': title, 'positions': dict(zip(scored, pos)), 'states': states}
 
 
 def _live(conf: dict, bag: Bag, scan: BagScan, out: Path,
@@ -372,7 +374,7 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
         if ckpt is None:
             raise ValueError('--map needs --model CKPT (the checkpoint the map was built for)')
         lmap = open_map(paths['map'], ckpt)
-    rows, positions = {}, {}
+    rows, positions, states = {}, {}, None
     with Bag(bag_path) as bag:
         scan = scan_bag(bag, conf['image_topic'], conf['gt_topic'], conf['gt_tf'],
                         float(conf['gt_tolerance']), bool(conf['allow_truncated']),
@@ -384,12 +386,15 @@ def main(conf: dict, paths: dict, stop: threading.Event | None = None) -> Path:
                                     lmap)
             rows['offline' if both else res['title']] = summary
             positions['offline'] = res['positions']
+            states = res['states']
         if conf['live']:
             summary, res = _live(conf, bag, scan, out / 'live' if both else out, stop)
             rows['live'] = summary
             positions['live'] = res['positions']
     table = format_table(rows)
     print(table, end='')   # the product: always printed
+    if states is not None:   # --map: the localization states of the node's state machine
+        print(states, end='')
     if both:
         common = sorted(set(positions['offline']) & set(positions['live']))
         diff = max((float(np.linalg.norm(positions['offline'][i] - positions['live'][i]))

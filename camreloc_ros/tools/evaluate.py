@@ -226,6 +226,8 @@ def main(conf: dict, paths: dict) -> Path:
     print(format_table(rows), end='')   # the product: always printed
     if baselines is not None:
         print(baselines['verdict'])
+    if lmap is not None:   # the localization states: is a wrong pose published as localized
+        print(msum['localization']['table'], end='')
     written = ', '.join(p.name for p in results.paths.values())
     logger.info(f'{len(frames)} frames in {seconds:.1f} s ({len(frames) / max(seconds, 1e-9):.1f} '
                 f'frames/s); results in {out}: {written}')

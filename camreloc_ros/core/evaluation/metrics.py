@@ -50,7 +50,8 @@ TUM_HEADER = '# timestamp tx ty tz qx qy qz qw'
 
 __all__ = [
     'THRESHOLDS', 'pose_errors', 'threshold_key', 'summarize', 'format_table',
-    'spearman', 'uncertainty_check', 'Results', 'write_results', 'load_per_frame', 'load_tum',
+    'markdown_table', 'spearman', 'uncertainty_check', 'frame_times', 'Results',
+    'write_results', 'load_per_frame', 'load_tum',
     'atomic_output', 'atomic_write_text', 'atomic_write_bytes',
 ]
 
@@ -134,9 +135,23 @@ def format_table(rows: Mapping[str, dict]) -> str:
             share = s['within'].get(threshold_key(m, d))
             cells.append('-' if share is None else f'{100.0 * share:.1f}%')
         lines.append(cells)
-    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+    return markdown_table(header, lines)
 
-    def row(cells: list[str]) -> str:
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Markdown table with padded columns: the name column left, the numbers right-aligned.
+
+    One layout for every result table (:func:`format_table`, the localization table), so
+    they line up when printed one after the other and read the same in a terminal.
+    """
+    lines = [[str(c) for c in r] for r in rows]
+    for r in lines:
+        if len(r) != len(header):
+            raise ValueError(f'markdown_table: a row has {len(r)} cells for {len(header)} '
+                             'columns')
+    widths = [max(len(r[i]) for r in [list(header)] + lines) for i in range(len(header))]
+
+    def row(cells: Sequence[str]) -> str:
         padded = [c.ljust(w) if i == 0 else c.rjust(w)
                   for i, (c, w) in enumerate(zip(cells, widths))]
         return '| ' + ' | '.join(padded) + ' |'
@@ -214,8 +229,12 @@ def _as(arr: np.ndarray, n: int, width: int, name: str) -> np.ndarray:
     return out
 
 
-def _stamps(stamps: Sequence[float | None] | None, n: int) -> np.ndarray:
-    """Known stamps as given; unknown ones are the row position / :data:`FALLBACK_FPS`."""
+def frame_times(stamps: Sequence[float | None] | None, n: int) -> np.ndarray:
+    """Seconds per frame: known stamps as given, unknown ones the row position / 30.
+
+    One rule (:data:`FALLBACK_FPS`) for every file and for the state machine that
+    ``evaluate --map`` runs, so a frame without a time gets the same one everywhere.
+    """
     if stamps is None:
         return np.arange(n) / FALLBACK_FPS
     if len(stamps) != n:
@@ -289,7 +308,7 @@ def write_results(out_dir: str | Path, names: Sequence[str],
     pred_quat = quat_normalize(_as(pred_quat, n, 4, 'pred_quat'))
     gt_pos = _as(gt_pos, n, 3, 'gt_pos')
     gt_quat = quat_normalize(_as(gt_quat, n, 4, 'gt_quat'))
-    times = _stamps(stamps, n)
+    times = frame_times(stamps, n)
     pos_err, rot_err = pose_errors(pred_pos, pred_quat, gt_pos, gt_quat)
     summary = summarize(pos_err, rot_err)
     uncertainty = None
