@@ -160,6 +160,8 @@ class LocalizerNode(LifecycleNode):
             self.gate.max_gap = self.param('max_gap')
             if self.engine is not None:
                 self.engine.max_gap = self.param('max_gap')
+            if self._refiner is not None:
+                self._refiner.localizer.conf['max_gap'] = self.param('max_gap')
             length = self.param('path_length')
             self._path_length = length   # read per frame by the worker: no parameter lookup
             if self._path_poses.maxlen != max(length, 1):
@@ -275,11 +277,13 @@ class LocalizerNode(LifecycleNode):
         if self._refiner is not None:
             self._refiner.start()
         self._active = True
-        if self._refiner is not None:   # latched: a late subscriber learns the state
-            self._publish_localized(self._refiner.localizer.state == 'localized')
         self._diag_last = (time.monotonic(), self.stats.processed)
+        result = super().on_activate(state)   # enables the lifecycle publishers
+        if self._refiner is not None:   # latched: a late subscriber learns the state
+            self._localized = None
+            self._publish_localized(self._refiner.localizer.state == 'localized')
         self.get_logger().info('active: localizing')
-        return super().on_activate(state)
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop taking frames; the model stays loaded."""

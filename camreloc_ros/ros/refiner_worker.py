@@ -122,7 +122,8 @@ class RefinerWorker:
         from camreloc_ros.core.localization.refiner import Refiner
         from camreloc_ros.core.localization.state import Localizer
         refiner = Refiner.from_files(conf['map'], conf['model'],
-                                     {'min_inliers': conf['refine.min_inliers']},
+                                     {'min_inliers': conf['refine.min_inliers'],
+                                      'max_keypoints': conf['refine.max_keypoints']},
                                      device=conf['device'], threads=1)
         publisher = node.create_lifecycle_publisher(PoseWithCovarianceStamped,
                                                     '~/refined_pose', qos)
@@ -132,7 +133,7 @@ class RefinerWorker:
             'max_rotation_std': conf['localization.max_rotation_std'],
             'confirmations': conf['localization.confirmations'],
             'motion_noise': conf['localization.motion_noise'],
-            'odom_noise': conf['localization.odom_noise'],
+            'odom_noise': conf['localization.odom_noise'], 'max_gap': conf['max_gap'],
             'gate': {'min_inliers': conf['refine.min_inliers']}})
         return cls(refiner, localizer, publisher, conf['map_frame'], conf['refine.sync'],
                    node.get_logger(), odom_pose, conf['transform_timeout'],

@@ -35,8 +35,9 @@ against the map and decides which one the robot gets:
 States (as ORB-SLAM3's localization mode and isaac_ros visual global localization report
 them):
 
-* ``not_localized``: no map, before localization is confirmed, after a reset or a jump in
-  time, or after tracking and refinement both failed for ``lost_after`` seconds. Confirmation
+* ``not_localized``: no map, before localization is confirmed, after a reset, a jump back
+  in time or a gap of over ``max_gap`` s between frames (nothing measured the motion over
+  it), or after tracking and refinement both failed for ``lost_after`` seconds. Confirmation
   needs ``confirmations`` consistent refinements (the second checked against the first one
   tracked, or carried, to its frame): one lucky PnP on a repetitive structure is not enough.
 * ``localized``: this frame was tracked or refined, and localization is confirmed.
@@ -83,6 +84,7 @@ default_conf = {
     'odom_noise': 0.02,         # dead reckoning by odometry: std per m and per rad moved
     'history_s': 10.0,          # seconds of per-frame estimates kept to gate late refinements
     'catch_up_frames': 90,      # grey frames kept to track a late refinement up to now
+    'max_gap': 1.0,             # s between frames beyond which the localization is reset
     'gate': {
         'chi2': 22.46,          # 6-DoF Mahalanobis^2 bound (chi2(6) 99.9 %)
         'position_floor_m': 0.03,   # std added to both sides: map and ground-truth noise
@@ -99,6 +101,7 @@ schema = {
     'max_rotation_std': Spec('float', lo=0.0), 'confirmations': Spec('int', lo=1),
     'motion_noise': Spec('float', lo=0.0), 'odom_noise': Spec('float', lo=0.0),
     'history_s': Spec('float', lo=0.0), 'catch_up_frames': Spec('int', lo=0),
+    'max_gap': Spec('float', lo=0.0, lo_open=True),
     'gate': {'chi2': Spec('float', lo=0.0, lo_open=True),
              'position_floor_m': Spec('float', lo=0.0),
              'rotation_floor_deg': Spec('float', lo=0.0), 'min_inliers': Spec('int', lo=4),
@@ -333,9 +336,16 @@ class Localizer:
             self.reset(f'time jumped back {jump:.3f} s', count=False)
             with self._lock:
                 self.stats['time_jumps'] += 1
+        gap = None if self._last_stamp is None else stamp - self._last_stamp
         self._last_stamp = stamp
         with self._lock:
             self.stats['frames'] += 1
+        if gap is not None and gap > self.conf['max_gap'] and self.confirmed:
+            # a break in the stream (another sequence, a paused bag, a carried robot):
+            # nothing measured the motion across it, so nothing is carried over it
+            self.reset(f'{gap:.2f} s without frames', count=False)
+            with self._lock:
+                self.stats['lost'] += 1
         if refinement is not None:
             self.submit(image, stamp, refinement, net_position, net_quaternion,
                         net_covariance, odom)
