@@ -32,6 +32,8 @@ BENCHMARKS = [
     ('bag-eval vs evaluate', ['bag_eval.py']),
     ('refiner on a depth map (7-Scenes mini, leave one out)', ['refine_depth.py']),
     ('geometric tracker per frame, native and VGA (HoloLens walk)', ['tracker.py']),
+    ('live node with a map: every published pose scored by stamp, with and without odometry',
+     ['live_map.py']),
 ]
 
 
