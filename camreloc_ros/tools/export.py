@@ -15,7 +15,9 @@
 """``camreloc export CKPT --format onnx [--out FILE]``: a checkpoint as a self-describing ONNX.
 
 The file carries what the checkpoint carries except the optimiser: model config, pose
-statistics, format and package versions (``metadata_props['camreloc_ros']``, JSON), so the
+statistics, the covariance calibration fitted on validation frames
+(``extra.covariance_calibration``, applied by the engine as for the ``.pt``), format and
+package versions (``metadata_props['camreloc_ros']``, JSON), so the
 live node (``runtime: onnx``, ``model: FILE``) and ``InferenceEngine.from_checkpoint`` load
 it directly. Batch (and time, for temporal heads) axes are dynamic. After writing, the export
 is checked against eager torch on the same inputs. Only ONNX is offered: TorchScript and
@@ -35,6 +37,7 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.io import file_sha256
+from camreloc_ros.core.inference.engine import covariance_scales
 from camreloc_ros.core.inference.onnx_format import (export_onnx, METADATA_KEY, ONNX_FORMAT,
                                                      ONNX_OPSET, OUTPUT_KEYS)
 from camreloc_ros.core.inference.runtimes import OnnxRuntime, TorchRuntime
@@ -139,6 +142,14 @@ def main(conf: dict, paths: dict) -> Path:
                 f'{", window " + str(model.window) if model.temporal else ""}) to {out} '
                 f'({len(data) / 1e6:.1f} MB, opset {conf["opset"]}, dynamic batch'
                 f'{" and time" if model.temporal else ""} axes)')
+    s_pos, s_rot = covariance_scales(model.checkpoint_extra)
+    if (s_pos, s_rot) == (1.0, 1.0):
+        logger.warning(f'{ckpt} carries no covariance calibration (trained before it '
+                       'existed, or with train.calibrate_covariance false): the export '
+                       "publishes the variance head's raw variances, fitted to training errors")
+    else:
+        logger.info(f'covariance calibration travels with the export: variances x {s_pos:.3g} '
+                    f'(position), x {s_rot:.3g} (rotation)')
     if conf['check']:
         with torch.inference_mode():
             diffs = compare_with_torch(model, out)

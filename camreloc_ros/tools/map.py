@@ -48,6 +48,7 @@ from camreloc_ros.core.data.split import checkpoint_train_frames
 from camreloc_ros.core.io import file_sha256
 from camreloc_ros.core.localization.build import (build_map, default_conf as build_conf,
                                                   unusable_reason)
+from camreloc_ros.core.localization.calibration import calibrate_map, CALIBRATION_DEFAULTS
 from camreloc_ros.core.localization.map_file import frames_fingerprint, MAP_FORMAT, save_map
 from camreloc_ros.tools.common import (add_bag_topic_arguments, add_reader_overrides,
                                        bag_training_frames, checked_bag_topics, READER_CONF,
@@ -69,6 +70,9 @@ default_conf = {
     'intrinsics': None,      # [fx, fy, cx, cy] of the bag images; None = their CameraInfo
     'cache_dir': None,       # extracted bag images: <cache_dir>/bag_frames (None = the cache)
     'build': build_conf,
+    # covariance calibration of refined and tracked poses on held-out map images
+    # (core.localization.calibration): enabled, images, window, track_frames, ...
+    'calibration': CALIBRATION_DEFAULTS,
     'data': READER_CONF,     # reader options (data.drop_unmatched=true ...); None = checkpoint's
 }
 
@@ -244,16 +248,25 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'package_version': __version__,
     }
-    lmap = build_map(frames, intrinsics, GlobalDescriptor(model, conf['build']['gem_p']),
-                     conf['build'], meta=meta, log=log)
-    seconds = time.perf_counter() - t0
-    lmap.meta['stats']['seconds_total'] = round(seconds, 2)
-    lmap.meta['stats']['cpu_threads'] = threads
+    descriptor = GlobalDescriptor(model, conf['build']['gem_p'])
+    lmap = build_map(frames, intrinsics, descriptor, conf['build'], meta=meta, log=log)
     ppi = lmap.meta['stats']['points_per_image']
     log(f'3D points per image: median {ppi["median"]:g}, min {ppi["min"]}, max {ppi["max"]}')
     reason = unusable_reason(lmap, conf['build']['min_points_per_image'])
     if reason:       # before save_map: an older map at --out stays as it is
         raise ValueError(f'map {out} not written: {reason}')
+    if conf['calibration']['enabled']:
+        from camreloc_ros.core.data.transforms import read_rgb
+        images = [lambda p=f.image_path: read_rgb(p) for f in frames]
+        calib = calibrate_map(lmap, descriptor, images, conf['calibration'], log)
+        lmap.meta['covariance_calibration'] = calib
+        lmap.meta['stats']['seconds_calibration'] = calib['seconds']
+    else:
+        log('covariance calibration off (calibration.enabled false): refined and tracked '
+            'poses will publish the raw PnP covariance')
+    seconds = time.perf_counter() - t0
+    lmap.meta['stats']['seconds_total'] = round(seconds, 2)
+    lmap.meta['stats']['cpu_threads'] = threads
     save_map(lmap, out)
     size = out.stat().st_size
     net = len(lmap.descriptor_onnx or b'')     # fixed: the descriptor network
@@ -287,6 +300,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='every N-th block is held out (default: from the checkpoint)')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing map (only a camreloc map, never an input)')
+    parser.add_argument('--calibration-images', type=int, default=None, metavar='N',
+                        help='held-out map images whose refined and tracked errors calibrate '
+                        f'the covariance (default {CALIBRATION_DEFAULTS["images"]}; 0 or '
+                        '--no-calibration: none)')
+    parser.add_argument('--no-calibration', action='store_true',
+                        help='skip the covariance calibration (the map then publishes the raw, '
+                        'far too small PnP covariance)')
     add_reader_overrides(parser)
     bag = parser.add_argument_group('bags (--bag)')
     add_bag_topic_arguments(bag)
@@ -301,6 +321,9 @@ def from_args(args: argparse.Namespace) -> Path:
             'overwrite': args.overwrite, 'build': {'points': args.points},
             'image_topic': args.image_topic, 'gt_topic': args.gt_topic, 'gt_tf': args.gt_tf,
             'gt_tolerance': args.gt_tolerance, 'intrinsics': args.intrinsics,
-            'data': reader_overrides(args.overrides)}
+            'data': reader_overrides(args.overrides),
+            'calibration': {'enabled': not args.no_calibration}}
+    if args.calibration_images is not None:
+        conf['calibration']['images'] = args.calibration_images
     return main(conf, {'model': args.model, 'data': args.data, 'bags': args.bag,
                        'out': args.out})

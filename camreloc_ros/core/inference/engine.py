@@ -43,8 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 
     from camreloc_ros.core.models.pose_model import PoseModel
 
-__all__ = ['InferenceEngine', 'Prediction', 'covariance_from_var', 'resolve_device',
-           'RUNTIMES']
+__all__ = ['InferenceEngine', 'Prediction', 'covariance_from_var', 'covariance_scales',
+           'resolve_device', 'RUNTIMES']
 HEAD_CHUNK = 256   # temporal windows per head call offline
 
 
@@ -58,9 +58,35 @@ class Prediction:
     window: int = 1             # frames the temporal head saw (1 for single-frame heads)
 
 
-def covariance_from_var(var_6: np.ndarray) -> np.ndarray:
-    """Diagonal 6x6 covariance from the model's six variances (kept strictly positive)."""
-    return np.diag(np.maximum(np.asarray(var_6, np.float64), 1e-12))
+def covariance_from_var(var_6: np.ndarray, scales: tuple[float, float] = (1.0, 1.0)
+                        ) -> np.ndarray:
+    """Diagonal 6x6 covariance from the model's six variances (kept strictly positive).
+
+    ``scales`` (position, rotation) multiply the two blocks: the checkpoint's calibration
+    (:func:`covariance_scales`), without which the variances are the training errors'.
+    """
+    factor_6 = np.repeat(np.asarray(scales, np.float64), 3)
+    return np.diag(np.maximum(np.asarray(var_6, np.float64) * factor_6, 1e-12))
+
+
+def covariance_scales(extra: dict | None) -> tuple[float, float]:
+    """(position, rotation) variance scales a checkpoint (or its ONNX export) carries.
+
+    Training fits them on validation frames (``extra['covariance_calibration']``,
+    :func:`camreloc_ros.core.training.trainer.covariance_calibration`); a checkpoint written
+    before that, or one whose entry is unusable, gets (1, 1): its variances as the head
+    predicts them.
+    """
+    calib = (extra or {}).get('covariance_calibration')
+    if not isinstance(calib, dict):
+        return 1.0, 1.0
+    out = []
+    for key in ('position_scale', 'rotation_scale'):
+        v = calib.get(key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) \
+            and v > 0
+        out.append(float(v) if ok else 1.0)
+    return out[0], out[1]
 
 
 class InferenceEngine:
@@ -86,6 +112,8 @@ class InferenceEngine:
         pre = backend.preprocessing
         self.pre = Preprocessor(pre['size'], pre['mean'], pre['std'])
         self.window = backend.window
+        # the checkpoint's calibration: .pt extra or the ONNX metadata's copy of it
+        self.covariance_scales = covariance_scales(backend.extra)
         self.max_gap = float(max_gap)
         self._input = backend.input_buffer(1)
         # mirrored ring buffer of per-frame features: every window is one contiguous view
@@ -182,10 +210,9 @@ class InferenceEngine:
             return False
         return stamp < previous or stamp - previous > self.max_gap
 
-    @staticmethod
-    def _prediction(out: dict, i: int, window: int) -> Prediction:
+    def _prediction(self, out: dict, i: int, window: int) -> Prediction:
         return Prediction(out['pos'][i].astype(np.float64), out['quat'][i].astype(np.float64),
-                          covariance_from_var(out['var'][i]), window)
+                          covariance_from_var(out['var'][i], self.covariance_scales), window)
 
     def predict_frames(self, images: Iterable, breaks: Iterable[bool] | None = None,
                        stamps: Iterable[float | None] | None = None,

@@ -27,6 +27,11 @@ Arrays (all plain dtypes, read with ``np.load(allow_pickle=False)``):
   GeM) as ONNX, so a refiner describes queries identically without torch
   (:mod:`camreloc_ros.core.localization.descriptor_onnx`); maps written before it lack it
 
+``meta.covariance_calibration`` (optional, :mod:`~camreloc_ros.core.localization.calibration`):
+per kind (``refined``, ``tracked``) the scales of the position and rotation blocks that make
+the PnP covariance match errors measured at build; applied by
+:meth:`LocalizationMap.calibrated_covariance`. Maps without it load, uncalibrated (a warning).
+
 Only keypoints with a 3D point are stored: the query is matched against exactly those.
 The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the
 training frames (names and poses); a mismatch is a :class:`MapError`, never a wrong pose.
@@ -46,6 +51,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 import warnings
@@ -55,6 +61,8 @@ import numpy as np
 
 from camreloc_ros.core.inference.onnx_format import check_self_contained
 from camreloc_ros.core.io import atomic_output, clean_stale_temps, content_digest
+
+logger = logging.getLogger('camreloc_ros')
 
 MAP_FORMAT = 'camreloc_ros.localization_map'
 MAP_VERSION = 1
@@ -72,8 +80,43 @@ DESCRIPTOR_INPUT, DESCRIPTOR_OUTPUT = 'image', 'descriptor'
 # meta.descriptor: what a refiner needs to describe queries as the map's images were
 DESCRIPTOR_KEYS = ('input_shorter_side', 'mean', 'std', 'dim')
 # meta entries read as mappings (pairing, refiner settings)
-META_DICTS = ('checkpoint', 'dataset', 'conf', 'stats', 'descriptor')
+META_DICTS = ('checkpoint', 'dataset', 'conf', 'stats', 'descriptor', 'covariance_calibration')
+CALIBRATION_KEY = 'covariance_calibration'
+# kinds of pose a map calibrates (core.localization.calibration fits them at build)
+KINDS = ('refined', 'tracked')
+SCALE_KEYS = ('position_scale', 'rotation_scale')
 WHAT_A_MAP_IS = 'a camreloc map is an .npz (zip) archive of plain arrays written by `camreloc map`'
+
+
+def scale_covariance(cov_66: np.ndarray, position_scale: float = 1.0,
+                     rotation_scale: float = 1.0) -> np.ndarray:
+    """Scale the position block by ``position_scale``, the rotation block by ``rotation_scale``.
+
+    The cross blocks get ``sqrt(ps * rs)``: the matrix is ``D Sigma D`` with
+    ``D = diag(sqrt(ps) I3, sqrt(rs) I3)``, so it stays positive definite.
+    """
+    d = np.sqrt(np.r_[[float(position_scale)] * 3, [float(rotation_scale)] * 3])
+    return np.asarray(cov_66, np.float64) * np.outer(d, d)
+
+
+def calibration_problem(calib) -> str | None:
+    """Why a stored ``covariance_calibration`` entry is unusable (None when it is fine)."""
+    if not isinstance(calib, dict):
+        return 'it is no mapping'
+    for kind in KINDS:
+        entry = calib.get(kind)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            return f'{kind} is no mapping'
+        if not any(key in entry for key in SCALE_KEYS):
+            continue                       # not calibrated (``skipped`` says why)
+        for key in SCALE_KEYS:
+            v = entry.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) \
+                    or v <= 0:
+                return f'{kind}.{key} is {v!r}; expected a finite number > 0'
+    return None
 
 
 class MapError(ValueError):
@@ -136,6 +179,39 @@ class LocalizationMap:
                            f'{ds.get("format")}, {ds.get("frames")} frames) than the ones of '
                            f'{data or "this dataset"}; rebuild it with `camreloc map --data '
                            f'{data or "DIR"} ...`')
+
+    def covariance_scales(self, kind: str) -> tuple[float, float] | None:
+        """Calibrated (position, rotation) scales of ``kind``, or None when uncalibrated."""
+        if kind not in KINDS:
+            raise ValueError(f'unknown pose kind {kind!r}; valid: {", ".join(KINDS)}')
+        entry = (self.meta.get(CALIBRATION_KEY) or {}).get(kind) or {}
+        if 'position_scale' not in entry or 'rotation_scale' not in entry:
+            return None
+        return float(entry['position_scale']), float(entry['rotation_scale'])
+
+    def calibrated_covariance(self, kind: str, cov_66: np.ndarray) -> np.ndarray:
+        """Return the covariance a ``kind`` ('refined' or 'tracked') pose should publish.
+
+        The PnP covariance ignores the map points' own errors and is far too small (0.6 mm
+        claimed for 1 cm errors); the map's calibration scales it so 95 % of the errors
+        measured at build fall in its 95 % ellipsoid. A map built without calibration returns
+        ``cov_66`` unchanged and warns once per map and kind.
+        """
+        scales = self.covariance_scales(kind)
+        if scales is None:
+            warned = self.__dict__.setdefault('_uncalibrated_warned', set())
+            if kind not in warned:
+                warned.add(kind)
+                why = ((self.meta.get(CALIBRATION_KEY) or {}).get(kind) or {}).get(
+                    'skipped') or (self.meta.get(CALIBRATION_KEY) or {}).get('skipped')
+                logger.warning(
+                    f'map {self.path or ""} has no covariance calibration for {kind} poses'
+                    + (f' ({why})' if why else ' (built by an older camreloc_ros or with '
+                       'calibration.enabled false)')
+                    + ': their covariance is the raw PnP one, typically 10-100x too small; '
+                    'rebuild the map with `camreloc map ... --overwrite` (calibration on)')
+            return np.asarray(cov_66, np.float64)
+        return scale_covariance(cov_66, *scales)
 
     def describe(self) -> str:
         """One line for logs."""
@@ -317,6 +393,9 @@ def load_map(path: str | Path) -> LocalizationMap:
     for k in ('poses_c2w', 'K', 'global_desc', 'kp_xy', 'points'):
         _expect(bool(np.all(np.isfinite(data[k]))), path, f'{k} has NaN or inf')
     _check_cameras(data, path)
+    if CALIBRATION_KEY in meta:
+        problem = calibration_problem(meta[CALIBRATION_KEY])
+        _expect(problem is None, path, f'meta.{CALIBRATION_KEY}: {problem}')
     # the digest after the checks that name what is wrong, before the network is parsed
     expected = meta.get(DIGEST_KEY)
     if expected is None:   # written before maps had a digest: damage cannot be detected

@@ -180,7 +180,7 @@ def _pose(position: np.ndarray, quaternion: np.ndarray) -> tuple[np.ndarray, np.
 
 def _net(position: np.ndarray, quaternion: np.ndarray, covariance: np.ndarray | None
          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The network's pose with its (calibrated) covariance: what dead reckoning carries."""
+    """Return the network's pose with its (calibrated) covariance: what dead reckoning carries."""
     cov = np.diag([1e6] * 3 + [1e3] * 3) if covariance is None else \
         np.asarray(covariance, np.float64).copy()
     return (*_pose(position, quaternion), cov)
@@ -235,7 +235,7 @@ class Localizer:
         return cov if calibrate is None else np.asarray(calibrate(kind, cov), np.float64)
 
     def counters(self) -> dict:
-        """Return a copy of the counters (thread-safe)."""
+        """Return a copy of the frame, tracking and refinement counts (thread-safe)."""
         with self._lock:
             return dict(self.stats)
 
@@ -414,7 +414,7 @@ class Localizer:
         return np.linalg.inv(A0) @ A1
 
     def _held_at(self, stamp: float) -> _Pose | None:
-        """The estimate this localizer held at ``stamp`` (tracked, refined or carried)."""
+        """Return the estimate held at ``stamp`` (tracked, refined or carried), or None."""
         for pose in reversed(self._history):
             if abs(pose.stamp - stamp) < 1e-9:
                 return pose
@@ -442,7 +442,7 @@ class Localizer:
         return _Pose(stamp, matrix_from_pose(p, q), c, net, odom, kind)
 
     def _carried(self, stamp: float, net: tuple, odom: tuple | None) -> _Pose | None:
-        """The last localized pose (confirmed) or the candidate carried to ``stamp``."""
+        """Return the last localized pose (confirmed) or the candidate carried to ``stamp``."""
         ref = self._last_good if self.confirmed else self._candidate
         return None if ref is None else self._carry(ref, stamp, net, odom)
 
