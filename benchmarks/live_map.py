@@ -131,6 +131,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='play the held-out frames this many times in a row (stamps go '
                         'on): a longer stream, closer to a steady state (default 1)')
     parser.add_argument('--seed', type=int, default=0, help='odometry drift seed')
+    parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='a node parameter over the defaults (repeatable), e.g. '
+                             'refine.nice:=5')
     parser.add_argument('--rate', type=float, default=RATE_HZ,
                         help='frames per second sent (default %(default)s); the stamps stay '
                         'the capture times (index / 30 s): a lower rate gives the node more '
@@ -807,13 +810,19 @@ def odom_messages(setup: Setup) -> list[Any]:
     return msgs
 
 
-def start_node(setup: Setup, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """``camreloc node`` as its own process: the checkpoint, the map, base_frame = camera."""
+def start_node(setup: Setup, env: dict[str, str], log_path: Path,
+               params: list[str] = ()) -> subprocess.Popen:
+    """``camreloc node`` as its own process: the checkpoint, the map, base_frame = camera.
+
+    ``params``: more ``NAME:=VALUE`` node parameters (``--param``), after the defaults.
+    """
     command = [sys.executable, '-m', 'camreloc_ros.tools.cli', 'node', '--ros-args',
                '-p', f'model:={setup.model}', '-p', f'map:={setup.map}',
                '-p', 'device:=cpu', '-p', f'base_frame:={CAMERA_FRAME}',
                '-p', f'odom_frame:={ODOM_FRAME}', '-p', 'diagnostics_period:=0.5',
                '-p', 'path_length:=0']
+    for param in params:
+        command += ['-p', param]
     child_env = dict(os.environ, **env)
     child_env['PYTHONPATH'] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
@@ -845,7 +854,7 @@ def run_live(setup: Setup, odometry: str, args: argparse.Namespace,
     log_path = (args.work / setup.name / f'node_{odometry}.log').resolve()
     topics = node_topics()
     listener = Listener(topics)
-    proc = start_node(setup, env, log_path)
+    proc = start_node(setup, env, log_path, args.param)
     try:
         deadline = time.monotonic() + args.startup_timeout
         while not (listener.image_pub.get_subscription_count() > 0
@@ -1108,7 +1117,8 @@ def main(argv: list[str] | None = None) -> int:
     passes = f', each dataset {args.repeat} times in a row' if args.repeat > 1 else ''
     header = [f'Live node with a map, sent at {args.rate:g} Hz (stamps: capture times, '
               f'{CAPTURE_HZ:g} Hz){passes}, raw rgb8 from this process to `camreloc node` in its '
-              f'own process (node defaults, base_frame {CAMERA_FRAME}, Fast DDS profile '
+              f'own process (node defaults{"".join(", " + p for p in args.param)}, '
+              f'base_frame {CAMERA_FRAME}, Fast DDS profile '
               f'{Path(args.profile).name}); commit {_commit()}; node topics: '
               + ', '.join(f'{labels[k]} {"yes" if v else "no"}' for k, v in present.items())
               + f'; scores by {results[0]["scores"]["metrics"] if results else "-"}'

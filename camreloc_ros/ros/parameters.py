@@ -120,6 +120,10 @@ PARAMETERS: list[Param] = [
     Param('refine.period', 1.0, 'Seconds between refinements while localized (tracking '
           'holds the pose; refinements check it and re-seed it); not localized, the refiner '
           'runs on every latest frame. 0 = no limit.', limits=(0.0, 3600.0)),
+    Param('refine.nice', 10, 'Niceness of the refiner thread (Linux): the network worker '
+          '(nice 0) gets the CPU first, so every frame is answered; 19 starves refinements '
+          'behind the camera driver and DDS on 2 cores, 0 shares the CPU evenly.',
+          limits=(0, 19)),
     Param('refine.max_keypoints', 1024, 'Query SIFT keypoints a refinement keeps (the '
           'strongest); 0 = the map setting (4096 by default). Fewer: faster refinements '
           '(HoloLens: 270 vs 430 ms a frame, same median), so localization comes sooner.',

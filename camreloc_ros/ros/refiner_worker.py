@@ -75,7 +75,7 @@ class RefinerWorker:
                  odom_pose: Callable[[Header, float], Any] | None = None,
                  odom_timeout: float = 0.0,
                  camera: Callable[[], Intrinsics | None] | None = None,
-                 period: float = 0.0):
+                 period: float = 0.0, nice: int = 19):
         self.refiner = refiner
         self.localizer = localizer
         self.camera = camera   # the live calibration (camera_info), None until it is known
@@ -85,6 +85,7 @@ class RefinerWorker:
         self.map_frame = map_frame
         self.sync = bool(sync)
         self.period = float(period)   # s between refinements while localized (0: no limit)
+        self.nice = int(nice)         # the refiner thread's niceness (Linux)
         self.logger = logger
         self._slot = LatestSlot()          # newest (rgb, header, prediction, odom) to refine
         self._thread: threading.Thread | None = None
@@ -135,9 +136,12 @@ class RefinerWorker:
             'motion_noise': conf['localization.motion_noise'],
             'odom_noise': conf['localization.odom_noise'], 'max_gap': conf['max_gap'],
             'gate': {'min_inliers': conf['refine.min_inliers']}})
+        if refiner.descriptor is not None:   # warm-up: the first live refinement is not slow
+            h, w = (int(v) for v in refiner.map.image_size[0][::-1])
+            refiner.retrieve(np.zeros((h, w, 3), np.uint8), 1)
         return cls(refiner, localizer, publisher, conf['map_frame'], conf['refine.sync'],
                    node.get_logger(), odom_pose, conf['transform_timeout'],
-                   period=conf['refine.period'])
+                   period=conf['refine.period'], nice=conf['refine.nice'])
 
     def describe(self) -> str:
         """One line for the configure log."""
@@ -163,7 +167,7 @@ class RefinerWorker:
             self._thread = None
 
     def _loop(self) -> None:
-        self.priority = lower_priority()
+        self.priority = lower_priority(self.nice)
         while (job := self._slot.take()) is not None:
             self._refine(*job)
 
@@ -322,14 +326,14 @@ class RefinerWorker:
         return values
 
 
-def lower_priority() -> str:
-    """Give the calling thread the lowest CPU priority (Linux: per-thread nice 19).
+def lower_priority(nice: int = 19) -> str:
+    """Lower the calling thread's CPU priority (Linux: per-thread ``nice``).
 
     Refinement is what may wait: the network's worker must get its core first, so every
     frame is answered. Elsewhere (no per-thread nice) the thread keeps its priority.
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(nice))
         return f'nice {os.getpriority(os.PRIO_PROCESS, threading.get_native_id())}'
     except (AttributeError, OSError) as exc:
         return f'unchanged ({exc})'

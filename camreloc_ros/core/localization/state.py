@@ -227,6 +227,7 @@ class Localizer:
         with self._lock:
             self._grays: deque[tuple] = deque(maxlen=self.conf['catch_up_frames'])
         self._last_stamp: float | None = None
+        self._epoch: float = -math.inf          # refinements of frames before it are stale
 
     def calibrated(self, kind: str, cov: np.ndarray) -> np.ndarray:
         """``cov`` of a ``kind`` (refined, tracked) pose as the map's calibration scales it."""
@@ -311,7 +312,8 @@ class Localizer:
             if not res.ok:
                 break
             xy = (tracker._xy + 0.5) / s - 0.5   # tracking scale -> image pixels
-            seed = Seed(stamp, res.T_c2w_44, gray, s, xy, tracker._pts.copy(), seed.size)
+            seed = Seed(stamp, res.T_c2w_44, gray, s, xy, tracker._pts.copy(), seed.size,
+                        tracker.velocity)
             pose = _Pose(stamp, res.T_c2w_44,
                          self.calibrated('tracked', res.covariance_66), net, odom, 'refined')
             done = stamp
@@ -334,25 +336,28 @@ class Localizer:
         if self._last_stamp is not None and stamp < self._last_stamp:
             jump = self._last_stamp - stamp
             self.reset(f'time jumped back {jump:.3f} s', count=False)
+            self._epoch = stamp
             with self._lock:
                 self.stats['time_jumps'] += 1
         gap = None if self._last_stamp is None else stamp - self._last_stamp
         self._last_stamp = stamp
         with self._lock:
             self.stats['frames'] += 1
-        if gap is not None and gap > self.conf['max_gap'] and self.confirmed:
+        if gap is not None and gap > self.conf['max_gap']:
             # a break in the stream (another sequence, a paused bag, a carried robot):
             # nothing measured the motion across it, so nothing is carried over it
+            lost = self.confirmed
             self.reset(f'{gap:.2f} s without frames', count=False)
+            self._last_stamp, self._epoch = stamp, stamp
             with self._lock:
-                self.stats['lost'] += 1
+                self.stats['lost'] += lost
         if refinement is not None:
             self.submit(image, stamp, refinement, net_position, net_quaternion,
                         net_covariance, odom)
         with self._lock:
             pending, self._pending = self._pending, None
-        if pending is not None and pending.pose.stamp > stamp:
-            pending = None   # refined before a jump back in time: not this timeline's
+        if pending is not None and not self._epoch <= pending.pose.stamp <= stamp:
+            pending = None   # refined before a jump or a gap: not this stretch's
         self._remember_frame(stamp, net, odom)
         if self.conf['catch_up_frames'] > 0:
             gray, s = self.tracker._gray(image)
@@ -491,6 +496,8 @@ class Localizer:
             ref = held if held is not None and held.kind in ('tracked', 'refined') else \
                 self._carry(candidate, new.stamp, new.net, new.odom)
             agree, _ = self._consistent(new, ref)
+            if agree and not self._informative(ref):
+                agree = False   # carried by the network alone: no check at all (1 m std)
             if agree:
                 self._agreeing += 1
                 if self._agreeing >= self.conf['confirmations']:
@@ -511,6 +518,17 @@ class Localizer:
                 self.stats['relocalizations'] += 1
             return self._count('accepted')
         return 'candidate'
+
+    def _informative(self, ref: _Pose | None) -> bool:
+        """Whether ``ref`` is precise enough to confirm a refinement by agreeing with it.
+
+        A candidate carried by the network's motion has a metre-scale covariance: anything
+        agrees with it, so agreement confirms nothing. The bound is what may be published.
+        """
+        if ref is None:
+            return False
+        std_m = math.sqrt(max(float(np.linalg.eigvalsh(ref.cov[:3, :3]).max()), 0.0))
+        return std_m <= self.conf['max_position_std']
 
     def _count(self, verdict: str) -> str:
         with self._lock:

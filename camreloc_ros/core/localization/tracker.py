@@ -167,6 +167,7 @@ class Seed:
     xy_n2: np.ndarray                             # inlier keypoints (pixels of the image)
     pts_n3: np.ndarray                            # their 3D map points (world, m)
     size: tuple[int, int]                         # (w, h) of the image
+    velocity: np.ndarray | None = None            # last frame-to-frame motion, if tracked
 
 
 def spread_subset(xy_n2: np.ndarray, n: int, size: tuple[int, int],
@@ -331,6 +332,11 @@ class Tracker:
         return self._T is not None
 
     @property
+    def velocity(self) -> np.ndarray | None:
+        """Last frame-to-frame motion ``T_prev_cur`` (4x4), or None."""
+        return None if self._velocity is None else self._velocity.copy()
+
+    @property
     def last_stamp(self) -> float | None:
         """Stamp of the last tracked (or seeded) frame."""
         return self._stamp
@@ -410,11 +416,12 @@ class Tracker:
         """Start tracking from a :class:`Seed` (its frame becomes the last tracked one).
 
         A seed of the frame just tracked keeps the tracker's velocity (constant-velocity
-        prediction of the next frame); any other starts without one.
+        prediction of the next frame); any other starts with the seed's own (a seed caught
+        up by tracking carries it), or none.
         """
-        velocity = self._velocity if self._stamp == seed.stamp else None
+        velocity = self._velocity if self._stamp == seed.stamp else seed.velocity
         self.reset()
-        self._velocity = velocity
+        self._velocity = None if velocity is None else np.array(velocity, np.float64)
         self._prev = seed.gray
         self._xy, self._pts = seed.xy_n2.copy(), seed.pts_n3.copy()
         self._ids = np.full(len(self._xy), -1, np.int64)
@@ -495,7 +502,7 @@ class Tracker:
         size = (image.shape[1], image.shape[0])
         if motion_prior is not None:
             motion = np.asarray(motion_prior, np.float64)
-        elif conf['constant_velocity'] and self._velocity is not None and not caught_up:
+        elif conf['constant_velocity'] and self._velocity is not None:
             motion = self._velocity
         else:
             motion = np.eye(4)
@@ -550,7 +557,9 @@ class Tracker:
                               t0, **common)
         t2 = time.perf_counter()
         # accept: the inliers are the tracks from now on (at most max_points, spread)
-        self._velocity = None if caught_up else np.linalg.inv(self._T) @ T
+        # a seed caught up over a gap of several frames says nothing about one frame's motion
+        self._velocity = None if caught_up and dt > conf['max_gap_s'] / 2 else \
+            np.linalg.inv(self._T) @ T
         self._T, self._stamp, self._prev, self._failures = T, float(stamp), gray, 0
         keep = np.flatnonzero(mask)
         if len(keep) > conf['max_points']:
