@@ -134,7 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='a node parameter over the defaults (repeatable), e.g. '
                              'refine.nice:=5')
-    parser.add_argument('--rate', type=float, default=RATE_HZ,
+    parser.add_argument('--capture-hz', type=float, default=CAPTURE_HZ,
+                        help='capture rate the stamps assume (the HoloLens walk has no '
+                             'stamps: 30 Hz by default; its ~8 cm and 2-8 deg between '
+                             'frames are a walk at ~10 Hz); sent at the same rate unless '
+                             '--rate is given')
+    parser.add_argument('--rate', type=float, default=None,
                         help='frames per second sent (default %(default)s); the stamps stay '
                         'the capture times (index / 30 s): a lower rate gives the node more '
                         'time per frame than a camera would')
@@ -143,10 +148,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--startup-timeout', type=float, default=300.0,
                         help='s to wait for the node to come up (ONNX export, map load)')
     args = parser.parse_args(argv)
-    for name in ('frames', 'seconds', 'rate', 'repeat'):
+    for name in ('frames', 'seconds', 'rate', 'repeat', 'capture_hz'):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            parser.error(f'--{name} must be > 0, got {value}')
+            parser.error(f'--{name.replace("_", "-")} must be > 0, got {value}')
+    if args.rate is None:   # a camera sends at its capture rate
+        args.rate = args.capture_hz
     return args
 
 
@@ -568,7 +575,7 @@ def prepare(name: str, args: argparse.Namespace, rng: np.random.Generator) -> Se
     if args.frames is not None:
         limit = min(limit, args.frames)
     if args.seconds is not None:
-        limit = min(limit, max(1, int(args.seconds * CAPTURE_HZ)))
+        limit = min(limit, max(1, int(args.seconds * args.capture_hz)))
     test = test[:limit]
     # odometry over every frame of the sequences played (the walk between held-out blocks
     # drifts too), sampled at the frames sent
@@ -589,7 +596,7 @@ def prepare(name: str, args: argparse.Namespace, rng: np.random.Generator) -> Se
                  f'walked (seed {args.seed})')
     sent = [f for _ in range(passes) for f in test]
     stamps = frame_stamps([f'{f.sequence}#{k}' for k in range(passes) for f in test],
-                          [f.index for f in sent])
+                          [f.index for f in sent], args.capture_hz)
     if passes > 1:
         note += f'; the {len(test)} frames played {passes} times in a row'
     return Setup(name, data, fmt, model, lmap, sent, stamps, odom, odom_note, note, passes)
@@ -1116,8 +1123,8 @@ def main(argv: list[str] | None = None) -> int:
               'localized': '~/localized'}
     passes = f', each dataset {args.repeat} times in a row' if args.repeat > 1 else ''
     header = [f'Live node with a map, sent at {args.rate:g} Hz (stamps: capture times, '
-              f'{CAPTURE_HZ:g} Hz){passes}, raw rgb8 from this process to `camreloc node` in its '
-              f'own process (node defaults{"".join(", " + p for p in args.param)}, '
+              f'{args.capture_hz:g} Hz){passes}, raw rgb8 from this process to `camreloc node` '
+              f'in its own process (node defaults{"".join(", " + p for p in args.param)}, '
               f'base_frame {CAMERA_FRAME}, Fast DDS profile '
               f'{Path(args.profile).name}); commit {_commit()}; node topics: '
               + ', '.join(f'{labels[k]} {"yes" if v else "no"}' for k, v in present.items())

@@ -25,6 +25,7 @@ are caught up by tracking, and dead reckoning by odometry is exact and stops at 
 
 import numpy as np
 import pytest
+from support import FlatDescriptor
 
 from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
@@ -39,24 +40,12 @@ FIRST = 290
 NET_COV = np.diag([0.3 ** 2] * 3 + [0.1 ** 2] * 3)
 
 
-class _FlatDescriptor:
-    """A constant global descriptor: no network; the refiner picks images by the prior."""
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        v = np.zeros(8, np.float32)
-        v[0] = 1.0
-        return v
-
-    def conf(self) -> dict:
-        return {'input_shorter_side': 64, 'mean': [0.0] * 3, 'std': [1.0] * 3, 'dim': 8}
-
-
 @pytest.fixture(scope='module')
 def walk():
     """(frames, K, map, refiner, refinements of frames 290..309 with the true prior)."""
     dataset = read_dataset(HOLO, 'posed')
     frames = dataset.frames
-    lmap = build_map(frames[FIRST - 5:FIRST + 27:2], dataset.intrinsics, _FlatDescriptor(),
+    lmap = build_map(frames[FIRST - 5:FIRST + 27:2], dataset.intrinsics, FlatDescriptor(),
                      {'sift': {'max_keypoints': 2048}}, log=lambda s: None)
     refiner = Refiner(lmap, None, {'top_k_retrieval': 0, 'top_k_prior': 4})
     K = dataset.intrinsics.matrix()

@@ -25,6 +25,7 @@ come from the headset's tracking, consistent with the triangulated points to 1-2
 import cv2
 import numpy as np
 import pytest
+from support import FlatDescriptor
 
 from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.transforms import read_rgb
@@ -38,24 +39,12 @@ SEED = 290           # first frame of the tracked stretch
 STEPS = 20
 
 
-class _FlatDescriptor:
-    """A constant global descriptor: the tracker never retrieves, so no network is needed."""
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        v = np.zeros(8, np.float32)
-        v[0] = 1.0
-        return v
-
-    def conf(self) -> dict:
-        return {'input_shorter_side': 64, 'mean': [0.0] * 3, 'std': [1.0] * 3, 'dim': 8}
-
-
 @pytest.fixture(scope='module')
 def walk():
     """(frames, K, map of frames 285, 287, ... 315)."""
     dataset = read_dataset(HOLO, 'posed')
     frames = dataset.frames
-    lmap = build_map(frames[SEED - 5:SEED + 27:2], dataset.intrinsics, _FlatDescriptor(),
+    lmap = build_map(frames[SEED - 5:SEED + 27:2], dataset.intrinsics, FlatDescriptor(),
                      {'sift': {'max_keypoints': 2048}}, log=lambda s: None)
     assert frames[SEED].name not in lmap.names
     return frames, dataset.intrinsics.matrix(), lmap

@@ -19,11 +19,12 @@ allocator itself lives in the package (:mod:`camreloc_ros.ros.domain`), since ``
 and the benchmarks need it at run time; it is re-exported here.
 """
 
-from support.data import DATA_DIR, image_paths, load_frames, make_checkpoints
+from support.data import DATA_DIR, FlatDescriptor, image_paths, load_frames, make_checkpoints
 from support.process import Started, wait_for_file
 from support.ros import (allocate_domain, child_env, DOMAIN_POOL, release_domain,
                          ros_environment, ros_harness, RosHarness)
 
-__all__ = ['allocate_domain', 'child_env', 'DATA_DIR', 'DOMAIN_POOL', 'image_paths',
+__all__ = ['allocate_domain', 'child_env', 'DATA_DIR', 'DOMAIN_POOL', 'FlatDescriptor',
+           'image_paths',
            'load_frames', 'make_checkpoints', 'release_domain', 'ros_environment', 'ros_harness',
            'RosHarness', 'Started', 'wait_for_file']

@@ -60,3 +60,21 @@ def make_checkpoints(directory: Path, window: int = 4) -> dict[str, Path]:
     gru.set_pose_stats([0.5, 0.2, -1.0], 3.0)
     return {'reg': reg.save_checkpoint(directory / 'reg.pt'),
             'gru': gru.save_checkpoint(directory / 'gru.pt')}
+
+
+class FlatDescriptor:
+    """A constant global descriptor: maps built without a network (tracking, the localizer).
+
+    Retrieval then ranks every map image alike, so the refiner picks images by the prior
+    alone; what is tested needs no trained network.
+    """
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Return the same unit vector for every image."""
+        v = np.zeros(8, np.float32)
+        v[0] = 1.0
+        return v
+
+    def conf(self) -> dict:
+        """Return the descriptor settings a map records."""
+        return {'input_shorter_side': 64, 'mean': [0.0] * 3, 'std': [1.0] * 3, 'dim': 8}
