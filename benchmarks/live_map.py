@@ -342,6 +342,7 @@ def score_run(truth: dict[int, tuple[np.ndarray, np.ndarray]], sent: Sequence[in
     if helper is not None and n:
         arrays, unknown = frame_arrays(truth, sent, published, network, states, helper)
         m = helper.localization_metrics(**arrays)
+        result['reliability'] = helper.reliability_series(**arrays)   # for the plot
         result.update({'metrics': 'localization_metrics', 'unknown_labels': unknown,
                        'median_pos_m': m['position_m'], 'median_rot_deg': m['orientation_deg'],
                        'within_5cm_5deg': m['within'], 'over_25cm': m['beyond'],
@@ -1136,7 +1137,24 @@ def main(argv: list[str] | None = None) -> int:
     from camreloc_ros.core.io import atomic_write_text
     atomic_write_text(out, text)
     _progress(f'table written to {out}')
+    write_reliability_plots(results, Path(out))
     return 0
+
+
+def write_reliability_plots(results: list[dict], out: Path) -> None:
+    """One reliability plot per run beside the table: claimed sigma against actual error.
+
+    The live counterpart of ``evaluate --map``'s ``reliability.png``, drawn by the same code
+    (``core/evaluation/plots.py``): does the node's published covariance say how far off it is?
+    """
+    from camreloc_ros.core.evaluation.plots import plot_reliability
+    for r in results:
+        series = r['scores'].get('reliability')
+        if not series or not any(len(v[0]) for v in series.values()):
+            continue
+        path = out.with_name(f'{out.stem}_reliability_{r["dataset"]}_{r["odometry"]}.png')
+        plot_reliability(path, series, f'live {r["dataset"]}, odometry {r["odometry"]}')
+        _progress(f'reliability plot written to {path}')
 
 
 if __name__ == '__main__':
