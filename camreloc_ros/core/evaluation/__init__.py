@@ -18,7 +18,10 @@ Owns: :mod:`metrics` (median / mean / max / std of position and orientation erro
 files), :mod:`plots` (top-down trajectory, error CDFs of several methods on one figure),
 :mod:`baselines` (retrieval top-1 and the oracle nearest training pose that every accuracy
 table shows next to the method), :mod:`map_eval` (network vs retrieval vs refined on a
-localization map: the ``--map`` table of evaluate and bag-eval, and the map's pairing check).
+localization map: the ``--map`` table of evaluate and bag-eval, the map's pairing check, and
+the node's localization state machine run over the frames), :mod:`localization_metrics`
+(answered, availability, false localizations, covariance ellipsoid coverage per kind of pose,
+their table; shared with ``benchmarks/live_map.py``).
 
 May import: ``data``, ``localization`` (retrieval for the baseline), ``geometry``, ``config``,
 ``io``. Never ``training`` or ``inference``.

@@ -17,9 +17,12 @@
 Owns: :mod:`map_file` (the versioned ``.npz`` map, never pickled), :mod:`build` (a map from posed
 images: SIFT, depth or triangulation), :mod:`sift` (local features and matching),
 :mod:`retrieval` and :mod:`descriptor_onnx` (global descriptors, torch and the map's own ONNX),
-:mod:`refiner` (retrieval + 2D-3D matching + PnP), :mod:`correction` (a refinement carried to
-later frames by odometry or the network's motion), :mod:`tracker` (a refinement's inliers
-tracked frame to frame by KLT + PnP against their 3D points).
+:mod:`refiner` (retrieval + 2D-3D matching + PnP), :mod:`correction` (a pose carried to a
+later frame by odometry or the network's motion: dead reckoning), :mod:`tracker` (a
+refinement's inliers tracked frame to frame by KLT + PnP against their 3D points),
+:mod:`state` (the localization state: tracking, gated refinements and dead reckoning decide
+what the robot is told, and when it is ``localized``), :mod:`calibration` (covariance scales
+measured on held-out map images at build).
 
 May import: ``data``, ``models`` (the trunk for descriptors), ``inference`` (ONNX checks),
 ``robot``, ``geometry``, ``config``, ``io``. Never ``training``, ``evaluation`` or ``bags``.
