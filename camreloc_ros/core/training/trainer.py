@@ -477,18 +477,7 @@ class Trainer:
         if not self.val_frames or not self.dist.main:
             return {}
         self.model.eval()
-        loader, sampler, cached = self._source('val')
-        idx = np.arange(len(self.val_frames))
-        sampler.set_epoch(0, [idx[s:s + 64] for s in range(0, len(idx), 64)])
-        feats = []
-        for x in loader:
-            x = x.to(self.device, non_blocking=True)
-            with torch.autocast('cuda', dtype=self.amp or torch.float16,
-                                enabled=self.amp is not None):
-                if not cached:
-                    x = self.model.backbone.forward_frozen(x)
-                feats.append(self.model.features_from_frozen(x).float())
-        feats = torch.cat(feats)
+        feats = self._pooled_features('val', len(self.val_frames))
         calibrate = self.conf['train']['calibrate_covariance']
         dist = getattr(self.model.head, 'dist', None)
         if calibrate and dist is not None:   # the learned branch alone first, then fit
@@ -520,8 +509,13 @@ class Trainer:
     @torch.no_grad()
     def _train_features(self) -> torch.Tensor:
         """Pooled features ``(N, C)`` of every training frame (eval mode): the distance memory."""
-        loader, sampler, cached = self._source('train')
-        idx = np.arange(len(self.train_frames))
+        return self._pooled_features('train', len(self.train_frames))
+
+    @torch.no_grad()
+    def _pooled_features(self, split: str, n: int) -> torch.Tensor:
+        """Pooled features ``(n, C)`` of a split's frames, in order (the caller sets eval)."""
+        loader, sampler, cached = self._source(split)
+        idx = np.arange(n)
         sampler.set_epoch(0, [idx[s:s + 64] for s in range(0, len(idx), 64)])
         feats = []
         for x in loader:
