@@ -64,7 +64,6 @@ import logging
 import math
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import threading
@@ -841,19 +840,6 @@ def start_node(setup: Setup, env: dict[str, str], log_path: Path,
         log.close()   # the child holds its own descriptor
 
 
-def stop_node(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
-    """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait()
-
-
 def run_live(setup: Setup, odometry: str, args: argparse.Namespace,
              env: dict[str, str]) -> dict:
     """One node, one pass over the frames; returns what was sent and everything received."""
@@ -900,7 +886,8 @@ def run_live(setup: Setup, odometry: str, args: argparse.Namespace,
             time.sleep(0.05)   # counters from after the last frame
         load_after = os.getloadavg()[0]
     finally:
-        code = stop_node(proc)
+        from camreloc_ros.tools.common import stop_process   # the demo's node stop, too
+        code = stop_process(proc)
         listener_state = _take(listener)
         listener.close()
     return {'seconds': seconds, 'active_seconds': active_seconds, 'present': present,

@@ -30,6 +30,8 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+import signal
+import subprocess
 import sys
 from typing import Iterable, Iterator, Sequence
 
@@ -385,3 +387,19 @@ def frames_from_paths(conf: dict, paths: dict, log=None) -> FrameSplit:
     if paths.get('data') is None:
         raise ValueError('--data (a dataset folder) or --bag is required')
     return load_frames(paths['data'], conf, paths.get('val_data'), log=log)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    """Stop a started node: SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL.
+
+    Returns its exit code. The demo's and the live benchmark's node processes stop this way.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()

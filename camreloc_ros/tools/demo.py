@@ -33,7 +33,6 @@ import json
 import logging
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import threading
@@ -42,7 +41,8 @@ import time
 from camreloc_ros.core.data.split import SPLIT_DEFAULTS
 from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.ros.domain import allocate_domain
-from camreloc_ros.tools.common import scoped_environ, shared_data_dir, tool_logging
+from camreloc_ros.tools.common import (scoped_environ, shared_data_dir, stop_process,
+                                       tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -93,19 +93,6 @@ DEMO_IMAGE_TOPIC = '/camera/image_raw/compressed'
 DEMO_GT_TOPIC = '/ground_truth/pose'
 
 
-def _stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
-    """SIGINT (rclpy shuts down cleanly), then SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait()
-
-
 def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
     """``make demo`` step 3: held-out frames -> JPEG bag -> live node -> offline vs live table.
 
@@ -151,7 +138,7 @@ def demo_live(ckpt: str | Path, data: str | Path, out_dir: str | Path) -> Path:
                                        f'{tail}') from None
                 raise
         finally:
-            code = _stop_process(proc)
+            code = stop_process(proc)
     logger.info(f'localizer node stopped (exit code {code})')
     return out
 

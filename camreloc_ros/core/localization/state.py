@@ -412,10 +412,10 @@ class Localizer:
             start = refresh.stamp
         if start is None:
             return None
-        then = next((o for s, _, o in reversed(self._frames) if abs(s - start) < 1e-9), None)
-        if then is None:
+        then = self._frame_at(start)
+        if then is None or then[1] is None:
             return None
-        A0, A1 = matrix_from_pose(*then), matrix_from_pose(*odom)
+        A0, A1 = matrix_from_pose(*then[1]), matrix_from_pose(*odom)
         return np.linalg.inv(A0) @ A1
 
     def _held_at(self, stamp: float) -> _Pose | None:
@@ -460,6 +460,7 @@ class Localizer:
         return d2 <= g['chi2'], d2
 
     def _frame_at(self, stamp: float) -> tuple | None:
+        """Return the ``(net, odom)`` remembered for the frame stamped ``stamp``, or None."""
         return next(((n, o) for s, n, o in reversed(self._frames) if abs(s - stamp) < 1e-9),
                     None)
 
@@ -480,11 +481,7 @@ class Localizer:
                 if agree:   # two refinements agree against the track: it is the track
                     self.tracker.reset()
                     self._history.clear()
-                    self._challenger = None
-                    self._last_good = new
-                    with self._lock:
-                        self.stats['relocalizations'] += 1
-                    return self._count('relocalized')
+                    return self._localize(new, 'relocalized')
             self._challenger = new
             with self._lock:
                 self.stats['rejected'] += 1
@@ -501,22 +498,14 @@ class Localizer:
             if agree:
                 self._agreeing += 1
                 if self._agreeing >= self.conf['confirmations']:
-                    self._candidate = None
-                    self.confirmed = True
-                    self._last_good = new
-                    with self._lock:
-                        self.stats['relocalizations'] += 1
-                    return self._count('accepted')
+                    return self._localize(new, 'accepted')
                 self._candidate = new
                 return 'candidate'
         self._candidate = new   # the first (or a disagreeing) one: track it tentatively
         self._agreeing = 1
         self.tracker.reset()
         if self.conf['confirmations'] <= 1:
-            self._candidate, self.confirmed, self._last_good = None, True, new
-            with self._lock:
-                self.stats['relocalizations'] += 1
-            return self._count('accepted')
+            return self._localize(new, 'accepted')
         return 'candidate'
 
     def _informative(self, ref: _Pose | None) -> bool:
@@ -534,6 +523,14 @@ class Localizer:
         with self._lock:
             self.stats['accepted'] += 1
         return verdict
+
+    def _localize(self, new: _Pose, verdict: str) -> str:
+        """Become (or stay, relocalized) ``localized`` at the refinement ``new``."""
+        self._candidate = self._challenger = None
+        self.confirmed, self._last_good = True, new
+        with self._lock:
+            self.stats['relocalizations'] += 1
+        return self._count(verdict)
 
     def _decide(self, stamp: float, held: _Pose | None, net: tuple, odom: tuple | None,
                 res: Any) -> Estimate:
