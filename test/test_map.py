@@ -87,13 +87,22 @@ def test_depth_map_is_consistent_and_never_wrong_on_held_out_sequences(mini):
     assert lmap.meta['points_from'] == 'depth'
     assert lmap.names == [f.name for f in train]            # never a test frame
     assert len(lmap.points) > 300 * len(train)
-    # every lifted point projects back onto its own keypoint (depth taken at that pixel)
+    # each point stored once: no two observations of one image share a point, and a
+    # merged point sees its observations where they were lifted (the median of points that
+    # agree within 2 cm / 1 %; an unmerged one exactly)
+    tracks = lmap.visibility()
+    assert tracks.min() >= 1 and lmap.meta['stats']['tracks'] == len(lmap.points)
     for i in range(len(lmap)):
-        xy, _, X = lmap.image_keypoints(i)
+        xy, ids = lmap.image_observations(i)
+        assert len(np.unique(ids)) == len(ids)
+        X = lmap.points[ids]
         T = lmap.poses_c2w[i]
         xc = (X - T[:3, 3]) @ T[:3, :3]
         uv = xc[:, :2] / xc[:, 2:] @ np.diag(lmap.K[i][[0, 1], [0, 1]]) + lmap.K[i][:2, 2]
-        assert np.all(np.abs(uv - xy) <= 0.75)
+        err = np.linalg.norm(uv - xy, axis=1)
+        single = tracks[ids] == 1
+        assert np.all(err[single] <= 0.75)
+        assert np.median(err) <= 0.75 and np.percentile(err, 99) <= 25.0
         assert np.all(xc[:, 2] > 0.1)
     # The official test sequences view the stairs 0.2-0.3 m and 30-40 deg away from the six
     # training frames: too little overlap. The refiner must then fall back to the prior
@@ -155,7 +164,8 @@ def test_triangulated_map_on_a_hololens_slice(tmp_path):
     assert stats['mean_track_length'] >= 2.0
     # every stored observation reprojects within the filter's 4 px in its own image
     for i in range(len(lmap)):
-        xy, _, X = lmap.image_keypoints(i)
+        xy, ids = lmap.image_observations(i)
+        X = lmap.points[ids]
         T = lmap.poses_c2w[i]
         xc = (X - T[:3, 3]) @ T[:3, :3]
         assert np.all(xc[:, 2] > 0.05)
@@ -164,7 +174,9 @@ def test_triangulated_map_on_a_hololens_slice(tmp_path):
     path = tmp_path / 'slice.npz'
     save_map(lmap, path)
     again = load_map(path)
-    assert again.names == lmap.names and np.array_equal(again.kp_desc, lmap.kp_desc)
+    assert again.names == lmap.names and np.array_equal(again.point_desc, lmap.point_desc)
+    # float32 in a local frame on disk: within 10 um of the float64 points built
+    assert np.abs(again.points - lmap.points).max() < 1e-5
     query = held[5]                                           # frame 30: 0.4 m into the gap
     gp, gq = pose_from_matrix(query.pose_c2w)
     prior_pos, prior_quat = pose_from_matrix(train[-1].pose_c2w)   # a poor prior
@@ -276,9 +288,9 @@ def test_empty_corrupt_or_foreign_map_files_are_clear_errors(mini, tmp_path):
         load_map(pickled)
     broken = tmp_path / 'broken.npz'
     arrays = {k: v for k, v in np.load(path).items()}
-    arrays['kp_point'] = arrays['kp_point'] + 10 ** 6
+    arrays['obs_point'] = arrays['obs_point'] + 10 ** 6
     np.savez(broken, **arrays)
-    with pytest.raises(MapError, match='kp_point out of range'):
+    with pytest.raises(MapError, match='obs_point out of range'):
         load_map(broken)
     assert zipfile.is_zipfile(path)          # the real map is a plain npz
 

@@ -149,7 +149,7 @@ def test_one_missing_depth_png_keeps_the_depth_map(ckpt, tmp_path):
     assert lmap.meta['points_from'] == 'depth'
     assert stats['images_without_depth'] == 1
     assert any(str(lost) in w for w in stats['warnings'])
-    per_image = np.diff(lmap.kp_offsets)
+    per_image = np.diff(lmap.obs_offsets)
     assert per_image[lmap.names.index('seq-02/frame-000001')] == 0
     assert np.median(per_image) >= 100 and len(lmap.points) >= 500
     assert any(line.startswith('3D points per image: median') for line in lines)

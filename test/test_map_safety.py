@@ -317,8 +317,12 @@ def _broken(kind: str, arrays: dict, meta: dict) -> tuple[dict, dict, str]:
         a['names'] = np.arange(len(a['names']))
         return a, m, 'names has dtype int64.*expected str'
     if kind == 'float_offsets':
-        a['kp_offsets'] = a['kp_offsets'].astype(np.float64)
-        return a, m, 'kp_offsets has dtype float64.*expected int'
+        a['obs_offsets'] = a['obs_offsets'].astype(np.float64)
+        return a, m, 'obs_offsets has dtype float64.*expected int'
+    if kind == 'version_1':
+        m['version'] = 1
+        return a, m, ('has version 1.*stores each point once.*rebuild it with `camreloc map '
+                      '--model .* --data .* --out .* --overwrite`')
     if kind == 'no_descriptor_meta':
         del m['descriptor']
         return a, m, r'meta\.descriptor is missing'
@@ -342,7 +346,7 @@ def _broken(kind: str, arrays: dict, meta: dict) -> tuple[dict, dict, str]:
     raise AssertionError(kind)
 
 
-KINDS = ['garbage_onnx', 'empty_onnx', 'string_points', 'int_names', 'float_offsets',
+KINDS = ['garbage_onnx', 'empty_onnx', 'string_points', 'int_names', 'float_offsets', 'version_1',
          'no_descriptor_meta', 'descriptor_meta_without_size', 'descriptor_dim', 'fx_zero',
          'fy_negative', 'fx_inf', 'size_zero']
 

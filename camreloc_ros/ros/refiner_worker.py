@@ -62,6 +62,7 @@ from std_msgs.msg import Header
 from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.inference.engine import Prediction
 from camreloc_ros.core.inference.live import LatestSlot
+from camreloc_ros.core.localization.refiner import pose_neighbours
 from camreloc_ros.ros.conversions import pose_with_covariance_stamped, stamp_to_sec
 
 LOG_PERIOD_S = 5.0
@@ -247,9 +248,15 @@ class RefinerWorker:
         K = self._query_intrinsics(rgb) if K is None else K
         if K is None:
             return None
+        position, quaternion, retrieval = pred.position, pred.quaternion, None
+        prior = self.localizer.map_prior() if submit else None
+        if prior is not None:   # localized: the map images nearest the held pose, no trunk pass
+            position, quaternion = prior
+            retrieval = pose_neighbours(self.refiner.map.poses_c2w, position, quaternion,
+                                        self.refiner.conf['top_k_retrieval'])
         try:
-            res = self.refiner.refine(rgb, pred.position, pred.quaternion, pred.covariance,
-                                      K=K)
+            res = self.refiner.refine(rgb, position, quaternion, pred.covariance, K=K,
+                                      retrieval=retrieval)
         except Exception as exc:  # noqa: BLE001 - the refiner must outlive a bad frame
             with self._lock:
                 self.errors += 1

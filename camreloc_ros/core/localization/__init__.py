@@ -15,7 +15,9 @@
 """Localization against a map: the map, its building, matching and the refiner.
 
 Owns: :mod:`map_file` (the versioned ``.npz`` map, never pickled), :mod:`build` (a map from posed
-images: SIFT, depth or triangulation), :mod:`sift` (local features and matching),
+images: SIFT, depth or triangulation), :mod:`tracks` (each point stored once: depth
+observations chained into tracks, one descriptor per point), :mod:`sift` (local features and
+matching),
 :mod:`retrieval` and :mod:`descriptor_onnx` (global descriptors, torch and the map's own ONNX),
 :mod:`refiner` (retrieval + 2D-3D matching + PnP), :mod:`correction` (a pose carried to a
 later frame by odometry or the network's motion: dead reckoning), :mod:`tracker` (a

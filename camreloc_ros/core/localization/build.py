@@ -32,7 +32,13 @@ per-image keypoint arrays and the map statistics; split, each part would pass th
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+import itertools
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -42,15 +48,19 @@ import numpy as np
 
 from camreloc_ros.core.config import check_conf, merge_conf, Spec
 from camreloc_ros.core.geometry import skew
+from camreloc_ros.core.progress import Progress
 from camreloc_ros.core.localization.sift import (extract_sift, match_descriptors, root_sift,
                                                  SIFT_DEFAULTS)
 from camreloc_ros.core.localization.map_file import LocalizationMap
+from camreloc_ros.core.localization.tracks import (merge_depth_tracks, observations,
+                                                   representative_descriptors)
 
 logger = logging.getLogger('camreloc_ros')
 
 default_conf = {
     'points': 'auto',            # auto (depth where frames have it) | depth | triangulate
     'min_points_per_image': 20,  # camreloc map refuses a map below this (median over images)
+    'workers': 0,                # feature threads (0: one per core, at most 4)
     'sift': dict(SIFT_DEFAULTS),
     'gem_p': 3.0,
     'depth': {
@@ -59,6 +69,16 @@ default_conf = {
         'scale': 0.001,          # png units -> metres
         'min_m': 0.1, 'max_m': 10.0,
         'max_spread': 0.05,      # 3x3 neighbourhood must agree within 5 % (no depth edges)
+    },
+    'tracks': {
+        'descriptor': 'mean',    # a point's one descriptor: mean | medoid RootSIFT
+        # depth maps: covisible keypoints whose lifted points agree are one point
+        'merge': True,
+        'ratio': 0.8,
+        'merge_m': 0.02,         # points within 2 cm ...
+        'merge_rel': 0.01,       # ... or 1 % of their distance to the camera
+        'min_track': 1,          # map images a depth point must be seen in (2 drops
+                                 # single-view points: smaller maps of dense recordings)
     },
     'triangulation': {
         'pairs_per_image': 12,   # nearest training poses matched with each image
@@ -76,6 +96,7 @@ default_conf = {
 # Types of the build keys whose bad value would not fail by itself (checked at build).
 schema = {
     'min_points_per_image': Spec('float', lo=0.0),
+    'workers': Spec('int', lo=0),
     'triangulation': {'max_track_length': Spec('int', lo=2, optional=True)},
 }
 
@@ -347,19 +368,18 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     use_depth = any(present) if mode == 'auto' else mode == 'depth'
     t0 = time.perf_counter()
     kps, descs, gdesc, Ks, sizes = [], [], [], [], []
-    for n, f in enumerate(frames):
-        image = read_image(f.image_path)
-        h, w = image.shape[:2]
-        k = intrinsics.scaled(w, h) if (w, h) != (intrinsics.width, intrinsics.height) \
-            else intrinsics
-        xy, d = extract_sift(image, conf['sift'])
-        kps.append(xy)
-        descs.append(d)
-        gdesc.append(descriptor(image))
-        Ks.append(k.matrix())
-        sizes.append((w, h))
-        if (n + 1) % 50 == 0:
-            log(f'  features: {n + 1}/{len(frames)} images ({time.perf_counter() - t0:.0f} s)')
+    workers = int(conf['workers']) or max(1, min(4, os.cpu_count() or 1))
+    with Progress(len(frames), 'map features', log=log) as bar, _single_threaded(workers > 1):
+        for image, xy, d in _features(frames, read_image, conf['sift'], workers):
+            h, w = image.shape[:2]
+            k = intrinsics.scaled(w, h) if (w, h) != (intrinsics.width, intrinsics.height) \
+                else intrinsics
+            kps.append(xy)
+            descs.append(d)
+            gdesc.append(descriptor(image))
+            Ks.append(k.matrix())
+            sizes.append((w, h))
+            bar.update()
     t_feat = time.perf_counter() - t0
     poses = np.stack([f.pose_c2w for f in frames]).astype(np.float64)
     K = np.stack(Ks)
@@ -368,19 +388,25 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     if use_depth:
         per_image, points, point_error = _depth_points(frames, kps, sizes, present, conf,
                                                        stats, warnings)
+        if conf['tracks']['merge']:
+            per_image, points, mstats = merge_depth_tracks(
+                kps, descs, per_image, points, poses,
+                select_pairs(poses, conf['triangulation']), conf['tracks'])
+            point_error = np.zeros(len(points), np.float32)
+            stats.update(mstats, points=int(len(points)))
     else:
         per_image, points, point_error, tstats = triangulate(kps, descs, poses, K,
                                                              conf['triangulation'], log)
         stats.update(tstats)
     t_points = time.perf_counter() - t0 - t_feat
-    kp_xy, kp_desc, kp_point, offsets = [], [], [], [0]
-    for (idx, pid), xy, d in zip(per_image, kps, descs):
-        kp_xy.append(xy[idx])
-        kp_desc.append(d[idx])
-        kp_point.append(pid)
-        offsets.append(offsets[-1] + len(idx))
-    per_img = np.diff(offsets)
-    stats.update(keypoints_with_3d=int(offsets[-1]), seconds_features=round(t_feat, 2),
+    obs_offsets, obs_point, obs_xy = observations(per_image, kps)
+    obs_desc = np.concatenate([d[idx] for (idx, _), d in zip(per_image, descs)]) \
+        if len(obs_point) else np.zeros((0, 128), np.uint8)
+    point_desc = representative_descriptors(obs_point, obs_desc, len(points),
+                                            conf['tracks']['descriptor'])
+    del obs_desc
+    per_img = np.diff(obs_offsets)
+    stats.update(observations=int(obs_offsets[-1]), seconds_features=round(t_feat, 2),
                  seconds_points=round(t_points, 2),
                  points_per_image={'median': float(np.median(per_img)),
                                    'min': int(per_img.min()), 'max': int(per_img.max())})
@@ -392,13 +418,67 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
         names=[f.name for f in frames], poses_c2w=poses, K=K,
         image_size=np.array(sizes, np.int64).reshape(-1, 2),
         global_desc=np.stack(gdesc).astype(np.float32),
-        kp_offsets=np.array(offsets, np.int64),
-        kp_xy=np.concatenate(kp_xy).astype(np.float32).reshape(-1, 2),
-        kp_desc=np.concatenate(kp_desc).astype(np.uint8).reshape(-1, 128),
-        kp_point=np.concatenate(kp_point).astype(np.int32),
-        points=np.asarray(points, np.float64).reshape(-1, 3),
-        point_error=np.asarray(point_error, np.float32), meta=info,
+        points=np.asarray(points, np.float64).reshape(-1, 3), point_desc=point_desc,
+        point_error=np.asarray(point_error, np.float32), obs_offsets=obs_offsets,
+        obs_point=obs_point, obs_xy=obs_xy, meta=info,
         descriptor_onnx=_descriptor_onnx(descriptor))
+
+
+@contextmanager
+def _single_threaded(on: bool):
+    """Run OpenCV and torch on one thread each while feature threads run beside them.
+
+    The parallelism is over images; torch's and OpenCV's own thread pools on top of it
+    oversubscribe the cores, and torch's spinning OpenMP threads then cost 3-4x the CPU
+    (HoloLens walk on 2 busy cores: 800 vs 217 ms of CPU per image).
+    """
+    if not on:
+        yield
+        return
+    torch = sys.modules.get('torch')
+    cv_threads = cv2.getNumThreads()
+    torch_threads = torch.get_num_threads() if torch is not None else None
+    cv2.setNumThreads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(cv_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+
+
+def _features(frames: Sequence, read_image: Callable, sift_conf: dict, workers: int):
+    """Yield ``(image, keypoints, descriptors)`` of each frame, in order.
+
+    The frames are read and described by ``workers`` threads while the caller runs the
+    global descriptor.
+
+    Threads, not processes: OpenCV's SIFT and image decoding release the GIL, and nothing
+    is pickled. At most ``2 * workers`` images are in flight, so memory stays bounded
+    whatever the number of frames.
+    """
+    def one(f):
+        image = read_image(f.image_path)
+        return (image, *extract_sift(image, sift_conf))
+
+    n = int(workers)
+    if n <= 1:
+        for f in frames:
+            yield one(f)
+        return
+    with ThreadPoolExecutor(n, thread_name_prefix='map-features') as pool:
+        pending = deque()
+        it = iter(frames)
+        for f in itertools.islice(it, 2 * n):
+            pending.append(pool.submit(one, f))
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(one, nxt))
+            yield result
 
 
 def _depth_points(frames: Sequence, kps: list, sizes: list, present: list, conf: dict,
@@ -459,7 +539,7 @@ def unusable_reason(lmap: LocalizationMap, min_points_per_image: float) -> str |
     frame, so writing it would only hide the problem until the robot runs.
     """
     stats = lmap.meta.get('stats', {})
-    per_img = np.diff(lmap.kp_offsets)
+    per_img = np.diff(lmap.obs_offsets)
     median = float(np.median(per_img)) if len(per_img) else 0.0
     if median >= min_points_per_image:
         return None

@@ -155,22 +155,24 @@ def fit_kind(nees_pos_n: Sequence[float], nees_rot_n: Sequence[float],
 def submap(lmap, keep_n: np.ndarray):
     """Restrict the map to the images ``keep_n`` (bool mask or indices); keep every point.
 
-    Every keypoint keeps its point index, so 3D points seen only by dropped images are simply
-    never matched. No descriptor network: the caller describes queries. No covariance
+    Every observation keeps its point index, so 3D points seen only by dropped images are
+    never candidates. A point seen by a dropped image and others keeps the position and
+    descriptor it has from all of them (a small leak the calibration accepts: rebuilding the
+    points per held-out image would cost a map build each). No descriptor network: the
+    caller describes queries. No covariance
     calibration either, and no warning about it: a refiner or tracker on the sub-map gives the
     raw PnP covariance, which is what calibration measures.
     """
     keep = np.zeros(len(lmap), bool)
     keep[np.asarray(keep_n)] = True
-    counts = np.diff(lmap.kp_offsets)
-    kp_keep = np.repeat(keep, counts)
+    counts = np.diff(lmap.obs_offsets)
+    obs_keep = np.repeat(keep, counts)
     sub = dataclasses.replace(   # the map's own class: map_file imports this module
         lmap, descriptor_onnx=None, names=[n for n, k in zip(lmap.names, keep) if k],
         poses_c2w=lmap.poses_c2w[keep],
         K=lmap.K[keep], image_size=lmap.image_size[keep], global_desc=lmap.global_desc[keep],
-        kp_offsets=np.r_[0, np.cumsum(counts[keep])].astype(np.int64),
-        kp_xy=lmap.kp_xy[kp_keep], kp_desc=lmap.kp_desc[kp_keep],
-        kp_point=lmap.kp_point[kp_keep], points=lmap.points, point_error=lmap.point_error,
+        obs_offsets=np.r_[0, np.cumsum(counts[keep])].astype(np.int64),
+        obs_xy=lmap.obs_xy[obs_keep], obs_point=lmap.obs_point[obs_keep],
         meta={k: v for k, v in lmap.meta.items() if k != 'covariance_calibration'},
         path=lmap.path)
     sub.__dict__['_uncalibrated_warned'] = set(KINDS)   # raw on purpose: no warning

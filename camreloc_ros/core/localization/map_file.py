@@ -20,19 +20,25 @@ Arrays (all plain dtypes, read with ``np.load(allow_pickle=False)``):
   split, how 3D points were made, feature and descriptor settings, build statistics)
 * ``names`` (N,) str; ``poses_c2w`` (N, 4, 4); ``K`` (N, 3, 3); ``image_size`` (N, 2) w, h
 * ``global_desc`` (N, D) float32, unit norm
-* ``kp_offsets`` (N + 1,): keypoints of image i are rows ``kp_offsets[i]:kp_offsets[i+1]`` of
-  ``kp_xy`` (M, 2) float32, ``kp_desc`` (M, 128) uint8 and ``kp_point`` (M,) int32
-* ``points`` (P, 3) world coordinates (m); ``point_error`` (P,) mean reprojection error (px)
+* points, each stored once (:mod:`~camreloc_ros.core.localization.tracks`): ``points`` (P, 3)
+  float32 in a local frame whose origin in the world is ``origin`` (3,) float64 (in memory,
+  :attr:`LocalizationMap.points` is float64 world coordinates); ``point_desc`` (P, 128)
+  uint8, one quantized RootSIFT per point; ``point_error`` (P,) mean reprojection error (px)
+* visibility: ``obs_offsets`` (N + 1,): image i sees points ``obs_point[a:b]`` (int32) at
+  pixels ``obs_xy[a:b]`` (float32), ``a, b = obs_offsets[i], obs_offsets[i + 1]``
 * optional ``descriptor_onnx`` (uint8 bytes): the network that made ``global_desc`` (trunk +
   GeM) as ONNX, so a refiner describes queries identically without torch
-  (:mod:`camreloc_ros.core.localization.descriptor_onnx`); maps written before it lack it
+  (:mod:`camreloc_ros.core.localization.descriptor_onnx`)
+
+Version 2 (the compact map) replaced version 1's one point and descriptor per keypoint
+(``kp_*`` arrays); a version-1 map is refused with the command that rebuilds it.
 
 ``meta.covariance_calibration`` (optional, :mod:`~camreloc_ros.core.localization.calibration`):
 per kind (``refined``, ``tracked``) the scales of the position and rotation blocks that make
 the PnP covariance match errors measured at build; applied by
 :meth:`LocalizationMap.calibrated_covariance`. Maps without it load, uncalibrated (a warning).
 
-Only keypoints with a 3D point are stored: the query is matched against exactly those.
+Only points are matched: a query's keypoints against the points its candidate images see.
 The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the
 training frames (names and poses); a mismatch is a :class:`MapError`, never a wrong pose.
 
@@ -65,15 +71,16 @@ from camreloc_ros.core.io import atomic_output, clean_stale_temps, content_diges
 logger = logging.getLogger('camreloc_ros')
 
 MAP_FORMAT = 'camreloc_ros.localization_map'
-MAP_VERSION = 1
-ARRAYS = ('names', 'poses_c2w', 'K', 'image_size', 'global_desc', 'kp_offsets', 'kp_xy',
-          'kp_desc', 'kp_point', 'points', 'point_error')
+MAP_VERSION = 2
+ARRAYS = ('names', 'poses_c2w', 'K', 'image_size', 'global_desc', 'origin', 'points',
+          'point_desc', 'point_error', 'obs_offsets', 'obs_point', 'obs_xy')
 DIGEST_KEY = 'content_sha256'   # in meta: content_digest of everything else in the file
 # dtype kinds each array may have (numpy ``dtype.kind``), and the word the error uses
 DTYPES = {'names': ('U', 'str'), 'poses_c2w': ('f', 'float'), 'K': ('f', 'float'),
-          'image_size': ('iu', 'int'), 'global_desc': ('f', 'float'),
-          'kp_offsets': ('iu', 'int'), 'kp_xy': ('f', 'float'), 'kp_desc': ('u', 'uint8'),
-          'kp_point': ('iu', 'int'), 'points': ('f', 'float'), 'point_error': ('f', 'float'),
+          'image_size': ('iu', 'int'), 'global_desc': ('f', 'float'), 'origin': ('f', 'float'),
+          'points': ('f', 'float'), 'point_desc': ('u', 'uint8'),
+          'point_error': ('f', 'float'), 'obs_offsets': ('iu', 'int'),
+          'obs_point': ('iu', 'int'), 'obs_xy': ('f', 'float'),
           'meta': ('u', 'uint8'), 'descriptor_onnx': ('u', 'uint8')}
 # the stored descriptor network's interface: (1, 3, H, W) float32 -> (1, D) unit norm
 DESCRIPTOR_INPUT, DESCRIPTOR_OUTPUT = 'image', 'descriptor'
@@ -141,12 +148,12 @@ class LocalizationMap:
     K: np.ndarray                   # noqa: N815 - the usual name
     image_size: np.ndarray
     global_desc: np.ndarray
-    kp_offsets: np.ndarray
-    kp_xy: np.ndarray
-    kp_desc: np.ndarray
-    kp_point: np.ndarray
-    points: np.ndarray
+    points: np.ndarray              # (P, 3) float64 world (float32 local + origin on disk)
+    point_desc: np.ndarray          # (P, 128) uint8 quantized RootSIFT
     point_error: np.ndarray
+    obs_offsets: np.ndarray
+    obs_point: np.ndarray
+    obs_xy: np.ndarray
     meta: dict = field(default_factory=dict)
     path: Path | None = None
     descriptor_onnx: bytes | None = None
@@ -154,10 +161,25 @@ class LocalizationMap:
     def __len__(self) -> int:
         return len(self.names)
 
-    def image_keypoints(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Keypoints ``(n, 2)``, descriptors ``(n, 128)`` and 3D points ``(n, 3)`` of image i."""
-        a, b = int(self.kp_offsets[i]), int(self.kp_offsets[i + 1])
-        return self.kp_xy[a:b], self.kp_desc[a:b], self.points[self.kp_point[a:b]]
+    def image_observations(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels ``(n, 2)`` where image i sees its points, and their ids ``(n,)``."""
+        a, b = int(self.obs_offsets[i]), int(self.obs_offsets[i + 1])
+        return self.obs_xy[a:b], self.obs_point[a:b]
+
+    def image_points(self, images) -> np.ndarray:
+        """Sorted ids of the points any of ``images`` (map indices) sees: match candidates."""
+        ids = [self.obs_point[int(self.obs_offsets[i]):int(self.obs_offsets[i + 1])]
+               for i in images]
+        return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int32)
+
+    def point_roots(self, ids: np.ndarray) -> np.ndarray:
+        """Unit-norm float32 RootSIFT ``(n, 128)`` of points ``ids`` (what matching uses)."""
+        from camreloc_ros.core.localization.tracks import dequantize_root
+        return dequantize_root(self.point_desc[ids])
+
+    def visibility(self) -> np.ndarray:
+        """Count the map images that see each point ``(P,)``."""
+        return np.bincount(self.obs_point, minlength=len(self.points))
 
     def check_pairing(self, checkpoint_sha256: str | None = None,
                       train_fingerprint: str | None = None, checkpoint: str = '',
@@ -217,7 +239,7 @@ class LocalizationMap:
         """One line for logs."""
         m = self.meta
         return (f'{len(self)} images, {len(self.points)} points '
-                f'({m.get("points_from", "?")}), {len(self.kp_xy)} keypoints')
+                f'({m.get("points_from", "?")}), {len(self.obs_point)} observations')
 
 
 def map_digest(arrays: dict, meta: dict) -> str:
@@ -262,7 +284,17 @@ def save_map(lmap: LocalizationMap, path: str | Path) -> Path:
     clean_stale_temps(path.parent)
     meta = {k: v for k, v in lmap.meta.items() if k != DIGEST_KEY}
     meta.update(format=MAP_FORMAT, version=MAP_VERSION)
-    arrays = {k: np.asarray(getattr(lmap, k)) for k in ARRAYS}
+    arrays = {k: np.asarray(getattr(lmap, k)) for k in ARRAYS if k != 'origin'}
+    points = np.asarray(lmap.points, np.float64).reshape(-1, 3)
+    origin = np.round(points.mean(axis=0), 3) if len(points) else np.zeros(3)
+    arrays['origin'] = origin
+    arrays['points'] = (points - origin).astype(np.float32)
+    arrays['point_desc'] = np.asarray(lmap.point_desc, np.uint8)
+    arrays['point_error'] = np.asarray(lmap.point_error, np.float32)
+    arrays['obs_offsets'] = np.asarray(lmap.obs_offsets, np.int64)
+    arrays['obs_point'] = np.asarray(lmap.obs_point, np.int32)
+    arrays['obs_xy'] = np.asarray(lmap.obs_xy, np.float32)
+    arrays['global_desc'] = np.asarray(lmap.global_desc, np.float32)
     arrays['names'] = np.asarray([str(n) for n in lmap.names], dtype=np.str_)
     if lmap.descriptor_onnx is not None:
         arrays['descriptor_onnx'] = np.frombuffer(bytes(lmap.descriptor_onnx), np.uint8)
@@ -365,15 +397,18 @@ def load_map(path: str | Path) -> LocalizationMap:
         raise MapError(f'map {path} is not a camreloc localization map '
                        f'(format {meta.get("format") if isinstance(meta, dict) else None!r})')
     if meta.get('version') != MAP_VERSION:
+        why = (' (version 1 stored a point and a descriptor per keypoint; version 2 stores '
+               'each point once)' if meta.get('version') == 1 else '')
         raise MapError(f'map {path} has version {meta.get("version")}; this camreloc_ros '
-                       f'reads version {MAP_VERSION}: rebuild it with `camreloc map`')
+                       f'reads version {MAP_VERSION}{why}: rebuild it with '
+                       f'`{rebuild_command(meta, path)}`')
     missing = [k for k in ARRAYS if k not in data]
     _expect(not missing, path, f'missing arrays {", ".join(missing)}')
     _check_dtypes(data, path)
     wrong = [k for k in META_DICTS if k in meta and not isinstance(meta[k], dict)]
     _expect(not wrong, path, f'meta.{", meta.".join(wrong)} is not a mapping')
     n = len(data['names'])
-    m = len(data['kp_xy'])
+    m = len(data['obs_point'])
     p = len(data['points'])
     _expect(data['names'].ndim == 1 and n > 0, path, 'no images')
     _expect(data['poses_c2w'].shape == (n, 4, 4), path, 'poses_c2w shape')
@@ -381,16 +416,17 @@ def load_map(path: str | Path) -> LocalizationMap:
     _expect(data['image_size'].shape == (n, 2), path, 'image_size shape')
     _expect(data['global_desc'].ndim == 2 and len(data['global_desc']) == n, path,
             'global_desc shape')
-    off = data['kp_offsets']
+    off = data['obs_offsets']
     _expect(off.shape == (n + 1,) and off[0] == 0 and off[-1] == m
-            and bool(np.all(np.diff(off) >= 0)), path, 'kp_offsets')
-    _expect(data['kp_xy'].shape == (m, 2) and data['kp_desc'].shape == (m, 128)
-            and data['kp_point'].shape == (m,), path, 'keypoint arrays')
-    _expect(data['points'].shape == (p, 3) and data['point_error'].shape == (p,), path,
-            'points shape')
-    _expect(m == 0 or (int(data['kp_point'].min()) >= 0 and int(data['kp_point'].max()) < p),
-            path, 'kp_point out of range')
-    for k in ('poses_c2w', 'K', 'global_desc', 'kp_xy', 'points'):
+            and bool(np.all(np.diff(off) >= 0)), path, 'obs_offsets')
+    _expect(data['obs_xy'].shape == (m, 2) and data['obs_point'].shape == (m,), path,
+            'observation arrays')
+    _expect(data['points'].shape == (p, 3) and data['point_error'].shape == (p,)
+            and data['point_desc'].shape == (p, 128), path, 'points shape')
+    _expect(data['origin'].shape == (3,), path, 'origin shape')
+    _expect(m == 0 or (int(data['obs_point'].min()) >= 0 and int(data['obs_point'].max()) < p),
+            path, 'obs_point out of range')
+    for k in ('poses_c2w', 'K', 'global_desc', 'obs_xy', 'points', 'origin'):
         _expect(bool(np.all(np.isfinite(data[k]))), path, f'{k} has NaN or inf')
     _check_cameras(data, path)
     if CALIBRATION_KEY in meta:
@@ -407,6 +443,16 @@ def load_map(path: str | Path) -> LocalizationMap:
                        'content digest stored when it was written; rebuild it with '
                        '`camreloc map`')
     onnx = _check_descriptor(data, meta, path)
+    points = data['points'].astype(np.float64) + data['origin'].astype(np.float64)
     return LocalizationMap(names=[str(s) for s in data['names']],
-                           **{k: data[k] for k in ARRAYS if k != 'names'}, meta=meta, path=path,
-                           descriptor_onnx=onnx)
+                           **{k: data[k] for k in ARRAYS if k not in ('names', 'origin',
+                                                                      'points')},
+                           points=points, meta=meta, path=path, descriptor_onnx=onnx)
+
+
+def rebuild_command(meta: dict, path: Path | str) -> str:
+    """Return the ``camreloc map`` command that rebuilds a map, from what its header says."""
+    ck = meta.get('checkpoint') if isinstance(meta.get('checkpoint'), dict) else {}
+    ds = meta.get('dataset') if isinstance(meta.get('dataset'), dict) else {}
+    return (f'camreloc map --model {ck.get("path") or "CKPT"} --data {ds.get("root") or "DIR"}'
+            f' --out {path} --overwrite')

@@ -46,7 +46,9 @@ ASPECT_TOLERANCE = 0.01   # calibration vs image aspect ratio: beyond it a crop,
 default_conf = {
     'top_k_retrieval': 5,      # training images ranked highest by the global descriptor
     'top_k_prior': 3,          # training images posed nearest to the network's pose
-    'ratio': 0.8,              # Lowe's ratio test
+    'ratio': 0.8,              # Lowe's ratio test (over the candidate points, see
+                               # match_to_images)
+    'per_image_ratio': False,  # the ratio test per map image instead (version-1 maps)
     'solver': 'auto',          # auto (poselib, else pycolmap, else opencv) | poselib |
                                # pycolmap | opencv (USAC MAGSAC + Levenberg-Marquardt)
     'ransac_px': 8.0,          # inlier threshold of the robust solver (pixels)
@@ -274,6 +276,34 @@ def map_descriptor(lmap: LocalizationMap, model=None, device: str = 'cpu', threa
     return GlobalDescriptor(PoseModel.from_checkpoint(model), p, str(resolve_device(device)))
 
 
+def match_to_images(q_root: np.ndarray, lmap: LocalizationMap, images: list, ratio: float,
+                    per_image: bool = False) -> np.ndarray:
+    """Query RootSIFT ``(n, 128)`` -> unique pairs ``(m, 2)`` (query index, point id).
+
+    One matrix product against every point the ``images`` see, each point once, with the
+    ratio test over all of them (``per_image``: over each image's points, as version-1 maps
+    matched). An exact product was chosen over approximate indices after measuring them on
+    the HoloLens walk's candidate sets (docs/performance.md, "Compact map"): at a few
+    thousand candidates BLAS beats OpenCV FLANN (kd-tree, 87 % recall at 3x the time) and
+    equals faiss' flat index; a global faiss HNSW over the whole map found 35 %.
+    """
+    cand = lmap.image_points(images)
+    if len(cand) == 0 or len(q_root) == 0:
+        return np.zeros((0, 2), np.int64)
+    roots = lmap.point_roots(cand)
+    if not per_image:
+        qi, ci = match_descriptors(q_root, roots, ratio)
+        return np.stack([qi, cand[ci].astype(np.int64)], 1)
+    qi, pid = [], []
+    for i in images:
+        cols = np.searchsorted(cand, lmap.image_observations(i)[1])
+        ia, ib = match_descriptors(q_root, roots[cols], ratio)
+        qi.append(ia)
+        pid.append(cand[cols[ib]])
+    return np.unique(np.stack([np.concatenate(qi), np.concatenate(pid)], 1).astype(np.int64),
+                     axis=0)
+
+
 class Refiner:
     """Refine network poses against a :class:`LocalizationMap`.
 
@@ -294,7 +324,6 @@ class Refiner:
                               or {})
         if self.conf['max_keypoints']:
             self.sift_conf['max_keypoints'] = int(self.conf['max_keypoints'])
-        self._roots: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_files(cls, map_path, model, conf: dict | None = None, device: str = 'cpu',
@@ -310,12 +339,6 @@ class Refiner:
         lmap = load_map(map_path)
         lmap.check_pairing(model_sha256(model), checkpoint=str(model))
         return cls(lmap, map_descriptor(lmap, model, device, threads), conf)
-
-    def _image_root(self, i: int) -> np.ndarray:
-        if i not in self._roots:
-            a, b = int(self.map.kp_offsets[i]), int(self.map.kp_offsets[i + 1])
-            self._roots[i] = root_sift(self.map.kp_desc[a:b])
-        return self._roots[i]
 
     def retrieve(self, image: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Map image indices ranked by global-descriptor similarity, and the similarities."""
@@ -383,16 +406,8 @@ class Refiner:
         q_root = root_sift(desc)
         t2 = time.perf_counter()
         times['features'] = t2 - t1
-        qi, pid = [], []
-        for i in chosen:
-            ia, ib = match_descriptors(q_root, self._image_root(i), conf['ratio'])
-            a = int(self.map.kp_offsets[i])
-            qi.append(ia)
-            pid.append(self.map.kp_point[a + ib])
-        if qi:
-            pairs = np.unique(np.stack([np.concatenate(qi), np.concatenate(pid)], 1), axis=0)
-        else:
-            pairs = np.zeros((0, 2), np.int64)
+        pairs = match_to_images(q_root, self.map, chosen, conf['ratio'],
+                                conf['per_image_ratio'])
         t3 = time.perf_counter()
         times['matching'] = t3 - t2
 

@@ -235,6 +235,19 @@ class Localizer:
         cov = np.asarray(cov, np.float64)
         return cov if calibrate is None else np.asarray(calibrate(kind, cov), np.float64)
 
+    def map_prior(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the localized pose ``(position, quaternion)`` a refinement may start from.
+
+        While ``localized``, the held pose is centimetres from the truth, so the refiner
+        picks the map images posed nearest to it instead of running retrieval (a trunk pass
+        beside the network on the same cores). Otherwise None: relocalizing needs retrieval.
+        Safe from the refiner's thread: the held pose is replaced, never changed in place.
+        """
+        last = self._last_good
+        if self.state != 'localized' or last is None:
+            return None
+        return last.T[:3, 3].copy(), matrix_to_quat(last.T[:3, :3])
+
     def counters(self) -> dict:
         """Return a copy of the frame, tracking and refinement counts (thread-safe)."""
         with self._lock:

@@ -281,14 +281,11 @@ def map_correspondences(lmap: LocalizationMap, image: np.ndarray, T_c2w_44: np.n
     """
     xy, desc = extract_sift(image, sift_conf or (lmap.meta.get('conf') or {}).get('sift'))
     quat = matrix_to_quat(T_c2w_44[:3, :3])
-    qi, pid = [], []
-    for i in pose_neighbours(lmap.poses_c2w, T_c2w_44[:3, 3], quat, images):
-        ia, ib = match_descriptors(desc, lmap.kp_desc[lmap.kp_offsets[i]:lmap.kp_offsets[i + 1]])
-        qi.append(ia)
-        pid.append(lmap.kp_point[int(lmap.kp_offsets[i]) + ib])
-    if not qi:
+    cand = lmap.image_points(pose_neighbours(lmap.poses_c2w, T_c2w_44[:3, 3], quat, images))
+    if len(cand) == 0:
         return np.zeros((0, 2)), np.zeros((0, 3))
-    pairs = np.unique(np.stack([np.concatenate(qi), np.concatenate(pid)], 1), axis=0)
+    qi, ci = match_descriptors(desc, lmap.point_roots(cand))
+    pairs = np.stack([qi, cand[ci].astype(np.int64)], 1)
     x2, X3 = xy[pairs[:, 0]].astype(np.float64), lmap.points[pairs[:, 1]]
     uv, z = project(T_c2w_44, K, X3)
     keep = (z > 0) & (np.linalg.norm(uv - x2, axis=1) <= max_px)
@@ -581,8 +578,7 @@ class Tracker:
             return 0
         lmap = self.map
         near = self._nearest_images(rc['images'])
-        ids = np.unique(np.concatenate(
-            [lmap.kp_point[lmap.kp_offsets[i]:lmap.kp_offsets[i + 1]] for i in near]))
+        ids = lmap.image_points(near)
         ids = ids[~np.isin(ids, self._ids)]
         if len(ids) == 0:
             return 0
