@@ -31,6 +31,7 @@ pose at a subscriber), output rate, transport losses and latest-frame drops, the
 runtime's bare ``engine.predict`` time measured in the same run, and the overhead ratio.
 
     PYTHONPATH=. .venv/bin/python benchmarks/live_node.py --seconds 20 [--model ckpt.pt]
+        [--precision fp32,int8]
 """
 
 import argparse
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--model', help='checkpoint; default: a lite0 regressor built now')
     parser.add_argument('--runtime', type=csv_list(str), default=['onnx', 'torch'],
                         help='node runtimes to measure, comma-separated (torch, onnx)')
+    parser.add_argument('--precision', type=csv_list(str), default=['fp32'],
+                        help='CNN precisions, comma-separated (int8: onnx only, the .pt is '
+                        'quantized once on its training frames of the HoloLens walk)')
     parser.add_argument('--seconds', type=float, default=20.0, help='stream duration')
     parser.add_argument('--map', default='', help='localization map of --model: the refiner '
                         'runs beside the network (issue 11: answered share while refining)')
@@ -197,7 +201,7 @@ def load_average() -> str:
 
 
 def bare_forward_ms(model: str, runtime: str, device: str, threads: int, frame: np.ndarray,
-                    runs: int, rate: float) -> tuple[float, float]:
+                    runs: int, rate: float, precision: str = 'fp32') -> tuple[float, float]:
     """Median ``engine.predict`` time on one camera frame (preprocessing included).
 
     Measured in a worker thread, as the node runs the engine: on a busy machine torch calls
@@ -210,7 +214,8 @@ def bare_forward_ms(model: str, runtime: str, device: str, threads: int, frame: 
     from camreloc_ros.core.inference.runtimes import live_threads
 
     engine = InferenceEngine.from_checkpoint(model, runtime=runtime, device=device,
-                                             threads=threads or live_threads())
+                                             threads=threads or live_threads(),
+                                             precision=precision)
     times: dict[bool, list[float]] = {False: [], True: []}
 
     def measure() -> None:
@@ -240,7 +245,20 @@ def build_default_model(directory: Path) -> Path:
     return build_model('posenet').save_checkpoint(directory / 'bench_regressor.pt')
 
 
-def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: float) -> dict:
+def int8_model(model: str, workdir: Path) -> str:
+    """Return the int8 export of ``model`` (an .onnx as it is), calibrated on the walk."""
+    from camreloc_ros.core.inference.quantize import cached_int8
+    from camreloc_ros.core.models.pose_model import load_checkpoint_file
+
+    if model.endswith('.onnx'):
+        return model
+    extra = load_checkpoint_file(Path(model)).get('extra') or {}
+    fmt = None if (extra.get('data') or {}).get('format') else 'posed'
+    return str(cached_int8(model, DATA_DIR, workdir / 'cache' / 'onnx', fmt=fmt))
+
+
+def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: float,
+                  precision: str = 'fp32') -> dict:
     """Node in this process, publisher in a child; returns the measured numbers."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -253,6 +271,7 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
     rclpy.init()
     node = LocalizerNode(parameter_overrides=[Parameter('model', value=model),
                                               Parameter('runtime', value=runtime),
+                                              Parameter('precision', value=precision),
                                               Parameter('threads', value=args.threads),
                                               Parameter('device', value=args.device),
                                               Parameter('path_length', value=0),
@@ -304,10 +323,11 @@ def run_benchmark(args: argparse.Namespace, model: str, runtime: str, rate: floa
     # after the stream, with the node idle: the same machine state, nothing else running here
     frame = camera_frames(args.width, args.height, 1)[0]
     forward_ms, paced_ms = bare_forward_ms(model, runtime, args.device, args.threads, frame,
-                                           args.forward_runs, rate)
+                                           args.forward_runs, rate, precision)
     pct = (lambda a, q: float(np.percentile(a, q)) if a.size else float('nan'))
     return {
-        'model': Path(model).name, 'device': device, 'runtime': runtime,
+        'model': Path(model).name, 'device': device,
+        'runtime': runtime if precision == 'fp32' else f'{runtime} {precision}',
         'frame': f'{args.width}x{args.height} rgb8', 'rate': rate,
         'profile': 'none' if args.profile.lower() == 'none' else Path(args.profile).name,
         'sent': published['sent'], 'seconds': published['seconds'],
@@ -387,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         model = args.model or str(build_default_model(workdir))
         results = []
         for runtime in args.runtime:
-            for rate in args.rate:
-                results.append(run_benchmark(args, model, runtime, rate))
+            for precision in args.precision:
+                path = int8_model(model, workdir) if precision == 'int8' else model
+                for rate in args.rate:
+                    results.append(run_benchmark(args, path, runtime, rate, precision))
                 print(f'measured {runtime} at {rate:g} Hz', file=sys.stderr, flush=True)
         print(markdown(results))
     finally:

@@ -25,12 +25,16 @@ import sys
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = [
     ('forward time per backbone', ['forward.py']),
+    ('the network near the floor: sgemm floor, fp32 / int8 / bf16 forward, the node per frame '
+     '(issue 21)', ['forward.py', '--floor']),
     ('frozen-feature cache', ['feature_cache.py']),
     ('training input pipeline, 0/1/2 workers', ['input_pipeline.py']),
     ('runtimes (eager, ONNX Runtime, ...)', ['runtimes.py']),
     ('live node', ['live_node.py']),
     ('bag-eval vs evaluate', ['bag_eval.py']),
     ('refiner on a depth map (7-Scenes mini, leave one out)', ['refine_depth.py']),
+    ('refiner on one core: matchers, stages, map size (make demo first)',
+     ['refine_speed.py']),
     ('geometric tracker per frame, native and VGA (HoloLens walk)', ['tracker.py']),
     ('live node with a map: every published pose scored by stamp, with and without odometry',
      ['live_map.py']),

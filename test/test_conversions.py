@@ -21,8 +21,9 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from camreloc_ros.ros.conversions import (check_image, compressed_to_rgb, covariance_to_list,
-                                          image_to_rgb, ImageConversionError, ns_to_stamp,
+from camreloc_ros.ros.conversions import (check_image, compressed_pixels, compressed_to_rgb,
+                                          covariance_to_list, image_to_rgb,
+                                          ImageConversionError, ns_to_stamp, pose_msg,
                                           pose_stamped, pose_with_covariance_stamped,
                                           rgb_to_compressed, rgb_to_image, sec_to_stamp,
                                           stamp_to_ns, stamp_to_sec, transform_stamped,
@@ -149,6 +150,22 @@ def test_bad_compressed_images(fmt, data, error):
         compressed_to_rgb(CompressedImage(format=fmt, data=data))
 
 
+def test_compressed_pixels_are_the_decoders_bgr(rgb):
+    """The node's compressed path skips the full-frame colour conversion, same poses.
+
+    It hands the decoder's BGR on with order 'bgr'; the preprocessor swaps the resized planes,
+    which gives exactly the input the converted RGB frame gives.
+    """
+    from camreloc_ros.core.data.transforms import Preprocessor
+
+    jpeg = rgb_to_compressed(rgb, 'jpeg', quality=90)
+    bgr, order = compressed_pixels(jpeg)
+    assert order == 'bgr'
+    np.testing.assert_array_equal(bgr[..., ::-1], compressed_to_rgb(jpeg))
+    pre = Preprocessor(224, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    np.testing.assert_array_equal(pre(bgr, order='bgr'), pre(compressed_to_rgb(jpeg)))
+
+
 def test_truncated_jpeg(rgb):
     """A JPEG cut short is a bad message, not a half-grey frame."""
     data = bytes(rgb_to_compressed(rgb, 'jpeg').data)
@@ -178,6 +195,12 @@ def test_pose_messages_agree():
     assert isinstance(msg, PoseWithCovarianceStamped)
     np.testing.assert_allclose(np.asarray(msg.pose.covariance).reshape(6, 6), cov)
     assert msg.pose.covariance[1] == pytest.approx(cov[0, 1])
+    # the node builds one Pose for both topics: the same message either way
+    body = pose_msg(position, quat)
+    assert pose_stamped(header, position, quat, body) == pose
+    shared = pose_with_covariance_stamped(header, position, quat, cov, body)
+    assert shared.pose.pose is body and shared == msg
+    np.testing.assert_array_equal(msg.pose.covariance, covariance_to_list(cov))
     tf = transform_stamped(header, 'camreloc_camera', position, quat)
     assert tf.child_frame_id == 'camreloc_camera' and tf.header.stamp.sec == 3
     assert (tf.transform.translation.y, tf.transform.rotation.w) == (-2.0, 0.8)

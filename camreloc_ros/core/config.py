@@ -29,8 +29,11 @@ import yaml
 # The inference runtimes and CNN precisions, by name: one constant that training (whose
 # ``train.precision`` schema may not import inference/), inference, the tools and the node
 # parameters all read, so a new precision cannot be accepted by one and refused by another.
+# Which runtime and device run which precision: core/inference/precision.py. int8 is an
+# inference precision only (a quantized ONNX export), so training takes the first three.
 RUNTIMES = ('auto', 'torch', 'onnx')
-PRECISIONS = ('fp32', 'fp16', 'bf16')
+PRECISIONS = ('fp32', 'fp16', 'bf16', 'int8')
+TRAIN_PRECISIONS = ('fp32', 'fp16', 'bf16')
 
 
 class ConfigError(ValueError):

@@ -33,8 +33,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from camreloc_ros.core.data.images import (  # noqa: F401 - re-exported for the node
-    check_compressed, check_image, COMPRESSED_SIGNATURES, compressed_format, compressed_to_rgb,
-    ENCODINGS, image_pixels, image_to_rgb, ImageConversionError, UnsupportedEncodingError)
+    check_compressed, check_image, COMPRESSED_SIGNATURES, compressed_format, compressed_pixels,
+    compressed_to_rgb, ENCODINGS, image_pixels, image_to_rgb, ImageConversionError,
+    UnsupportedEncodingError)
 from camreloc_ros.core.robot.messages import (compressed_format_string, covariance_fields,
                                               image_fields, quaternion_fields, seconds_to_ns,
                                               stamp_ns, stamp_seconds, time_fields, vector_fields)
@@ -121,18 +122,28 @@ def covariance_to_list(covariance: np.ndarray) -> list[float]:
 
 
 def pose_stamped(header: Header, position: Sequence[float],
-                 quaternion: Sequence[float]) -> PoseStamped:
-    """``geometry_msgs/PoseStamped`` with the given header (the image's stamp, the map frame)."""
-    return PoseStamped(header=header, pose=pose_msg(position, quaternion))
+                 quaternion: Sequence[float], pose: Pose | None = None) -> PoseStamped:
+    """``geometry_msgs/PoseStamped`` with the given header (the image's stamp, the map frame).
+
+    ``pose``: the :func:`pose_msg` of ``position`` and ``quaternion`` when already built
+    (the node builds it once for its pose topics).
+    """
+    if pose is None:
+        pose = pose_msg(position, quaternion)
+    return PoseStamped(header=header, pose=pose)
 
 
 def pose_with_covariance_stamped(header: Header, position: Sequence[float],
-                                 quaternion: Sequence[float],
-                                 covariance: np.ndarray) -> PoseWithCovarianceStamped:
-    """``geometry_msgs/PoseWithCovarianceStamped``; covariance as :func:`covariance_to_list`."""
+                                 quaternion: Sequence[float], covariance: np.ndarray,
+                                 pose: Pose | None = None) -> PoseWithCovarianceStamped:
+    """``geometry_msgs/PoseWithCovarianceStamped``; covariance as :func:`covariance_to_list`.
+
+    The covariance goes in as the float64 array itself: rclpy checks a list element by
+    element (0.1 ms a message), an array by its dtype and size only.
+    """
     msg = PoseWithCovarianceStamped(header=header)
-    msg.pose.pose = pose_msg(position, quaternion)
-    msg.pose.covariance = covariance_to_list(covariance)
+    msg.pose.pose = pose_msg(position, quaternion) if pose is None else pose
+    msg.pose.covariance = covariance_fields(covariance)
     return msg
 
 

@@ -57,9 +57,10 @@ from camreloc_ros.core.inference.engine import InferenceEngine, Prediction, reso
 from camreloc_ros.core.inference.runtimes import is_onnx_file, live_threads
 from camreloc_ros.ros.camera_check import CameraCheck
 from camreloc_ros.core.inference.live import LatestSlot, LiveStats, PoseGate
-from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_to_rgb,
-                                          image_pixels, ImageConversionError, pose_stamped,
-                                          pose_with_covariance_stamped, stamp_to_sec)
+from camreloc_ros.ros.conversions import (check_compressed, check_image, compressed_pixels,
+                                          image_pixels, ImageConversionError, pose_msg,
+                                          pose_stamped, pose_with_covariance_stamped,
+                                          stamp_to_sec)
 from camreloc_ros.ros.diagnostics import Health
 from camreloc_ros.ros.parameters import (check_value, ConfigurationError, expected_value,
                                          min_image_side, MIN_IMAGE_SIDE, parameter_descriptor,
@@ -367,9 +368,10 @@ class LocalizerNode(LifecycleNode):
         self._check_size(int(msg.height), int(msg.width))
 
     def _compressed_pixels(self, msg: CompressedImage) -> tuple[np.ndarray, str]:
-        rgb = compressed_to_rgb(msg)
-        self._check_size(rgb.shape[0], rgb.shape[1])
-        return rgb, 'rgb'
+        """Decode to the decoder's BGR (the preprocessor swaps the small resized planes)."""
+        pixels, order = compressed_pixels(msg)
+        self._check_size(pixels.shape[0], pixels.shape[1])
+        return pixels, order
 
     @staticmethod
     def _raw_pixels(msg: Image) -> tuple[np.ndarray, str]:
@@ -512,9 +514,10 @@ class LocalizerNode(LifecycleNode):
     def _publish(self, header: Header, pred: Prediction, camera: Prediction) -> None:
         """Publish base_frame's pose ``pred``; ``camera`` is the camera's (tf_mode camera)."""
         ents = self._entities
-        pose = pose_stamped(header, pred.position, pred.quaternion)
+        body = pose_msg(pred.position, pred.quaternion)   # one Pose for both topics
+        pose = pose_stamped(header, pred.position, pred.quaternion, body)
         ents['pose_cov'].publish(pose_with_covariance_stamped(
-            header, pred.position, pred.quaternion, pred.covariance))
+            header, pred.position, pred.quaternion, pred.covariance, body))
         self._frames.send_tf(header, camera, pred)
         self._frames.after_publish(header, pred)   # ~/localize: this pose on initialpose
         if self._path_length > 0:

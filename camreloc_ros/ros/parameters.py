@@ -61,8 +61,11 @@ PARAMETERS: list[Param] = [
           'or CUDA); onnx: ONNX Runtime, the fast path on a CPU (a .pt model is exported once '
           'into ~/.cache/camreloc_ros).', choices=RUNTIMES),
     Param('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N.'),
-    Param('precision', 'fp32', 'CNN precision on CUDA (autocast; the head stays float32); '
-          'ignored on the CPU.', choices=PRECISIONS),
+    Param('precision', 'fp32', 'CNN precision (the head stays float32): fp32; fp16 or bf16 '
+          'autocast with torch on CUDA; bf16 with torch on a CPU with native bf16 (AVX-512 '
+          'BF16 or AMX; runtime auto picks torch); int8 with runtime onnx on the CPU and an '
+          'int8 .onnx from `camreloc export --precision int8`. Any other combination fails '
+          'configure with the valid choices.', choices=PRECISIONS),
     Param('threads', 0, 'CPU threads of the runtime (torch or ONNX Runtime intra-op); 0 = '
           'half the cores (at least 1), leaving the rest to the camera driver and DDS.',
           limits=(0, 1024)),

@@ -64,8 +64,9 @@ def _banner(text: str) -> None:
 def demo_map(ckpt: Path, data: Path, path: Path) -> Path:
     """Build the map of ``ckpt``'s training frames; reuse one that belongs to ``ckpt``.
 
-    A map of an earlier checkpoint in the demo's own output folder (``--epochs`` changed) is
-    rebuilt in place; anything else at ``path`` that is not a map is left alone (an error).
+    A map of an earlier checkpoint (``--epochs`` changed) or of an older map format in the
+    demo's own output folder is rebuilt in place; anything else at ``path`` that is not a map
+    is left alone (an error).
     """
     from camreloc_ros.core.evaluation.map_eval import open_map
     from camreloc_ros.core.localization.map_file import MapError
@@ -78,9 +79,11 @@ def demo_map(ckpt: Path, data: Path, path: Path) -> Path:
             logger.info(f'reusing {path} (built for {ckpt})')
             return path
         except MapError as exc:
-            if 'does not belong' not in str(exc):
+            stale = 'does not belong' in str(exc)
+            if not stale and 'has version' not in str(exc):
                 raise
-            logger.info(f'{path} belongs to an earlier checkpoint: rebuilding it')
+            logger.info(f'{path} ' + ('belongs to an earlier checkpoint' if stale else
+                                      'is of an older map format') + ': rebuilding it')
             overwrite = True
     t0 = time.monotonic()
     map_tool.main({'format': 'posed', 'overwrite': overwrite},

@@ -41,7 +41,7 @@ from camreloc_ros.core.data.split import (checkpoint_train_frames, frame_breaks,
                                           split_params)
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.inference.engine import InferenceEngine
-from camreloc_ros.core.inference.runtimes import RUNTIMES
+from camreloc_ros.core.inference.runtimes import PRECISIONS, RUNTIMES
 from camreloc_ros.core.evaluation.map_eval import evaluate_map, open_map
 from camreloc_ros.core.evaluation.metrics import format_table, write_results
 from camreloc_ros.core.geometry import pose_from_matrix
@@ -59,6 +59,7 @@ default_conf = {
     'batch_size': 16,
     'device': 'auto',
     'runtime': 'torch',        # torch | onnx (same poses to 1e-4; onnx is faster on CPU)
+    'precision': 'fp32',       # of the CNN; int8 (onnx): quantized once on the training frames
     'limit': None,       # evaluate only the first N frames of the split (quick checks)
     'title': None,       # row name in the table; None = '<checkpoint name> <split>'
     'refine': None,      # with a map: localization.refiner.default_conf overrides
@@ -138,6 +139,22 @@ def _retrieval_errors(baselines: dict, train: list, gt_pos: np.ndarray,
     return {RETRIEVAL_ROW: pose_errors(pos, quat, gt_pos, gt_quat)}
 
 
+def query_intrinsics(intrinsics, image_path) -> np.ndarray | None:
+    """Return the test camera's K at its image size (None: the dataset has no calibration).
+
+    The queries are refined with their own camera's calibration, as the live node uses its
+    ``camera_info``, never the map's camera assumed for them.
+    """
+    if intrinsics is None:
+        return None
+    import cv2
+    image = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        return None
+    h, w = image.shape[:2]
+    return intrinsics.scaled(w, h).matrix()
+
+
 def main(conf: dict, paths: dict) -> Path:
     """Predict every frame of the split, write the result files, return the output folder.
 
@@ -160,7 +177,8 @@ def main(conf: dict, paths: dict) -> Path:
     out = Path(paths.get('out') or default_out_dir(ckpt, f'eval_{conf["split"]}'))
 
     engine = InferenceEngine.from_checkpoint(ckpt, runtime=conf['runtime'],
-                                             device=conf['device'])
+                                             device=conf['device'], precision=conf['precision'],
+                                             calibration=data)
     extra = engine.checkpoint_extra or {}   # torch or ONNX Runtime alike
     fmt = conf['format'] or ((extra.get('data') or {}).get('format'))
     if fmt is None:
@@ -205,7 +223,8 @@ def main(conf: dict, paths: dict) -> Path:
     baselines, compare = None, None   # compare: other methods' errors on error_cdf.png
     if lmap is not None:
         msum = evaluate_map(lmap, ckpt, (read_rgb(f.image_path) for f in frames), names, stamps,
-                            preds, gt_pos, gt_quat, out, title, conf['refine'], info)
+                            preds, gt_pos, gt_quat, out, title, conf['refine'], info,
+                            K=query_intrinsics(dataset.intrinsics, frames[0].image_path))
         from camreloc_ros.core.evaluation.baselines import baselines_doc, NETWORK_ROW
         rows = {k: v for k, v in msum['rows'].items() if not k.startswith('refined')}
         baselines = baselines_doc(rows, NETWORK_ROW, map=str(lmap.path))
@@ -250,6 +269,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='auto, cpu or cuda[:N]')
     parser.add_argument('--runtime', default=default_conf['runtime'], choices=RUNTIMES,
                         help='inference runtime (onnx: exported once, cached)')
+    parser.add_argument('--precision', default=default_conf['precision'], choices=PRECISIONS,
+                        help='CNN precision: fp16/bf16 torch autocast (CUDA; bf16 also a CPU '
+                        'with native bf16), int8 ONNX Runtime on the CPU, quantized once on the '
+                        'training frames of DATA (docs/performance.md)')
     parser.add_argument('--block', type=int, default=None,
                         help=f'frames per held-out block (default: from the checkpoint, '
                         f'else {SPLIT_DEFAULTS["block"]}); ignored for 7scenes/cambridge')
@@ -272,7 +295,8 @@ def from_args(args: argparse.Namespace) -> Path:
     """Run :func:`main` from parsed arguments."""
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'batch_size': args.batch_size, 'device': args.device,
-            'runtime': args.runtime, 'limit': args.limit, 'title': args.title,
-            'baselines': not args.no_baselines, 'data': reader_overrides(args.overrides)}
+            'runtime': args.runtime, 'precision': args.precision, 'limit': args.limit,
+            'title': args.title, 'baselines': not args.no_baselines,
+            'data': reader_overrides(args.overrides)}
     return main(conf, {'checkpoint': args.checkpoint, 'data': args.data, 'out': args.out,
                        'map': args.map})

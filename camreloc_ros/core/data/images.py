@@ -171,11 +171,20 @@ def check_compressed(msg: Any) -> str:
     return codec
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> RGB ``uint8 (H, W, 3)``."""
+def compressed_pixels(msg: Any) -> tuple[np.ndarray, str]:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> ``(uint8 (H, W, 3), 'bgr')``.
+
+    The decoder's own BGR, without a colour conversion of the full frame: the preprocessor
+    reads either channel order (what :func:`image_pixels` does for bgr8 messages).
+    """
     codec = check_compressed(msg)
     bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(f'corrupt {codec} data ({len(msg.data)} bytes) could not '
                                    'be decoded', 'corrupt')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return bgr, 'bgr'
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> RGB ``uint8 (H, W, 3)``."""
+    return cv2.cvtColor(compressed_pixels(msg)[0], cv2.COLOR_BGR2RGB)

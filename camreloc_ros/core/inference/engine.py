@@ -94,17 +94,20 @@ class InferenceEngine:
 
     ``model`` is a :class:`PoseModel` (run by ``runtime``: ``torch`` or ``onnx``, the latter
     exported in memory) or a ready :class:`~camreloc_ros.core.inference.runtimes.Runtime`.
-    ``precision`` (``fp32``, ``fp16``, ``bf16``) applies to the CNN on CUDA only; the head
-    always runs in float32.
+    ``precision`` is the CNN's: ``fp32``; ``fp16`` and ``bf16`` (torch on CUDA); ``bf16``
+    (torch on a CPU with native bf16); ``int8`` (ONNX Runtime on the CPU, calibrated on the
+    training frames of the dataset at ``calibration``). Another combination is an error
+    (:mod:`camreloc_ros.core.inference.precision`); the head always runs in float32.
     """
 
     def __init__(self, model: PoseModel | Runtime, device: str = 'cpu',
                  threads: int | None = None, max_gap: float = 1.0, runtime: str = 'torch',
-                 precision: str = 'fp32'):
+                 precision: str = 'fp32', calibration: str | Path | None = None):
         if isinstance(model, Runtime):
             self.runtime = model
         else:
-            self.runtime = make_runtime(model, runtime, device, precision, threads)
+            self.runtime = make_runtime(model, runtime, device, precision, threads,
+                                        calibration=calibration)
         backend = self.runtime
         self.model: PoseModel | None = backend.model if isinstance(backend, TorchRuntime) \
             else None
@@ -125,14 +128,16 @@ class InferenceEngine:
     @classmethod
     def from_checkpoint(cls, path: str | Path, runtime: str = 'torch', device: str = 'cpu',
                         threads: int | None = None, max_gap: float = 1.0,
-                        precision: str = 'fp32',
-                        cache_dir: str | Path | None = None) -> 'InferenceEngine':
+                        precision: str = 'fp32', cache_dir: str | Path | None = None,
+                        calibration: str | Path | None = None) -> 'InferenceEngine':
         """Load a checkpoint (``.pt``) or an exported ``.onnx`` and wrap it.
 
         ``runtime='onnx'`` with a checkpoint exports it once to ``cache_dir`` (default
-        ``~/.cache/camreloc_ros/onnx``), keyed by the checkpoint's hash.
+        ``~/.cache/camreloc_ros/onnx``), keyed by the checkpoint's hash; with ``precision
+        'int8'`` it is quantized once there too, on the training frames of ``calibration``.
         """
-        backend = make_runtime(path, runtime, device, precision, threads, cache_dir)
+        backend = make_runtime(path, runtime, device, precision, threads, cache_dir,
+                               calibration)
         return cls(backend, max_gap=max_gap)
 
     @property

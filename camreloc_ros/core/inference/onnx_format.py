@@ -21,7 +21,9 @@ the pose) and ``features`` -> pose, so the runtime (:class:`~.runtimes.OnnxRunti
 image to pose in one call or a temporal head over buffered features. Checkpoints run with ONNX
 Runtime are exported once into the ``onnx`` cache (:func:`camreloc_ros.core.io.cache_root`),
 keyed by the checkpoint's content. Reading a file needs no torch (only exporting does), so
-a robot runs an exported model without it.
+a robot runs an exported model without it. The metadata's ``precision`` says what the CNN
+runs in: ``fp32``, or ``int8`` for an export quantized by
+:mod:`camreloc_ros.core.inference.quantize` (files without the key are fp32).
 
 ONNX files come from strangers (a model handed over, a map's descriptor network): every
 session the package builds goes through :func:`inference_session`, which first refuses any
@@ -54,6 +56,7 @@ METADATA_KEY = 'camreloc_ros'
 ONNX_OPSET = 17
 IMAGES, FEATURES, FEAT = 'images', 'features', 'feat'
 HEAD_OUTPUTS = tuple(f'head_{k}' for k in OUTPUT_KEYS)
+EXPORT_PRECISIONS = ('fp32', 'int8')   # of the CNN in a file (metadata ``precision``)
 
 
 class OnnxModelError(CheckpointError):
@@ -220,6 +223,7 @@ def model_metadata(model: PoseModel, source: dict | None = None) -> dict:
                    FEATURES: 'B,T,C float32' if model.temporal else 'B,C float32'},
         'source': source or {},
         'extra': _jsonable(model.checkpoint_extra),
+        'precision': 'fp32',   # int8 exports (core.inference.quantize) say int8
     }
 
 
@@ -287,6 +291,9 @@ def read_metadata(proto, source: str = '<onnx>') -> dict:
                            'preprocessing') if k not in meta]
     if missing:
         raise OnnxModelError(f'{source}: camreloc_ros metadata lacks {", ".join(missing)}')
+    if meta.setdefault('precision', 'fp32') not in EXPORT_PRECISIONS:   # older: fp32
+        raise OnnxModelError(f'{source}: metadata precision {meta["precision"]!r} is none of '
+                             f'{", ".join(EXPORT_PRECISIONS)}')
     names = {i.name for i in proto.graph.input}
     outputs = {o.name for o in proto.graph.output}
     want = {FEAT, *HEAD_OUTPUTS} | (set() if meta['temporal'] else set(OUTPUT_KEYS))

@@ -30,9 +30,11 @@ eager torch at its best thread count; TorchScript, torch.compile and OpenVINO di
 for their cost here.
 
 torch is imported only by the torch backend (and :func:`resolve_device`): a robot running an
-exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory). Slightly
-over 450 lines: the two backends share the buffer and thread handling of the base class; the
-ONNX file format and export are in :mod:`camreloc_ros.core.inference.onnx_format`.
+exported ``.onnx`` with ONNX Runtime never loads it (faster start, less memory). About 500
+lines: the two backends share the buffer and thread handling of the base class; the ONNX file
+format and export are in :mod:`camreloc_ros.core.inference.onnx_format`, which precision runs
+where in :mod:`~camreloc_ros.core.inference.precision`, int8 quantization in
+:mod:`~camreloc_ros.core.inference.quantize`.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ from typing import NamedTuple, TYPE_CHECKING
 
 import numpy as np
 
-from camreloc_ros.core.config import PRECISIONS, RUNTIMES
+from camreloc_ros.core.config import PRECISIONS, RUNTIMES  # noqa: F401 - re-exported
 from camreloc_ros.core.io import file_sha256  # noqa: F401 - re-exported
 from camreloc_ros.core.inference.onnx_format import (  # noqa: F401 - re-exported
     cached_onnx, check_self_contained, export_onnx, FEAT, FEATURES, HEAD_OUTPUTS, IMAGES,
     inference_session, is_onnx_file, load_onnx, METADATA_KEY, model_metadata, ONNX_FORMAT,
     ONNX_FORMAT_VERSION, ONNX_OPSET, OnnxModelError, OUTPUT_KEYS, read_metadata)
+from camreloc_ros.core.inference.precision import check_precision, check_precision_name
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import torch
@@ -185,28 +188,27 @@ class TorchRuntime(Runtime):
     CUDA path (not measured here, see docs/performance.md): the image is preprocessed on the
     CPU straight into a pinned host buffer, copied to the GPU once (asynchronously) into a
     preallocated device tensor, the CNN runs under fp16/bf16 autocast, the head in float32,
-    and the three outputs come back in one device-to-host copy.
+    and the three outputs come back in one device-to-host copy. On the CPU, ``bf16`` runs the
+    CNN under CPU autocast (oneDNN) where the CPU has native bf16
+    (:mod:`camreloc_ros.core.inference.precision`); ``emulated_bf16`` runs it without, only to
+    measure bf16's accuracy on such a CPU.
     """
 
     name = 'torch'
 
     def __init__(self, model: PoseModel, device: str = 'cpu', precision: str = 'fp32',
-                 threads: int | None = None):
+                 threads: int | None = None, emulated_bf16: bool = False):
         import torch
 
         super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, '
-                             f'got {precision!r}')
         # set around each call, not once: torch's thread count is process-wide, and other
         # engines (tests, benchmarks, tools) in the same process keep theirs
         self.threads = int(threads) if threads else None
         self.device = resolve_device(device)
         self.cuda = self.device.type == 'cuda'
+        self.precision = check_precision('torch', self.device.type, precision, emulated_bf16)
         self.model = model.eval().to(self.device).to(memory_format=torch.channels_last)
-        self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision) \
-            if self.cuda else None
-        self.precision = precision if self.dtype is not None else 'fp32'
+        self.dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(precision)
         if self.cuda:
             if self.dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
                 raise RuntimeError(f'precision bf16 is not supported by {self.device} '
@@ -249,8 +251,9 @@ class TorchRuntime(Runtime):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        with torch.autocast('cuda', dtype=self.dtype or torch.float16,
-                            enabled=self.dtype is not None):
+        if self.dtype is None:
+            return self.model.features(x)
+        with torch.autocast(self.device.type, dtype=self.dtype):
             return self.model.features(x).float()
 
     def _to_numpy(self, out: dict) -> dict:
@@ -305,12 +308,13 @@ class TorchRuntime(Runtime):
                 return self._to_numpy(self.model.head_forward(x))
 
     def describe(self) -> str:
-        """E.g. ``torch eager, 2 threads`` or ``torch eager fp16``."""
+        """E.g. ``torch eager, 2 threads``, ``torch eager bf16, 1 threads``, ``... fp16``."""
         if self.cuda:
             return f'torch eager {self.precision}'
         import torch
 
-        return f'torch eager, {self.threads or torch.get_num_threads()} threads'
+        precision = '' if self.precision == 'fp32' else f' {self.precision}'
+        return f'torch eager{precision}, {self.threads or torch.get_num_threads()} threads'
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime
@@ -326,7 +330,8 @@ class OnnxRuntime(Runtime):
     name = 'onnx'
 
     def __init__(self, model: str | Path | bytes, device: str = 'cpu',
-                 threads: int | None = None, spinning: bool = False):
+                 threads: int | None = None, spinning: bool = False,
+                 precision: str | None = None):
         super().__init__()
         if isinstance(model, (bytes, bytearray)):
             self.source = '<in-memory export>'
@@ -335,6 +340,7 @@ class OnnxRuntime(Runtime):
         else:
             self.source = str(model)
             self._proto, self.meta = load_onnx(model)
+        self.precision = self._check_precision(precision, device)
         self.conf = self.meta['model_conf']
         self.temporal = bool(self.meta['temporal'])
         self.window = int(self.meta['window']) if self.temporal else 1
@@ -352,6 +358,20 @@ class OnnxRuntime(Runtime):
     def preprocessing(self) -> dict:
         """The exported model's own input size and normalisation."""
         return self.meta['preprocessing']
+
+    def _check_precision(self, precision: str | None, device: str) -> str:
+        """Return the file's precision; raise when it is not ``precision`` (None: any)."""
+        have = self.meta['precision']
+        if precision is not None and check_precision_name(precision) != have:
+            check_precision('onnx', self._providers(device)[1].type, precision)
+            if precision == 'int8':
+                raise ValueError(
+                    f"precision 'int8' needs an int8 export, and {self.source} is {have}: "
+                    'quantize the checkpoint with `camreloc export CKPT --precision int8 '
+                    '--data DATASET` (calibrated on its training images) and use that file')
+            raise ValueError(f'{self.source} is an {have} export: set precision {have} to run '
+                             f'it, or export the checkpoint again for precision {precision}')
+        return check_precision('onnx', self._providers(device)[1].type, have)
 
     @staticmethod
     def _providers(device: str) -> tuple[list[str], OnnxDevice]:
@@ -417,36 +437,48 @@ class OnnxRuntime(Runtime):
         return dict(zip(OUTPUT_KEYS, self._run('head', FEATURES, feat)))
 
     def describe(self) -> str:
-        """E.g. ``onnxruntime 1.32.0 CPU, 2 threads``."""
+        """E.g. ``onnxruntime 1.32.0 CPU, 2 threads`` or ``onnxruntime 1.32.0 CPU int8, ...``."""
         import onnxruntime as ort
 
         provider = 'CUDA' if self.device.type == 'cuda' else 'CPU'
-        return f'onnxruntime {ort.__version__} {provider}, {self.threads} threads'
+        precision = '' if self.precision == 'fp32' else f' {self.precision}'
+        return f'onnxruntime {ort.__version__} {provider}{precision}, {self.threads} threads'
 
 
-def auto_runtime(model: PoseModel | str | Path, device: str) -> str:
+def auto_runtime(model: PoseModel | str | Path, device: str, precision: str = 'fp32') -> str:
     """Pick the fastest backend: ONNX Runtime on a CPU (or for an .onnx file), torch on CUDA.
 
     ONNX Runtime is about 3x faster than eager torch on a small CPU
-    (docs/performance.md); on a GPU the torch path has fp16 and pinned buffers.
+    (docs/performance.md); on a GPU the torch path has fp16 and pinned buffers. The
+    precision picks where only one runtime has it: int8 is ONNX Runtime's, bf16 on a CPU
+    torch's.
     """
-    if is_model_path(model) and is_onnx_file(model):
+    if (is_model_path(model) and is_onnx_file(model)) or precision == 'int8':
         return 'onnx'
-    return 'onnx' if resolve_device(device).type == 'cpu' else 'torch'
+    cpu = resolve_device(device).type == 'cpu'
+    return 'onnx' if cpu and precision != 'bf16' else 'torch'
 
 
 def make_runtime(model: PoseModel | str | Path, runtime: str = 'torch', device: str = 'cpu',
                  precision: str = 'fp32', threads: int | None = None,
-                 cache_dir: str | Path | None = None) -> Runtime:
+                 cache_dir: str | Path | None = None,
+                 calibration: str | Path | None = None) -> Runtime:
     """Create a backend for a model object, a checkpoint (``.pt``) or an exported ``.onnx``.
 
     ``runtime='onnx'`` with a checkpoint exports it once into the cache (keyed by the
     checkpoint's hash); with a model object it exports in memory. ``'auto'``: see
-    :func:`auto_runtime`.
+    :func:`auto_runtime`. ``precision='int8'`` runs an int8 export: an ``.onnx`` written by
+    ``camreloc export --precision int8``, or a checkpoint quantized once into the cache on
+    the training frames of ``calibration`` (its dataset root). A precision the runtime and
+    device do not run is an error before anything is loaded.
     """
+    check_precision_name(precision)
+    if precision == 'int8' and device == 'auto':
+        device = 'cpu'   # int8 runs on ONNX Runtime's CPU provider only
     if check_runtime(runtime) == 'auto':
-        runtime = auto_runtime(model, device)
+        runtime = auto_runtime(model, device, precision)
     if runtime == 'torch':
+        check_precision('torch', resolve_device(device).type, precision)
         if is_model_path(model):
             if is_onnx_file(model):
                 raise ValueError(f'{model} is an ONNX model: load it with runtime onnx')
@@ -454,9 +486,25 @@ def make_runtime(model: PoseModel | str | Path, runtime: str = 'torch', device: 
 
             model = PoseModel.from_checkpoint(model)
         return TorchRuntime(model, device, precision, threads)
-    if not is_model_path(model):
-        return OnnxRuntime(export_onnx(model), device, threads)
-    path = Path(model)
-    if is_onnx_file(path):
-        return OnnxRuntime(path, device, threads)
-    return OnnxRuntime(cached_onnx(path, cache_dir), device, threads)
+    check_precision('onnx', OnnxRuntime._providers(device)[1].type, precision)
+    path = Path(model) if is_model_path(model) else None
+    if path is not None and is_onnx_file(path):
+        return OnnxRuntime(path, device, threads, precision=precision)
+    if precision == 'int8' and calibration is None:
+        raise ValueError(
+            f"precision 'int8' with {path or 'a model object'} needs training images to "
+            'calibrate on: quantize it once with `camreloc export CKPT --precision int8 --data '
+            'DATASET` and run the .onnx it writes (a live node has no dataset to calibrate on)')
+    if path is None:
+        data = export_onnx(model)
+        if precision == 'int8':
+            from camreloc_ros.core.inference.quantize import export_int8
+
+            data = export_int8(data, calibration)
+        return OnnxRuntime(data, device, threads, precision=precision)
+    if precision == 'int8':
+        from camreloc_ros.core.inference.quantize import cached_int8
+
+        return OnnxRuntime(cached_int8(path, calibration, cache_dir), device, threads,
+                           precision='int8')
+    return OnnxRuntime(cached_onnx(path, cache_dir), device, threads, precision=precision)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from camreloc_ros.core.config import check_conf, merge_conf, PRECISIONS, Spec
+from camreloc_ros.core.config import check_conf, merge_conf, Spec, TRAIN_PRECISIONS
 from camreloc_ros.core.data.datasets import READER_OPTIONS
 from camreloc_ros.core.data.formats import FORMATS
 from camreloc_ros.core.data.split import (causal_window_groups, frame_breaks, SPLIT_DEFAULTS,
@@ -126,7 +126,7 @@ schema = {
         'workers': Spec('int', lo=0),
         'keep_epochs': Spec('int', lo=0),
         'device': Spec('str'),
-        'precision': Spec('str', choices=PRECISIONS),
+        'precision': Spec('str', choices=TRAIN_PRECISIONS),
     },
     'data': {
         'format': Spec('str', choices=FORMATS, optional=True),
