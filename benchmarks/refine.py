@@ -31,7 +31,7 @@ import numpy as np
 from camreloc_ros.core.data.formats import read_dataset
 from camreloc_ros.core.data.split import split_dataset
 from camreloc_ros.core.data.transforms import read_rgb
-from camreloc_ros.core.evaluation.metrics import (atomic_write_text, format_table, load_per_frame,
+from camreloc_ros.core.evaluation.metrics import (format_table, load_per_frame,
                                                   pose_errors)
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.localization.retrieval import GlobalDescriptor
@@ -43,7 +43,7 @@ from camreloc_ros.tools import map as map_tool
 from camreloc_ros.tools.common import shared_data_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtimes import machine  # noqa: E402
+from runtimes import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir() / 'hololens-office'
@@ -175,12 +175,7 @@ frames, so the best row is optimistic:
 Regenerate: `.venv/bin/python benchmarks/refine.py` (`--model CKPT` to reuse a checkpoint).
 {END}
 '''
-    doc = args.doc.read_text() if args.doc.is_file() else ''
-    if START in doc and END in doc:
-        doc = doc[:doc.index(START)] + section.rstrip('\n') + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip('\n') + '\n\n' + section
-    atomic_write_text(args.doc, doc)
+    write_section(args.doc, section, START, END)
     print(section)
     return section
 

@@ -30,6 +30,7 @@ Also printed: preprocessing of a 640x480 frame, and the live path's per-frame co
 import argparse
 import datetime
 import os
+from pathlib import Path
 import platform
 import subprocess
 import sys
@@ -80,6 +81,21 @@ def machine() -> str:
     load = ', '.join(f'{v:.2f}' for v in os.getloadavg())
     return (f'{name}, {os.cpu_count()} cores; load average {load}; '
             f'{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; torch {torch.__version__}')
+
+
+def write_section(path: Path, section: str, start: str, end: str) -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) into the doc.
+
+    It replaces the text between the markers where the doc has them, else it is appended:
+    a benchmark regenerates its own section of a doc and leaves the rest as it is.
+    """
+    from camreloc_ros.core.evaluation.metrics import atomic_write_text
+    doc = path.read_text() if path.is_file() else ''
+    if start in doc and end in doc:
+        doc = doc[:doc.index(start)] + section.rstrip('\n') + doc[doc.index(end) + len(end):]
+    else:
+        doc = doc.rstrip('\n') + '\n\n' + section
+    atomic_write_text(path, doc)
 
 
 class Fused(torch.nn.Module):

@@ -86,6 +86,7 @@ STAGE_RULES = {
     'localization': {'data', 'models', 'inference', 'robot'},
     'evaluation': {'data', 'localization'},
     'training': {'data', 'models', 'evaluation', 'robot'},
+    'sfm': {'data', 'models', 'localization', 'evaluation'},
 }
 SHARED_TOOLS = {'common', 'cli'}   # what every tool may import
 TOOL_RUNNERS = {'demo'}            # runs the other steps' main in order

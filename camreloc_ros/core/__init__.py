@@ -15,7 +15,7 @@
 """ROS-free core, one sub-package per pipeline stage, and flat modules every stage uses.
 
 Stages: ``data``, ``models``, ``robot``, ``bags``, ``inference``, ``localization``,
-``evaluation``, ``training``; each ``__init__`` says what it owns and what it may import
+``evaluation``, ``training``, ``sfm``; each ``__init__`` says what it owns and what it may import
 (enforced by ``test/test_architecture.py``). Flat: ``geometry``, ``config``, ``io`` (and
 ``progress``), which import no stage.
 """

@@ -34,6 +34,8 @@ SUBCOMMANDS = {
     'demo': ('camreloc_ros.tools.demo', 'the main job: train, evaluate and replay live'),
     'train': ('camreloc_ros.tools.train', 'train a pose model on a dataset or bags'),
     'evaluate': ('camreloc_ros.tools.evaluate', 'score a checkpoint on a dataset'),
+    'reconstruct': ('camreloc_ros.tools.reconstruct',
+                    'posed dataset from a plain recording (structure from motion)'),
     'map': ('camreloc_ros.tools.map', 'build a localization map for pose refinement'),
     'search': ('camreloc_ros.tools.search', 'Optuna hyper-parameter search (resumable)'),
     'saliency': ('camreloc_ros.tools.saliency', 'saliency maps of a checkpoint'),

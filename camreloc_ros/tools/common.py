@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 from pathlib import Path
 import signal
@@ -245,6 +246,24 @@ def collect_images(paths: Iterable[str | Path]) -> list[Path]:
     if not out:
         raise ValueError('no images given')
     return out
+
+
+def parse_intrinsics(value) -> list[float] | None:
+    """``'fx,fy,cx,cy'`` (or four numbers) -> four floats, focal lengths positive.
+
+    ``--intrinsics`` of ``map`` (bags without CameraInfo) and ``reconstruct``.
+    """
+    if value is None:
+        return None
+    parts = value.split(',') if isinstance(value, str) else list(value)
+    try:
+        vals = [float(v) for v in parts]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) != 4 or not all(map(math.isfinite, vals)) or vals[0] <= 0 or vals[1] <= 0:
+        raise ValueError(f'--intrinsics must be fx,fy,cx,cy in pixels (focal lengths > 0), '
+                         f'got {value!r}')
+    return vals
 
 
 def add_bag_topic_arguments(group) -> None:

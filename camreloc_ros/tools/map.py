@@ -52,7 +52,7 @@ from camreloc_ros.core.localization.calibration import calibrate_map, CALIBRATIO
 from camreloc_ros.core.localization.map_file import frames_fingerprint, MAP_FORMAT, save_map
 from camreloc_ros.tools.common import (add_bag_topic_arguments, add_reader_overrides,
                                        bag_training_frames, checked_bag_topics, READER_CONF,
-                                       reader_overrides, refuse_output_in_inputs,
+                                       parse_intrinsics, reader_overrides, refuse_output_in_inputs,
                                        require_exists, require_file, tool_logging)
 
 logger = logging.getLogger('camreloc_ros')
@@ -117,21 +117,6 @@ def check_map_out(out: Path, overwrite: bool, inputs: list) -> None:
     if problem:
         raise ValueError(f'--out {out} is not a camreloc map ({problem}); --overwrite only '
                          'replaces a map, so it is left as it is')
-
-
-def parse_intrinsics(value) -> list[float] | None:
-    """``'fx,fy,cx,cy'`` (or four numbers) -> four floats, focal lengths positive."""
-    if value is None:
-        return None
-    parts = value.split(',') if isinstance(value, str) else list(value)
-    try:
-        vals = [float(v) for v in parts]
-    except (TypeError, ValueError):
-        vals = []
-    if len(vals) != 4 or not all(np.isfinite(vals)) or vals[0] <= 0 or vals[1] <= 0:
-        raise ValueError(f'--intrinsics must be fx,fy,cx,cy in pixels (focal lengths > 0), '
-                         f'got {value!r}')
-    return vals
 
 
 def bag_frames(bags: Sequence, conf: dict, log) -> tuple[list, Intrinsics, list[dict]]:
@@ -258,7 +243,11 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     if conf['calibration']['enabled']:
         from camreloc_ros.core.data.transforms import read_rgb
         images = [lambda p=f.image_path: read_rgb(p) for f in frames]
-        calib = calibrate_map(lmap, descriptor, images, conf['calibration'], log)
+        # the map's own ONNX descriptor, as the node and the refiner describe queries (and
+        # no torch thread pool spinning beside other jobs: 76 s instead of ~20 at load 3)
+        from camreloc_ros.core.localization.refiner import map_descriptor
+        calib = calibrate_map(lmap, map_descriptor(lmap, ckpt, threads=1), images,
+                              conf['calibration'], log)
         lmap.meta['covariance_calibration'] = calib
         lmap.meta['stats']['seconds_calibration'] = calib['seconds']
     else:

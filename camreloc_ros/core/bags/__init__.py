@@ -24,6 +24,8 @@ One job per module; the public names are all importable from here:
   image's ground truth, and the two ground-truth matching rules (bags vs TUM folders).
 - :mod:`.extract`: a bag's posed images as training frames (cached), images in order.
 - :mod:`.camera`: the camera intrinsics of a bag's CameraInfo.
+- :mod:`.keyframes`: a plain recording's keyframes (by count, time or odometry motion)
+  written to a folder with their odometry, for structure from motion.
 - :mod:`.writer`: :class:`Messages` and the atomic :class:`BagWriter`.
 
 May import: ``data`` (frames and image decoding), ``robot`` (stamps, message fields, the TF
@@ -39,6 +41,8 @@ from camreloc_ros.core.bags.extract import (bag_digest, decode_image, decoded_im
 from camreloc_ros.core.bags.groundtruth import (BagScan, DEFAULT_TOLERANCE, parse_tf_pair,
                                                 POSE_TYPES, scan_bag, TF_TOPICS, TF_TYPE,
                                                 TfTree, Trajectory)
+from camreloc_ros.core.bags.keyframes import (bag_keyframes, Every, Keyframes, parse_every,
+                                              select_keyframes)
 from camreloc_ros.core.bags.mcap import MCAP_MAGIC
 from camreloc_ros.core.bags.reader import (Bag, BagMessage, COMPRESSED, IMAGE, IMAGE_TYPES,
                                            STORAGES, TopicInfo, typestore)
@@ -57,5 +61,6 @@ __all__ = [
     'STORAGES', 'IMAGE', 'COMPRESSED', 'IMAGE_TYPES', 'POSE_TYPES', 'TF_TYPE', 'TF_TOPICS',
     'DEFAULT_TOLERANCE', 'QUAT_NORM_TOL', 'EXTRACT_VERSION', 'NS', 'MCAP_MAGIC',
     'BAG_FOLDER_SUFFIXES', 'SIGNATURES', 'CAMERA_INFO', 'camera_info_topic',
-    'camera_intrinsics', 'camera_matrix',
+    'camera_intrinsics', 'camera_matrix', 'bag_keyframes', 'Every', 'Keyframes',
+    'parse_every', 'select_keyframes',
 ]

@@ -32,13 +32,18 @@ def camera_info_topic(bag: Bag, image_topic: str) -> str | None:
     return near[0] if near else (infos[0] if len(infos) == 1 else None)
 
 
-def camera_intrinsics(bag: Bag, image_topic: str) -> Intrinsics | None:
+def camera_intrinsics(bag: Bag, image_topic: str,
+                      info_topic: str | None = None) -> Intrinsics | None:
     """Return the intrinsics of the first CameraInfo of :func:`camera_info_topic`, or None.
 
+    ``info_topic`` names the CameraInfo topic where the camera's own is not beside the
+    image topic (it must exist and be a CameraInfo: the error lists the bag's topics).
     None also when the message's focal lengths are not positive (an uncalibrated camera).
     ``width`` / ``height`` are the message's (0 when the driver leaves them unset).
     """
-    topic = camera_info_topic(bag, image_topic)
+    if info_topic is not None:
+        bag.require(info_topic, (CAMERA_INFO,), '--camera-info-topic')
+    topic = info_topic or camera_info_topic(bag, image_topic)
     if topic is None:
         return None
     for msg in bag.messages([topic]):

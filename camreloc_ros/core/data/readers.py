@@ -136,6 +136,15 @@ def _read_k(path: Path, image: Path) -> Intrinsics:
     return Intrinsics(w, h, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]))
 
 
+def read_camera_matrix(path: str | Path, image: str | Path) -> Intrinsics:
+    """Read a ``K.txt`` for the images like ``image`` (also beside a folder without poses).
+
+    ``camreloc reconstruct`` takes a folder of images with its ``K.txt`` before any pose
+    exists; the same checks as for a posed dataset apply.
+    """
+    return _read_k(Path(path), Path(image))
+
+
 def _optional_k(root: Path, frames: list[Frame]) -> Intrinsics | None:
     k_path = root / 'K.txt'
     if not k_path.exists() or not frames:
