@@ -273,3 +273,55 @@ def test_docs_name_every_option_and_conf_key():
     keys = [k for k in reconstruct.default_conf if k != 'sfm']
     keys += [f'sfm.{k}' for k in reconstruct.default_conf['sfm']]
     assert not [k for k in keys if f'`{k}`' not in doc]
+
+
+@pytest.mark.slow
+def test_map_from_the_reconstruction_keeps_its_tracks_and_refines(walk, tmp_path):
+    """``map --reconstruction``: the model's points and tracks, no re-triangulation."""
+    from camreloc_ros.core.geometry import pose_from_matrix
+    from camreloc_ros.core.evaluation.metrics import pose_errors
+    from camreloc_ros.core.data.transforms import read_rgb
+    from camreloc_ros.core.localization.calibration import submap
+    from camreloc_ros.core.localization.map_file import load_map
+    from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
+    from camreloc_ros.core.models.pose_model import build_model
+    from camreloc_ros.tools import map as map_tool
+
+    _, rec = walk
+    data = read_dataset(rec, 'posed')
+    model = build_model('posenet', head={'width': 64})   # ImageNet trunk: the descriptor
+    pos = np.stack([f.pose_c2w[:3, 3] for f in data.frames])
+    model.set_pose_stats(pos.mean(axis=0), 1.0)
+    ckpt = model.save_checkpoint(tmp_path / 'model.pt', extra={'data': {'format': 'posed'}})
+    out = map_tool.main({'calibration': {'enabled': False}},
+                        {'model': ckpt, 'reconstruction': rec, 'out': tmp_path / 'map.npz'},
+                        log=lambda s: None)
+    lmap = load_map(out)
+    sfm = pycolmap.Reconstruction(rec / 'reconstruction')
+    stats = lmap.meta['stats']
+    assert lmap.meta['points_from'] == 'reconstruction' and lmap.names == [
+        f.name for f in data.frames]
+    assert stats['model_points'] == len(sfm.points3D) >= len(lmap.points) > 500
+    assert stats['observations_without_keypoint'] < 0.5 * stats['observations_in_map_frames']
+    # the model's own points (not re-triangulated), each seen where the model saw it
+    model_xyz = np.array([p.xyz for p in sfm.points3D.values()])
+    nearest = np.min(np.linalg.norm(lmap.points[:50, None] - model_xyz[None], axis=2), axis=1)
+    assert nearest.max() < 1e-5
+    assert lmap.visibility().min() >= 1 and stats['mean_track_length'] >= 3.0
+    for i in range(len(lmap)):
+        xy, ids = lmap.image_observations(i)
+        T = lmap.poses_c2w[i]
+        xc = (lmap.points[ids] - T[:3, 3]) @ T[:3, :3]
+        uv = xc[:, :2] / xc[:, 2:] * lmap.K[i][[0, 1], [0, 1]] + lmap.K[i][:2, 2]
+        assert np.median(np.linalg.norm(uv - xy, axis=1)) < 1.5
+    # a frame left out of it (with its neighbours) refines to its reconstructed pose and to
+    # the walk's own (the odometry here, so the map frame is the walk's)
+    keep = np.ones(len(lmap), bool)
+    keep[7:10] = False
+    ref = Refiner(submap(lmap, keep), map_descriptor(lmap, ckpt))
+    res = ref.refine(read_rgb(data.frames[8].image_path))
+    assert res.refined, res.reason
+    for truth in (data.frames[8].pose_c2w, _gt()[8]):
+        gp, gq = pose_from_matrix(truth)
+        p_err, r_err = pose_errors(res.position[None], res.quaternion[None], gp[None], gq[None])
+        assert p_err[0] < 0.08 and r_err[0] < 2.0, (p_err, r_err, res.inliers)

@@ -180,6 +180,8 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     Written to ``paths['out']`` (a new ``.npz``; an existing one only with ``overwrite``).
     A dataset folder gives the checkpoint's training frames; bags give every image with
     ground truth (they are training-side recordings: test bags are scored with bag-eval).
+    ``paths['reconstruction']`` (instead of ``data``): a ``camreloc reconstruct`` output, read
+    as the posed dataset it is, its points taken from its COLMAP model's tracks.
     """
     if log is None:
         tool_logging()
@@ -187,6 +189,16 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     conf = merge_conf(default_conf, conf)
     ckpt = require_file(paths['model'], 'checkpoint')
     bags = list(paths.get('bags') or [])
+    observations = None
+    if paths.get('reconstruction') is not None:
+        if paths.get('data') is not None or bags:
+            raise ValueError('give one of --data, --bag or --reconstruction')
+        rec = require_exists(paths['reconstruction'], 'reconstruction')
+        paths = dict(paths, data=rec)
+        conf['format'] = conf['format'] or 'posed'
+        from functools import partial
+        from camreloc_ros.core.sfm.map_points import reconstruction_observations
+        observations = partial(reconstruction_observations, Path(rec) / 'reconstruction')
     if paths.get('data') is not None and bags:
         raise ValueError('give either --data (a dataset folder) or --bag, not both')
     if paths.get('data') is None and not bags:
@@ -234,7 +246,8 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         'package_version': __version__,
     }
     descriptor = GlobalDescriptor(model, conf['build']['gem_p'])
-    lmap = build_map(frames, intrinsics, descriptor, conf['build'], meta=meta, log=log)
+    lmap = build_map(frames, intrinsics, descriptor, conf['build'], meta=meta, log=log,
+                     observations=observations)
     ppi = lmap.meta['stats']['points_per_image']
     log(f'3D points per image: median {ppi["median"]:g}, min {ppi["min"]}, max {ppi["max"]}')
     reason = unusable_reason(lmap, conf['build']['min_points_per_image'])
@@ -273,6 +286,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument('--data', type=Path, default=None,
                         help="dataset root folder: the map holds the checkpoint's training "
                         'frames (never a held-out one)')
+    source.add_argument('--reconstruction', type=Path, default=None, metavar='DIR',
+                        help='a `camreloc reconstruct` output: the map holds the '
+                        "checkpoint's training frames of it, with the 3D points and tracks "
+                        'of its structure-from-motion model (no depth, no re-triangulation)')
     source.add_argument('--bag', action='append', metavar='BAG', type=Path, default=None,
                         help='training rosbag (repeatable): the map holds every image with '
                         'ground truth, validation blocks included (never give a test bag)')
@@ -315,4 +332,4 @@ def from_args(args: argparse.Namespace) -> Path:
     if args.calibration_images is not None:
         conf['calibration']['images'] = args.calibration_images
     return main(conf, {'model': args.model, 'data': args.data, 'bags': args.bag,
-                       'out': args.out})
+                       'reconstruction': args.reconstruction, 'out': args.out})

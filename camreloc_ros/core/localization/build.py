@@ -52,7 +52,8 @@ from camreloc_ros.core.progress import Progress
 from camreloc_ros.core.localization.sift import (extract_sift, match_descriptors, root_sift,
                                                  SIFT_DEFAULTS)
 from camreloc_ros.core.localization.map_file import LocalizationMap
-from camreloc_ros.core.localization.tracks import (merge_depth_tracks, observations,
+from camreloc_ros.core.localization.tracks import (merge_depth_tracks,
+                                                   observations as observation_arrays,
                                                    representative_descriptors)
 
 logger = logging.getLogger('camreloc_ros')
@@ -337,12 +338,16 @@ def _reproject(X: np.ndarray, img: np.ndarray, xy: np.ndarray, R: np.ndarray, t:
 
 def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None,
               meta: dict | None = None, log: Callable[[str], None] | None = None,
-              read_image: Callable | None = None) -> LocalizationMap:
+              read_image: Callable | None = None,
+              observations: Callable | None = None) -> LocalizationMap:
     """Features, 3D points and global descriptors of ``frames`` -> a :class:`LocalizationMap`.
 
     ``intrinsics`` is the dataset's :class:`~camreloc_ros.core.data.datasets.Intrinsics`
     (for the images as stored); ``descriptor`` a
     :class:`~camreloc_ros.core.localization.retrieval.GlobalDescriptor`.
+    ``observations(frames, keypoints)`` -> ``(per_image, points, point_error, stats)``, where
+    given, makes the points instead of depth or triangulation: the tracks of a structure-
+    from-motion model (:func:`camreloc_ros.core.sfm.map_points.reconstruction_observations`).
     """
     log = log or logger.info
     from camreloc_ros.core.data.transforms import read_rgb
@@ -365,7 +370,7 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
                             if len(missing) > 1 else ''))
     # auto: depth as soon as any frame has it (a lost depth png must not turn a depth map
     # into a sparse triangulated one); the frames without depth get no 3D points
-    use_depth = any(present) if mode == 'auto' else mode == 'depth'
+    use_depth = observations is None and (any(present) if mode == 'auto' else mode == 'depth')
     t0 = time.perf_counter()
     kps, descs, gdesc, Ks, sizes = [], [], [], [], []
     workers = int(conf['workers']) or max(1, min(4, os.cpu_count() or 1))
@@ -385,7 +390,10 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
     K = np.stack(Ks)
     stats: dict = {'images': len(frames), 'keypoints_extracted': int(sum(map(len, kps)))}
     warnings: list[str] = []
-    if use_depth:
+    if observations is not None:
+        per_image, points, point_error, ostats = observations(frames, kps)
+        stats.update(ostats)
+    elif use_depth:
         per_image, points, point_error = _depth_points(frames, kps, sizes, present, conf,
                                                        stats, warnings)
         if conf['tracks']['merge']:
@@ -399,7 +407,7 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
                                                              conf['triangulation'], log)
         stats.update(tstats)
     t_points = time.perf_counter() - t0 - t_feat
-    obs_offsets, obs_point, obs_xy = observations(per_image, kps)
+    obs_offsets, obs_point, obs_xy = observation_arrays(per_image, kps)
     obs_desc = np.concatenate([d[idx] for (idx, _), d in zip(per_image, descs)]) \
         if len(obs_point) else np.zeros((0, 128), np.uint8)
     point_desc = representative_descriptors(obs_point, obs_desc, len(points),
@@ -412,7 +420,9 @@ def build_map(frames: Sequence, intrinsics, descriptor, conf: dict | None = None
                                    'min': int(per_img.min()), 'max': int(per_img.max())})
     if warnings:
         stats['warnings'] = warnings
-    info = dict(meta or {}, points_from='depth' if use_depth else 'triangulation',
+    points_from = ('reconstruction' if observations is not None
+                   else 'depth' if use_depth else 'triangulation')
+    info = dict(meta or {}, points_from=points_from,
                 conf=conf, stats=stats, descriptor=descriptor.conf())
     return LocalizationMap(
         names=[f.name for f in frames], poses_c2w=poses, K=K,
@@ -549,6 +559,11 @@ def unusable_reason(lmap: LocalizationMap, min_points_per_image: float) -> str |
                'images have a valid depth (0 and 65535 are holes; valid is '
                'build.depth.min_m..max_m, away from depth edges)'
                + (f', and {skipped} images have no depth image' if skipped else ''))
+    elif lmap.meta.get('points_from') == 'reconstruction':
+        why = (f'the model\'s tracks left {stats.get("points", 0)} points in the map frames '
+               f'({stats.get("observations_without_keypoint", 0)} of '
+               f'{stats.get("observations_in_map_frames", 0)} observations had no SIFT '
+               'keypoint within keypoint_max_px)')
     else:
         why = (f'triangulation kept {stats.get("points", 0)} points from '
                f'{stats.get("verified_matches", 0)} verified matches between '

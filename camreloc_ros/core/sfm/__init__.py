@@ -18,7 +18,8 @@ Where every other path to a pose needs ground truth first, this stage makes it: 
 image pairs, incremental or global mapping (:mod:`.pipeline`), pairs from the sequence and
 from the pose model's own global descriptors (:mod:`.pairs`), metric scale and the map frame
 from odometry, depth images or a known distance (:mod:`.scale`), and the result written as a
-``posed`` dataset beside its COLMAP model, with a report (:mod:`.output`).
+``posed`` dataset beside its COLMAP model, with a report (:mod:`.output`); the model's points
+and tracks as a localization map's observations (:mod:`.map_points`, ``map --reconstruction``).
 
 May import: ``data`` (intrinsics, image and depth files), ``models`` and ``localization``
 (the pose model's trunk as the global descriptor for retrieval pairs, only where they are
