@@ -45,7 +45,8 @@ VALID_ROSDEP_KEYS = {
     'python3-onnxruntime-pip', 'python3-timm-pip', 'python3-rosbags-pip',
 }
 # imported module -> rosdep key, where the two differ
-KEY_OF_MODULE = {'tf2_ros': 'tf2_ros_py', 'numpy': 'python3-numpy', 'yaml': 'python3-yaml'}
+KEY_OF_MODULE = {'tf2_ros': 'tf2_ros_py', 'numpy': 'python3-numpy', 'yaml': 'python3-yaml',
+                 'scipy': 'python3-scipy'}
 # imported module -> the requirements-robot.txt distribution that provides it
 PIP_OF_MODULE = {
     'torch': 'torch', 'torchvision': 'torchvision', 'timm': 'timm', 'onnx': 'onnx',
