@@ -61,7 +61,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
 from pathlib import Path
 import subprocess
@@ -71,6 +70,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from camreloc_ros.core.robot.odometry import drifted_odometry
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / 'config' / 'fastdds_large_images.xml'
@@ -87,8 +88,6 @@ CHI2_3_95 = 7.81              # 95 % quantile of chi-square with 3 degrees of fr
 GOOD_M, GOOD_DEG = 0.05, 5.0  # "within 5 cm / 5 deg"
 FAR_M = 0.25                  # "over 25 cm"
 FALSE_M, FALSE_DEG = 0.25, 10.0   # a localized pose further off is a false localization
-DRIFT_SCALE = 0.02            # odometry: 2 % of the distance travelled
-DRIFT_YAW_DEG_PER_M = (0.1, 0.3)   # odometry: yaw drift rate range (sign seeded)
 SEVEN_EPOCHS = 30             # 6 training frames: a model that knows the room a little
 LOCALIZED = 'localized'
 
@@ -124,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="HoloLens checkpoint (default: the demo's, trained into --work)")
     parser.add_argument('--map', type=Path, default=None,
                         help="HoloLens map of --model (default: the demo's, built into --work)")
+    parser.add_argument('--data', type=Path, default=None,
+                        help="HoloLens: a posed folder of the walk's frames in the frame of "
+                        '--map (benchmarks/walkthrough.py writes one for a map from a '
+                        'reconstruction); its held-out blocks are played and scored against '
+                        'its poses. Needs --model and --map; the offline rows are n/a')
     parser.add_argument('--out', type=Path, default=None,
                         help='markdown file for the table (default: <work>/live_map.md)')
     parser.add_argument('--repeat', type=int, default=1,
@@ -151,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f'--{name.replace("_", "-")} must be > 0, got {value}')
+    if args.data is not None and (args.model is None or args.map is None):
+        parser.error('--data needs --model and --map (the checkpoint and map of its frame)')
     if args.rate is None:   # a camera sends at its capture rate
         args.rate = args.capture_hz
     return args
@@ -393,48 +399,7 @@ def diagnostics_rates(values: dict[str, str] | None, seconds: float) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- odometry (pure)
-
-def _axis_rotation(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    from camreloc_ros.core.geometry import quat_from_rotvec, quat_to_matrix
-
-    return quat_to_matrix(quat_from_rotvec(np.asarray(axis, np.float64) * angle_rad))
-
-
-def drifted_odometry(poses_c2w: Sequence[np.ndarray], breaks: Sequence[bool],
-                     rng: np.random.Generator, scale: float = DRIFT_SCALE,
-                     yaw_deg_per_m: tuple[float, float] = DRIFT_YAW_DEG_PER_M
-                     ) -> list[np.ndarray]:
-    """Camera poses in an odometry frame: ground truth's motion with a drift that grows.
-
-    Each step's motion (the previous camera's frame) gets a translation error of ``scale`` x
-    its length in one fixed, seeded direction of the odometry frame and a yaw error about the
-    up axis of a seeded rate (``yaw_deg_per_m``, random sign) x its length: odometry that is
-    good over a few metres and wrong by ``scale`` of the distance after a walk, the
-    systematic kind a visual-inertial or wheel odometry has. ``breaks[k]`` (a new sequence:
-    no motion was observed) carries the true relative pose over without error. The odometry
-    frame starts at the first pose (its offset to the map cancels in the node).
-    """
-    poses = [np.asarray(p, np.float64) for p in poses_c2w]
-    if not poses:
-        return []
-    down = np.mean([p[:3, 1] for p in poses], axis=0)   # the optical frame's y points down
-    up = -down / max(np.linalg.norm(down), 1e-12)
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
-    yaw_rate = math.radians(rng.uniform(*yaw_deg_per_m)) * rng.choice([-1.0, 1.0])
-    odom = [poses[0].copy()]
-    for k in range(1, len(poses)):
-        step = np.linalg.inv(poses[k - 1]) @ poses[k]
-        if not breaks[k]:
-            dist = float(np.linalg.norm(step[:3, 3]))
-            rot_prev = odom[-1][:3, :3]
-            step = step.copy()
-            step[:3, :3] = _axis_rotation(rot_prev.T @ up, yaw_rate * dist) @ step[:3, :3]
-            step[:3, 3] += scale * dist * (rot_prev.T @ direction)
-        odom.append(odom[-1] @ step)
-    return odom
-
+# ---------------------------------------------------------------------------- stamps (pure)
 
 def frame_stamps(sequences: Sequence[str], indices: Sequence[int],
                  rate: float = CAPTURE_HZ) -> list[int]:
@@ -556,11 +521,15 @@ def prepare(name: str, args: argparse.Namespace, rng: np.random.Generator) -> Se
         data, fmt = shared_data_dir() / 'hololens-office', 'posed'
         model, lmap = _hololens_model(args, work)
         block, every = DEMO_SPLIT['block'], DEMO_SPLIT['every']
-        if args.model is not None:   # a given checkpoint: its own split, as evaluate reads it
+        if args.data is not None:    # the walk in another frame: the walk's held-out blocks
+            data = args.data.resolve()
+        elif args.model is not None:   # a given checkpoint: its own split, as evaluate reads it
             from camreloc_ros.core.models.pose_model import PoseModel
             block, every = split_params({'block': None, 'every': None},
                                         PoseModel.from_checkpoint(model).checkpoint_extra)
         note = f'HoloLens walk, held-out blocks (block {block}, every {every})'
+        if args.data is not None:
+            note += f', poses of {data} (the frame of the map)'
     else:
         data, fmt = shared_data_dir() / '7scenes-stairs-mini', '7scenes'
         model, lmap = _sevenscenes_model(work, data)
@@ -613,6 +582,10 @@ def offline_refined(setup: Setup, work: Path) -> dict:
     from camreloc_ros.tools import evaluate
 
     n = len(setup.frames) // setup.passes
+    if setup.note.endswith('(the frame of the map)'):   # --data: evaluate pairs by dataset
+        return {'frames': n, 'names': [f.name for f in setup.frames[:n]], 'states': None,
+                'network_pos': None, 'network_rot': None, 'refined_pos': None,
+                'refined_rot': None, 'refined_share': None}
     out = work / f'eval_test_{n}'
     summary_path = out / 'map_summary.json'
     stale = (not summary_path.is_file()

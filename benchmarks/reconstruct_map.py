@@ -40,23 +40,12 @@ from camreloc_ros.core.evaluation.metrics import load_per_frame, pose_errors  # 
 from camreloc_ros.core.geometry import matrix_from_pose, pose_from_matrix  # noqa: E402
 from camreloc_ros.core.localization.map_file import load_map  # noqa: E402
 from camreloc_ros.core.localization.refiner import map_descriptor, Refiner  # noqa: E402
+from camreloc_ros.core.sfm.scale import similarity  # noqa: E402
 from camreloc_ros.tools import map as map_tool, reconstruct  # noqa: E402
 from camreloc_ros.tools.common import shared_data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLO = shared_data_dir() / 'hololens-office'
-
-
-def similarity(src_n3: np.ndarray, dst_n3: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares ``dst = s R src + t`` (Umeyama) -> ``(s, R, t)``."""
-    mu_s, mu_d = src_n3.mean(0), dst_n3.mean(0)
-    S, D = src_n3 - mu_s, dst_n3 - mu_d
-    U, sig, Vt = np.linalg.svd(D.T @ S / len(S))
-    E = np.eye(3)
-    E[2, 2] = np.sign(np.linalg.det(U @ Vt))
-    R = U @ E @ Vt
-    s = float(np.trace(np.diag(sig) @ E) / (S ** 2).sum(axis=1).mean())
-    return s, R, mu_d - s * R @ mu_s
 
 
 def _moved(T_44: np.ndarray, s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:

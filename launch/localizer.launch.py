@@ -77,10 +77,13 @@ def launch_setup(context, *args, **kwargs) -> list:
     input_kind = _choice(context, 'input', ('raw', 'compressed'), allow_empty=True)
     log_level = _choice(context, 'log_level', LOG_LEVELS)
     model = LaunchConfiguration('model').perform(context).strip()
+    map_path = LaunchConfiguration('map').perform(context).strip()
 
     overrides = {'use_sim_time': BOOLEANS[use_sim_time]}
     if model:
         overrides['model'] = model
+    if map_path:
+        overrides['map'] = map_path
     if autostart:
         overrides['autostart'] = BOOLEANS[autostart]
     if input_kind:
@@ -106,6 +109,9 @@ def generate_launch_description() -> LaunchDescription:
                               description='YAML with the node parameters'),
         DeclareLaunchArgument('model', default_value='',
                               description='checkpoint file; empty keeps the params_file value'),
+        DeclareLaunchArgument('map', default_value='',
+                              description='localization map (camreloc map) for centimetre '
+                              'poses; empty keeps the params_file value'),
         DeclareLaunchArgument('image_topic', default_value='image',
                               description='camera image topic (its /compressed for JPEG input)'),
         DeclareLaunchArgument('camera_info_topic', default_value='',

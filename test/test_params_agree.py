@@ -85,7 +85,7 @@ def test_launch_arguments_map_to_parameters():
     """Launch arguments are parameters of the node (same names) or declared as not."""
     names, non_params = launch_arguments()
     assert {'params_file', 'model', 'image_topic', 'input', 'namespace', 'use_sim_time',
-            'autostart', 'log_level', 'camera_info_topic'} == set(names)
+            'autostart', 'log_level', 'camera_info_topic', 'map'} == set(names)
     table = {p.name for p in PARAMETERS}
     assert set(non_params) <= set(names)
     assert set(names) - set(non_params) <= table | AUTO_DECLARED

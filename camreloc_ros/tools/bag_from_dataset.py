@@ -21,6 +21,11 @@ byte for byte, other images encoded), ``/camera/camera_info`` when intrinsics ar
 ``/ground_truth/pose`` (PoseStamped in ``map``) and ``/tf`` (map -> camera_gt). Frames
 without timestamps are stamped ``start + index / rate``, so held-out blocks of a split
 leave time gaps (temporal windows restart there, as in ``evaluate``).
+
+``--odometry drift`` adds what a robot records instead of ground truth: ``/odom``
+(PoseStamped in ``odom``) and ``/tf`` odom -> camera, the dataset's motion with a seeded drift
+(:mod:`camreloc_ros.core.robot.odometry`); with ``--no-ground-truth`` the bag carries nothing
+else, the recording ``camreloc reconstruct`` starts from on a robot (docs/walkthrough.md).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 import time
 
 import cv2
+import numpy as np
 
 from camreloc_ros.core.bags import BagWriter, COMPRESSED, IMAGE, SIGNATURES, STORAGES
 from camreloc_ros.core.config import merge_conf
@@ -40,6 +46,7 @@ from camreloc_ros.core.data.split import SPLIT_DEFAULTS, split_dataset, SPLIT_NA
 from camreloc_ros.core.data.transforms import read_rgb
 from camreloc_ros.core.geometry import pose_from_matrix
 from camreloc_ros.core.robot.messages import NS, seconds_to_ns
+from camreloc_ros.core.robot.odometry import drifted_odometry
 from camreloc_ros.tools.common import (frame_stamps, refuse_output_in_inputs, require_exists,
                                        tool_logging)
 
@@ -48,6 +55,8 @@ logger = logging.getLogger('camreloc_ros')
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
 GT_TOPIC = '/ground_truth/pose'
+ODOM_TOPIC = '/odom'
+ODOMETRY = ('none', 'drift')
 # Stamps of datasets without times start here (2023-11-14): a stamp of 0 means "latest" to
 # tf2 lookups, so a bag never starts at 0.
 DEFAULT_START = 1_700_000_000.0
@@ -67,6 +76,10 @@ default_conf = {
     'map_frame': 'map',
     'camera_frame': 'camera',
     'gt_frame': 'camera_gt',
+    'odometry': 'none',      # none | drift: /odom and /tf odom -> camera with a seeded drift
+    'odometry_seed': 0,
+    'odom_frame': 'odom',
+    'ground_truth': True,    # /ground_truth/pose and /tf map -> camera_gt
 }
 
 
@@ -104,6 +117,12 @@ def main(conf: dict, paths: dict) -> Path:
         raise ValueError(f'--split must be one of {", ".join(SPLIT_NAMES)}')
     if conf['rate'] <= 0:
         raise ValueError(f'--rate must be positive, got {conf["rate"]}')
+    if conf['odometry'] not in ODOMETRY:
+        raise ValueError(f'--odometry must be one of {", ".join(ODOMETRY)}, got '
+                         f'{conf["odometry"]!r}')
+    if conf['odometry'] == 'none' and not conf['ground_truth']:
+        raise ValueError('--no-ground-truth without --odometry drift would write a bag with '
+                         'no poses at all; give --odometry drift')
     dataset = read_dataset(data, conf['format'])
     frames = split_dataset(dataset, conf['split'], int(conf['block']),
                            int(conf['every'])).frames
@@ -115,10 +134,15 @@ def main(conf: dict, paths: dict) -> Path:
     K = dataset.intrinsics
     topic = IMAGE_TOPIC + '/compressed' if conf['compressed'] else IMAGE_TOPIC
     cam, world, gt_frame = conf['camera_frame'], conf['map_frame'], conf['gt_frame']
+    odom = None
+    if conf['odometry'] == 'drift':   # a new sequence is a new start: no motion observed
+        breaks = [k == 0 or f.sequence != frames[k - 1].sequence for k, f in enumerate(frames)]
+        odom = drifted_odometry([f.pose_c2w for f in frames], breaks,
+                                np.random.default_rng(int(conf['odometry_seed'])))
     t0 = time.perf_counter()
     with BagWriter(out, conf['storage'], overwrite=bool(conf['overwrite'])) as bag:
         m = bag.msgs
-        for frame, ns in zip(frames, stamps):
+        for i, (frame, ns) in enumerate(zip(frames, stamps)):
             if conf['compressed']:
                 bag.write(topic, COMPRESSED, ns, m.compressed(
                     ns, cam, _jpeg_bytes(frame.image_path, conf['quality'])))
@@ -134,11 +158,18 @@ def main(conf: dict, paths: dict) -> Path:
                 k = K if (K.height, K.width) == size else K.scaled(size[1], size[0])
                 bag.write(INFO_TOPIC, 'sensor_msgs/msg/CameraInfo', ns, m.camera_info(
                     ns, cam, k.width, k.height, k.fx, k.fy, k.cx, k.cy))
-            t, q = pose_from_matrix(frame.pose_c2w)
-            bag.write(GT_TOPIC, 'geometry_msgs/msg/PoseStamped', ns,
-                      m.pose_stamped(ns, world, t, q))
-            bag.write('/tf', 'tf2_msgs/msg/TFMessage', ns,
-                      m.tf([m.transform_stamped(ns, world, gt_frame, t, q)]))
+            tf = []
+            if conf['ground_truth']:
+                t, q = pose_from_matrix(frame.pose_c2w)
+                bag.write(GT_TOPIC, 'geometry_msgs/msg/PoseStamped', ns,
+                          m.pose_stamped(ns, world, t, q))
+                tf.append(m.transform_stamped(ns, world, gt_frame, t, q))
+            if odom is not None:
+                t, q = pose_from_matrix(odom[i])
+                bag.write(ODOM_TOPIC, 'geometry_msgs/msg/PoseStamped', ns,
+                          m.pose_stamped(ns, conf['odom_frame'], t, q))
+                tf.append(m.transform_stamped(ns, conf['odom_frame'], cam, t, q))
+            bag.write('/tf', 'tf2_msgs/msg/TFMessage', ns, m.tf(tf))
         counts = dict(bag.counts)
     span = (stamps[-1] - stamps[0]) / NS
     logger.info(f'wrote {len(frames)} frames of {data} ({conf["format"]}, {conf["split"]}) to '
@@ -169,6 +200,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--storage', choices=STORAGES, default=default_conf['storage'],
                         help='rosbag2 storage (default mcap)')
     parser.add_argument('--limit', type=int, default=None, help='only the first N frames')
+    parser.add_argument('--odometry', choices=ODOMETRY, default=default_conf['odometry'],
+                        help='drift: add /odom and /tf odom -> camera, the motion with a '
+                        'seeded drift (what a robot records)')
+    parser.add_argument('--odometry-seed', type=int, default=default_conf['odometry_seed'],
+                        help='seed of the odometry drift')
+    parser.add_argument('--no-ground-truth', dest='ground_truth', action='store_false',
+                        help='leave out /ground_truth/pose and /tf map -> camera_gt')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing bag')
 
 
@@ -177,5 +215,6 @@ def from_args(args: argparse.Namespace) -> Path:
     conf = {'format': args.format, 'split': args.split, 'block': args.block,
             'every': args.every, 'compressed': args.compressed, 'quality': args.quality,
             'rate': args.rate, 'start_time': args.start_time, 'storage': args.storage,
-            'limit': args.limit, 'overwrite': args.overwrite}
+            'limit': args.limit, 'overwrite': args.overwrite, 'odometry': args.odometry,
+            'odometry_seed': args.odometry_seed, 'ground_truth': args.ground_truth}
     return main(conf, {'data': args.data, 'out': args.out})

@@ -17,7 +17,9 @@
 Owns: :mod:`tf_tree` (tf2 semantics without tf2: a buffer of static and dynamic edges, lookups
 with interpolation, REP 105 frame maths), :mod:`camera` (the training camera record stored in a
 checkpoint, and what a live camera must match), :mod:`messages` (stamps and the field values of
-the messages the node and the bag tools write, as plain Python).
+the messages the node and the bag tools write, as plain Python), :mod:`odometry` (a posed
+recording's motion turned into odometry that drifts, what a robot records instead of ground
+truth).
 
 May import: ``data`` (a dataset's camera for the camera record), ``geometry``, ``config``,
 ``io`` and numpy. Never a model, torch or another stage.
