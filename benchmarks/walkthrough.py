@@ -124,6 +124,7 @@ def fit_frame(scene: Path) -> dict:
 
 def score_held_out(paths: dict, frame: dict) -> dict:
     """Network, retrieval top-1, oracle and refined poses of the held-out frames, in metres."""
+    from camreloc_ros.core.evaluation.baselines import oracle_indices
     from camreloc_ros.core.inference.engine import InferenceEngine
     from camreloc_ros.core.localization.map_file import load_map
     from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
@@ -151,8 +152,9 @@ def score_held_out(paths: dict, frame: dict) -> dict:
     for name, poses in rows.items():
         p, q = pose_from_matrix(_moved(np.stack(poses), s, R, t))
         out[name] = pose_errors(p, q, gp, gq)
-    # the oracle: the recorded frame nearest to the truth (a perfect retrieval)
-    near = np.argmin(np.linalg.norm(gp[:, None] - recorded[None, :, :3, 3], axis=2), axis=1)
+    # the oracle: the recorded frame nearest to the truth (metres + degrees / 10, as
+    # evaluate's): a perfect retrieval
+    near = oracle_indices(recorded, gp, gq)
     out['oracle nearest recorded pose'] = pose_errors(*pose_from_matrix(recorded[near]), gp, gq)
     ok = np.array(refined)
     pe, re = out['refined (or network)']
