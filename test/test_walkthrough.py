@@ -27,8 +27,6 @@ import json
 
 import numpy as np
 import pytest
-from support import allocate_domain, ros_environment, RosHarness
-from test_refine_live import _sync_node_run
 
 from camreloc_ros.core.bags import Bag
 from camreloc_ros.core.data.formats import read_dataset
@@ -40,7 +38,6 @@ from camreloc_ros.core.sfm.scale import similarity
 from camreloc_ros.tools import cli
 from camreloc_ros.tools.common import shared_data_dir
 
-DOMAIN_ID = allocate_domain()
 HOLO = shared_data_dir() / 'hololens-office'
 N = 40
 TOPIC = '/camera/image_raw/compressed'
@@ -92,6 +89,9 @@ def test_the_node_localizes_held_out_frames_to_centimetres(walkthrough, tmp_path
     The odometry frame is the walk's until drift builds up (2 % of the distance), so the
     keyframe similarity is near the identity; it is fitted anyway, as for any recording.
     """
+    from support import allocate_domain, ros_environment, RosHarness   # ROS only here
+    from test_refine_live import _sync_node_run
+
     d, scene, ckpt, map_path = walkthrough
     walk = read_dataset(HOLO, 'posed').frames[:N]
     rec = read_dataset(scene, 'posed')
@@ -104,8 +104,9 @@ def test_the_node_localizes_held_out_frames_to_centimetres(walkthrough, tmp_path
     held_out = [k for k in range(N) if k not in keyframes][2:-2]
     assert len(held_out) >= 12
     errors = []
-    with ros_environment(DOMAIN_ID, tmp_path / 'ros_log'):
-        ros = RosHarness(DOMAIN_ID)
+    domain = allocate_domain()
+    with ros_environment(domain, tmp_path / 'ros_log'):
+        ros = RosHarness(domain)
         node = None
         try:
             node, send, refined, _ = _sync_node_run(ros, 'walk', ckpt, map_path)
