@@ -466,14 +466,26 @@ def test_node_latest_frame_refiner_localizes_a_stream(map_setup, tmp_path):
 
 
 def test_node_refuses_a_bad_map_clearly(map_setup, tmp_path):
-    """A missing or corrupt map: configure fails with the map named, the node stays up."""
+    """A missing or corrupt map, or one of another scene frame than the network's: configure
+    fails with the map named, the node stays up."""
+    import torch
+    from camreloc_ros.core.localization.map_file import load_map, save_map
+    from camreloc_ros.core.models.pose_model import load_checkpoint_file
     from camreloc_ros.ros.localizer_node import LocalizerNode
 
-    ckpt, _, _ = map_setup
+    ckpt, map_path, _ = map_setup
     corrupt = tmp_path / 'corrupt.npz'
     corrupt.write_bytes(b'not a map' * 10)
+    lmap = load_map(map_path)      # a map of frame a..., a network retrained in frame b...
+    lmap.meta['scene_frame'] = {'id': 'a' * 32, 'frames': 48, 'source': 'walk'}
+    framed = save_map(lmap, tmp_path / 'framed.npz')
+    state = load_checkpoint_file(ckpt)
+    state['extra']['scene_frame'] = {'id': 'b' * 32, 'frames': 9, 'source': 'elsewhere'}
+    torch.save(state, tmp_path / 'elsewhere.pt')
     cases = [(str(ckpt), str(tmp_path / 'missing.npz'), 'does not exist'),
-             (str(ckpt), str(corrupt), 'not a readable .npz')]
+             (str(ckpt), str(corrupt), 'not a readable .npz'),
+             (str(tmp_path / 'elsewhere.pt'), str(framed), 'but checkpoint '
+              f'{tmp_path / "elsewhere.pt"} was trained in scene frame bbbbbbbbbbbb')]
     domain = allocate_domain()
     with ros_environment(domain, tmp_path / 'ros_log'):
         ros = RosHarness(domain)

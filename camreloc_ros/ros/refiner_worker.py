@@ -116,8 +116,9 @@ class RefinerWorker:
         ``odom_pose(header, timeout_s)``: the camera's pose in the odometry frame at the image
         stamp, or None (:meth:`FrameIO.odom_camera`).
 
-        A map of another checkpoint (an ``.onnx`` model counts as the checkpoint it was
-        exported from) or a corrupt map is a clear error. The map's own ONNX descriptor does
+        A map of another scene frame than the network's (an ``.onnx`` model counts as the
+        checkpoint it was exported from; files without a frame id pair only with the map's
+        own checkpoint) or a corrupt map is a clear error. The map's own ONNX descriptor does
         the retrieval where it has one (no torch); older maps need the ``.pt``. It runs on
         one thread: the refiner's, at the lowest priority.
         """

@@ -39,7 +39,7 @@ from typing import Iterable, Iterator, Sequence
 from camreloc_ros.core.config import merge_conf, parse_overrides
 from camreloc_ros.core.data.datasets import DatasetError, Frame, IMAGE_SUFFIXES, READER_OPTIONS
 from camreloc_ros.core.data.formats import read_dataset, reader_options
-from camreloc_ros.core.data.split import split_dataset, train_val_split
+from camreloc_ros.core.data.split import scene_frame, split_dataset, train_val_split
 from camreloc_ros.core.evaluation.metrics import FALLBACK_FPS
 from camreloc_ros.core.io import (  # noqa: F401 - re-exported for the tools
     atomic_output, atomic_write_bytes, atomic_write_text)
@@ -347,6 +347,7 @@ def load_frames(data: str | Path, conf: dict, val_data: str | Path | None = None
                   f'val_every={dconf["val_every"]})')
     info = split_info(train, val, test, source)
     info['camera'] = camera_record(dataset)   # the node checks its live camera against it
+    info['scene_frame'] = scene_frame(dataset.frames, str(Path(data).resolve()))
     log(f'split: train {len(train)}, val {len(val)}, test {test} frames (test never used; '
         f'validation: {source})')
     if not val:
@@ -376,6 +377,7 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
         return out
 
     train = frames_of(list(bags))
+    frame = scene_frame(train, ', '.join(str(Path(b).resolve()) for b in bags))
     if val_bags:
         val = frames_of(list(val_bags))
         source = '--val-bag ' + ' '.join(map(str, val_bags))
@@ -387,6 +389,7 @@ def load_bag_frames(bags: list, val_bags: list | None, conf: dict, image_topic: 
         'are scored with bag-eval)')
     info = split_info(train, val, None, source)
     info['camera'] = camera_record(train)      # image size only: bags carry no intrinsics here
+    info['scene_frame'] = frame
     return FrameSplit(train, val, info)
 
 

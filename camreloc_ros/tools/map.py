@@ -44,11 +44,12 @@ from camreloc_ros import __version__
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import Intrinsics
 from camreloc_ros.core.data.formats import FORMATS
-from camreloc_ros.core.data.split import checkpoint_train_frames
+from camreloc_ros.core.data.split import checkpoint_train_frames, scene_frame
 from camreloc_ros.core.io import file_sha256
 from camreloc_ros.core.localization.build import (build_map, default_conf as build_conf,
                                                   unusable_reason)
 from camreloc_ros.core.localization.calibration import calibrate_map, CALIBRATION_DEFAULTS
+from camreloc_ros.core.localization.extend import EXTEND_DEFAULTS
 from camreloc_ros.core.localization.map_file import frames_fingerprint, MAP_FORMAT, save_map
 from camreloc_ros.tools.common import (add_bag_topic_arguments, add_reader_overrides,
                                        bag_training_frames, checked_bag_topics, READER_CONF,
@@ -74,6 +75,9 @@ default_conf = {
     # (core.localization.calibration): enabled, images, window, track_frames, ...
     'calibration': CALIBRATION_DEFAULTS,
     'data': READER_CONF,     # reader options (data.drop_unmatched=true ...); None = checkpoint's
+    # --extend MAP: a new recording registered into the map's frame (core.localization.extend)
+    'extend': EXTEND_DEFAULTS,
+    'session_every': None,   # --extend --bag: every N-th image or Ts seconds (None: every image)
 }
 
 
@@ -187,6 +191,11 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         tool_logging()
         log = logger.info
     conf = merge_conf(default_conf, conf)
+    if paths.get('extend') is not None:
+        return extend(conf, paths, log)
+    if paths.get('model') is None or paths.get('out') is None:
+        raise ValueError('--model (the checkpoint) and --out (the map file to write) are '
+                         'required to build a map (--extend MAP grows an existing one)')
     ckpt = require_file(paths['model'], 'checkpoint')
     bags = list(paths.get('bags') or [])
     observations = None
@@ -225,6 +234,7 @@ def main(conf: dict, paths: dict, log=None) -> Path:
                         'bags': records, 'image_topic': conf['image_topic'],
                         'ground_truth': gt, 'intrinsics': dataclasses.asdict(intrinsics)}
         split_meta = {'name': 'train', 'all_frames': True}
+        frame = scene_frame(frames, dataset_meta['root'])
     else:
         extra = getattr(model, 'checkpoint_extra', None) or {}
         dataset, frames, fmt, block, every = checkpoint_train_frames(data, conf['format'],
@@ -236,11 +246,13 @@ def main(conf: dict, paths: dict, log=None) -> Path:
         dataset_meta = {'root': str(Path(data).resolve()), 'format': fmt}
         split_meta = {'name': 'train', 'block': None if official else block,
                       'every': None if official else every}
+        frame = scene_frame(dataset.frames, dataset_meta['root'])
     dataset_meta.update(frames=len(frames), fingerprint=frames_fingerprint(
         [f.name for f in frames], [f.pose_c2w for f in frames]))
     meta = {
         'checkpoint': {'path': str(ckpt.resolve()), 'sha256': file_sha256(ckpt)},
         'dataset': dataset_meta,
+        'scene_frame': frame,    # what a network must be trained in to pair with the map
         'split': split_meta,
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'package_version': __version__,
@@ -279,9 +291,165 @@ def main(conf: dict, paths: dict, log=None) -> Path:
     return out
 
 
+def extend_out(base: Path, out: Path | None, overwrite: bool, inputs: list) -> Path:
+    """Where ``--extend`` writes: ``--out`` (a new file), or ``base`` itself with ``--overwrite``.
+
+    Refused before any work: no ``--out`` without ``--overwrite``, ``--out`` naming the map
+    itself without it, and any output inside an input (:func:`check_map_out`).
+    """
+    if out is None:
+        if not overwrite:
+            raise ValueError(f'--extend {base}: give --out NEW.npz for the extended map, or '
+                             f'--overwrite to replace {base} (atomically)')
+        return base
+    out = Path(out)
+    if out.resolve() == base.resolve():
+        if not overwrite:
+            raise ValueError(f'--out {out} is the map being extended; pass --overwrite to '
+                             'replace it, or give another --out')
+        return base
+    check_map_out(out, overwrite, inputs)
+    return out
+
+
+def session_images(folder: Path, conf: dict) -> tuple[list, str]:
+    """List the images of a recording folder (or its ``images/``) in order, with their K.
+
+    K: ``--intrinsics``, else a ``K.txt`` beside the images, else None (the map's camera,
+    rescaled to the image size). A dataset's poses, if any, are not read.
+    """
+    import re
+    from camreloc_ros.core.data.datasets import IMAGE_SUFFIXES
+    from camreloc_ros.core.data.readers import image_size, read_camera_matrix
+    from camreloc_ros.core.data.transforms import read_rgb
+    from camreloc_ros.core.localization.extend import SessionImage
+
+    root = folder / 'images' if (folder / 'images').is_dir() else folder
+    files = sorted((p for p in root.iterdir() if p.is_file()
+                    and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: [int(t) if t.isdigit() else t
+                                  for t in re.split(r'(\d+)', p.name)])
+    files = [p for p in files if '.depth.' not in p.name]
+    if not files:
+        raise ValueError(f'--data {folder}: no images ({"/".join(IMAGE_SUFFIXES)}) in {root}; '
+                         'expected the images of the new recording')
+    w, h = image_size(files[0])
+    given = parse_intrinsics(conf['intrinsics'])
+    k_file = next((d / 'K.txt' for d in (root, folder) if (d / 'K.txt').is_file()), None)
+    if given is not None:
+        K, source = Intrinsics(w, h, *given).matrix(), '--intrinsics'
+    elif k_file is not None:
+        K, source = read_camera_matrix(k_file, files[0]).matrix(), str(k_file)
+    else:
+        K, source = None, "the map's camera (no --intrinsics, no K.txt)"
+    images = [SessionImage(p.name, (lambda p=p: read_rgb(p)), K) for p in files]
+    return images, source
+
+
+def bag_session(bag: Path, conf: dict, work: Path, log) -> tuple[list, str, dict]:
+    """Write a bag's images (every ``session_every``) to ``work``: images, K, the record."""
+    from camreloc_ros.core import bags as bag_io
+    from camreloc_ros.core.bags.keyframes import bag_keyframes, parse_every
+
+    topic = conf['image_topic']
+    if not topic:
+        raise ValueError('--extend --bag needs --image-topic (the Image or CompressedImage '
+                         'topic)')
+    every = parse_every(conf['session_every'])
+    if every.unit == 'metres':
+        raise ValueError(f'--session-every {conf["session_every"]}: a session has no odometry '
+                         'here; give N (every N-th image) or SECONDSs')
+    with bag_io.Bag(bag) as b:
+        b.require(topic, bag_io.IMAGE_TYPES, '--image-topic')
+        intr = bag_io.camera_intrinsics(b, topic)
+        info_topic = bag_io.camera_info_topic(b, topic)
+    keys = bag_keyframes(bag, topic, work, every, log=log)
+    images, source = session_images(work, conf)
+    if conf['intrinsics'] is None and intr is not None:
+        from camreloc_ros.core.data.readers import image_size
+        w, h = image_size(work / keys.files[0])
+        if intr.width <= 0 or intr.height <= 0:
+            intr = dataclasses.replace(intr, width=w, height=h)
+        K = intr.scaled(w, h).matrix()
+        for im in images:
+            im.K = K
+        source = f'CameraInfo {info_topic}'
+    record = {'image_topic': topic, 'images_in_bag': keys.images, 'every': str(every)}
+    return images, source, record
+
+
+def extend(conf: dict, paths: dict, log) -> Path:
+    """Register a new recording into the map ``paths['extend']`` and write the grown map.
+
+    The recording is ``paths['data']`` (a folder of images; a dataset's poses are not read)
+    or one bag (``paths['bags']``, ``image_topic``). No network is needed: the map's own
+    descriptor network retrieves (a map without one needs ``paths['model']``, the ``.pt`` it
+    was built with). Written to ``paths['out']``, or over the map with ``overwrite``
+    (atomically); nothing is written when no image registered.
+    """
+    import tempfile
+    from camreloc_ros.core.localization.extend import extend_map
+    from camreloc_ros.core.localization.map_file import load_map
+    from camreloc_ros.core.localization.refiner import map_descriptor
+
+    base = require_file(paths['extend'], 'map')
+    bags = list(paths.get('bags') or [])
+    data = paths.get('data')
+    if paths.get('reconstruction') is not None:
+        raise ValueError('--extend takes the new recording as --data FOLDER or --bag BAG, not '
+                         '--reconstruction')
+    if (data is None) == (not bags) or len(bags) > 1:
+        raise ValueError('--extend needs one new recording: --data FOLDER (its images) or one '
+                         '--bag BAG (one session at a time)')
+    source = Path(data if data is not None else bags[0])
+    require_exists(source, 'recording')
+    parse_intrinsics(conf['intrinsics'])
+    out = extend_out(base, paths.get('out'), conf['overwrite'],
+                     [('map', base), ('recording', source)]
+                     + ([('checkpoint', paths['model'])] if paths.get('model') else []))
+    lmap = load_map(base)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix='camreloc-session-',
+                                     dir=conf['cache_dir'] or None) as work:
+        if data is not None:
+            images, k_source = session_images(Path(data), conf)
+            session = {'source': str(source.resolve()), 'kind': 'folder'}
+        else:
+            images, k_source, rec = bag_session(source, conf, Path(work), log)
+            session = {'source': str(source.resolve()), 'kind': 'bag', **rec}
+        session['intrinsics'] = k_source
+        log(f'extending {base} ({lmap.describe()}) with {len(images)} images of {source} '
+            f'(camera: {k_source})')
+        descriptor = map_descriptor(lmap, paths.get('model'), threads=1)
+        new, record = extend_map(lmap, images, descriptor, conf['extend'], session, log)
+    n, k = record['images'], record['registered']
+    reasons: dict = {}
+    for item in record['left_out']:
+        key = item['reason'].split(' (')[0]
+        reasons.setdefault(key, []).append(item['name'])
+    why = '; '.join(f'{len(v)} {key} (e.g. {", ".join(v[:3])})' for key, v in reasons.items())
+    log(f'{k} of {n} images registered ({100 * k / max(n, 1):.0f} %)'
+        + (f'; left out: {why}' if why else ''))
+    if k == 0:
+        raise ValueError(f'map {out} not written: none of the {n} images of {source} '
+                         f'registered in {base} ({why}); record the new session over part of '
+                         'the mapped scene, or build a new map')
+    save_map(new, out)
+    seconds = time.perf_counter() - t0
+    log(f'map: {new.describe()} ({len(lmap)} + {k} images, {len(lmap.points)} + '
+        f'{record["points_added"]} points), session {record["name"]} in {seconds:.0f} s '
+        f'({seconds / max(n, 1):.2f} s per image) -> {out}')
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line interface of ``camreloc map``."""
-    parser.add_argument('--model', required=True, type=Path, help='checkpoint (.pt)')
+    parser.add_argument('--model', type=Path, default=None,
+                        help='checkpoint (.pt); required to build a map, not to --extend one')
+    parser.add_argument('--extend', type=Path, default=None, metavar='MAP',
+                        help='register a new recording (--data FOLDER of images or one --bag) '
+                        "into MAP's frame with the refiner and add its images and points; "
+                        'writes --out, or MAP itself with --overwrite')
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--data', type=Path, default=None,
                         help="dataset root folder: the map holds the checkpoint's training "
@@ -295,7 +463,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         'ground truth, validation blocks included (never give a test bag)')
     parser.add_argument('--format', choices=FORMATS, default=None,
                         help='dataset format (default: the one stored in the checkpoint)')
-    parser.add_argument('--out', required=True, type=Path, help='map file to write (.npz)')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='map file to write (.npz); with --extend optional when '
+                        '--overwrite replaces MAP')
     parser.add_argument('--points', choices=('auto', 'depth', 'triangulate'), default='auto',
                         help='3D points from depth images or by triangulation (auto: depth '
                         'when training frames have depth images; frames without one get no '
@@ -318,7 +488,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bag_topic_arguments(bag)
     bag.add_argument('--intrinsics', metavar='FX,FY,CX,CY', default=None,
                      help='camera intrinsics in pixels of the bag images as stored (default: '
-                     "the bag's sensor_msgs/CameraInfo beside the image topic)")
+                     "the bag's sensor_msgs/CameraInfo beside the image topic; --extend "
+                     "--data: a K.txt beside the images, else the map's camera)")
+    parser.add_argument('--rounds', type=int, default=None, metavar='N',
+                        help='--extend: registration rounds; images left out are tried again '
+                        'against the map grown by the round before (default '
+                        f'{EXTEND_DEFAULTS["rounds"]}; 1: only against MAP as it is, no '
+                        'chaining)')
+    bag.add_argument('--session-every', metavar='N|Ts', default=default_conf['session_every'],
+                     help='--extend --bag: register every N-th image, or one every T seconds '
+                     '(default: every image)')
 
 
 def from_args(args: argparse.Namespace) -> Path:
@@ -327,9 +506,14 @@ def from_args(args: argparse.Namespace) -> Path:
             'overwrite': args.overwrite, 'build': {'points': args.points},
             'image_topic': args.image_topic, 'gt_topic': args.gt_topic, 'gt_tf': args.gt_tf,
             'gt_tolerance': args.gt_tolerance, 'intrinsics': args.intrinsics,
-            'data': reader_overrides(args.overrides),
+            'data': reader_overrides(args.overrides), 'session_every': args.session_every,
             'calibration': {'enabled': not args.no_calibration}}
     if args.calibration_images is not None:
         conf['calibration']['images'] = args.calibration_images
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise ValueError(f'--rounds must be at least 1, got {args.rounds}')
+        conf['extend'] = {'rounds': args.rounds}
     return main(conf, {'model': args.model, 'data': args.data, 'bags': args.bag,
-                       'reconstruction': args.reconstruction, 'out': args.out})
+                       'reconstruction': args.reconstruction, 'out': args.out,
+                       'extend': args.extend})

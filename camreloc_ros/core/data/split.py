@@ -234,3 +234,30 @@ def checkpoint_train_frames(data: str | Path, fmt: str | None, extra: dict, conf
                                                        conf.get('data')))
     frames = split_dataset(dataset, 'train', block=block, every=every).frames
     return dataset, frames, fmt, block, every
+
+
+def frames_fingerprint(names: Sequence[str], poses_c2w) -> str:
+    """Hash of frame names and poses (mm): the same training frames give the same value."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, pose in zip(names, np.asarray(poses_c2w, np.float64)):
+        h.update(str(name).encode('utf-8') + b'\0')
+        h.update(np.round(pose[:3] * 1000.0).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def scene_frame(frames: Sequence[Frame], source: str) -> dict:
+    """Identify the coordinate frame the poses of ``frames`` are in: what a map belongs to.
+
+    The id hashes every frame of the dataset or reconstruction (names and poses, the split
+    left out), so a network retrained on the same data with another seed, more epochs or
+    other split knobs has the same frame and keeps working with a map built before, while a
+    network trained on another dataset, or on a re-run reconstruction whose poses moved, has
+    another. Stored in a checkpoint's ``extra['scene_frame']`` (and so in its ONNX export's
+    metadata) and in a map's ``meta['scene_frame']``.
+    """
+    frames = list(frames)
+    if not frames:
+        raise ValueError(f'{source}: no frames to identify a scene frame from')
+    fingerprint = frames_fingerprint([f.name for f in frames], [f.pose_c2w for f in frames])
+    return {'id': fingerprint[:32], 'frames': len(frames), 'source': str(source)}

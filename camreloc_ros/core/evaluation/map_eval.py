@@ -43,10 +43,10 @@ from camreloc_ros.core.evaluation.metrics import (format_table, frame_times, pos
                                                   summarize, write_results)
 from camreloc_ros.core.evaluation.plots import plot_reliability
 from camreloc_ros.core.geometry import pose_from_matrix
-from camreloc_ros.core.io import atomic_write_text, file_sha256
+from camreloc_ros.core.io import atomic_write_text
 from camreloc_ros.core.localization.map_file import (frames_fingerprint, load_map,
                                                      LocalizationMap)
-from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
+from camreloc_ros.core.localization.refiner import map_descriptor, model_identity, Refiner
 from camreloc_ros.core.localization.state import Localizer
 
 logger = logging.getLogger('camreloc_ros')
@@ -61,13 +61,18 @@ LOCALIZER_ROW = 'localizer (state machine, as the node)'
 
 def open_map(map_path, checkpoint, train_frames_: Sequence | None = None,
              data: str = '') -> LocalizationMap:
-    """Load a map and check it belongs to ``checkpoint`` (and to these training frames)."""
+    """Load a map and check it belongs to ``checkpoint`` (and to these training frames).
+
+    The checkpoint pairs when it is the map's or was trained in its scene frame
+    (:meth:`~camreloc_ros.core.localization.map_file.LocalizationMap.check_pairing`).
+    """
     lmap = load_map(map_path)
     fp = None
     if train_frames_ is not None:
         fp = frames_fingerprint([f.name for f in train_frames_],
                                 [f.pose_c2w for f in train_frames_])
-    lmap.check_pairing(file_sha256(checkpoint), fp, str(checkpoint), str(data))
+    digest, frame = model_identity(checkpoint)
+    lmap.check_pairing(digest, fp, str(checkpoint), str(data), scene_frame=frame)
     return lmap
 
 

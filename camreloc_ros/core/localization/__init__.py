@@ -24,7 +24,8 @@ later frame by odometry or the network's motion: dead reckoning), :mod:`tracker`
 refinement's inliers tracked frame to frame by KLT + PnP against their 3D points),
 :mod:`state` (the localization state: tracking, gated refinements and dead reckoning decide
 what the robot is told, and when it is ``localized``), :mod:`calibration` (covariance scales
-measured on held-out map images at build).
+measured on held-out map images at build), :mod:`extend` (a new recording registered into a
+map's frame by the refiner, its images and points added: ``camreloc map --extend``).
 
 May import: ``data``, ``models`` (the trunk for descriptors), ``inference`` (ONNX checks),
 ``robot``, ``geometry``, ``config``, ``io``. Never ``training``, ``evaluation`` or ``bags``.

@@ -39,8 +39,12 @@ the PnP covariance match errors measured at build; applied by
 :meth:`LocalizationMap.calibrated_covariance`. Maps without it load, uncalibrated (a warning).
 
 Only points are matched: a query's keypoints against the points its candidate images see.
-The map is tied to the checkpoint whose trunk made ``global_desc`` (its sha256) and to the
-training frames (names and poses); a mismatch is a :class:`MapError`, never a wrong pose.
+The map is tied to a scene frame (``meta.scene_frame``: the coordinate frame of the dataset
+or reconstruction it was built from) and to its training frames (names and poses): a network
+trained in another frame is a :class:`MapError`, never a wrong pose, while one retrained in
+the same frame pairs (:meth:`LocalizationMap.check_pairing`). Maps and checkpoints without a
+frame id pair by the checkpoint's sha256 only. ``meta.sessions`` lists the recordings
+``camreloc map --extend`` registered into the map after it was built.
 
 A map is data from strangers as much as a checkpoint is. :func:`load_map` checks all of it
 when it is opened, before any network runs: the zip CRCs, the content digest
@@ -55,7 +59,6 @@ the digest existed (same version 1) load with a warning that damage cannot be de
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import hashlib
 import json
 import logging
 import os
@@ -65,6 +68,7 @@ import zipfile
 
 import numpy as np
 
+from camreloc_ros.core.data.split import frames_fingerprint  # noqa: F401 - its old home
 from camreloc_ros.core.inference.onnx_format import check_self_contained
 from camreloc_ros.core.io import atomic_output, clean_stale_temps, content_digest
 
@@ -87,7 +91,8 @@ DESCRIPTOR_INPUT, DESCRIPTOR_OUTPUT = 'image', 'descriptor'
 # meta.descriptor: what a refiner needs to describe queries as the map's images were
 DESCRIPTOR_KEYS = ('input_shorter_side', 'mean', 'std', 'dim')
 # meta entries read as mappings (pairing, refiner settings)
-META_DICTS = ('checkpoint', 'dataset', 'conf', 'stats', 'descriptor', 'covariance_calibration')
+META_DICTS = ('checkpoint', 'dataset', 'conf', 'stats', 'descriptor', 'covariance_calibration',
+              'scene_frame')
 CALIBRATION_KEY = 'covariance_calibration'
 # kinds of pose a map calibrates (core.localization.calibration fits them at build)
 KINDS = ('refined', 'tracked')
@@ -128,15 +133,6 @@ def calibration_problem(calib) -> str | None:
 
 class MapError(ValueError):
     """A map file that is missing, corrupt, of another version, or paired wrongly."""
-
-
-def frames_fingerprint(names, poses_c2w) -> str:
-    """Hash of frame names and poses (mm): the same training frames give the same value."""
-    h = hashlib.sha256()
-    for name, pose in zip(names, np.asarray(poses_c2w, np.float64)):
-        h.update(str(name).encode('utf-8') + b'\0')
-        h.update(np.round(pose[:3] * 1000.0).astype(np.int64).tobytes())
-    return h.hexdigest()
 
 
 @dataclass
@@ -183,24 +179,72 @@ class LocalizationMap:
 
     def check_pairing(self, checkpoint_sha256: str | None = None,
                       train_fingerprint: str | None = None, checkpoint: str = '',
-                      data: str = '') -> None:
-        """Raise :class:`MapError` unless the map was built for this checkpoint / these frames."""
+                      data: str = '', scene_frame: dict | None = None) -> None:
+        """Raise :class:`MapError` unless the map belongs to this network / these frames.
+
+        A map carries its own descriptor network, so it belongs to a scene frame, not to one
+        checkpoint: when both the map and the network name theirs (``meta.scene_frame``, the
+        checkpoint's ``extra['scene_frame']``: :func:`~camreloc_ros.core.data.split.scene_frame`)
+        a network retrained on the same frame pairs (an info line says the checkpoint is not
+        the one the map was built with) and one of another frame is refused, naming both.
+        Without an id on either side (files written before it existed), or a map without its
+        descriptor network (whose retrieval needs the very trunk that built it), only the
+        checkpoint the map was built with pairs (its sha256).
+        ``train_fingerprint`` (the evaluation's check): the map holds exactly these training
+        frames, so no held-out frame is in it.
+        """
         where = f'map {self.path}' if self.path else 'map'
         ck = self.meta.get('checkpoint', {})
         if checkpoint_sha256 is not None and ck.get('sha256') != checkpoint_sha256:
-            same = checkpoint and str(Path(checkpoint).resolve()) == ck.get('path')
-            why = ('the checkpoint file changed since the map was built (stale map)' if same
-                   else f'it was built for checkpoint {ck.get("path")}')
-            raise MapError(f'{where} does not belong to checkpoint {checkpoint or "given"} '
-                           f'(sha256 {checkpoint_sha256[:12]}, map expects '
-                           f'{str(ck.get("sha256"))[:12]}): {why}; rebuild it with '
-                           f'`camreloc map --model {checkpoint or "CKPT"} ...`')
+            self._check_frame(checkpoint_sha256, checkpoint, scene_frame, where, ck)
+        added = sum(int(s.get('registered', 0)) for s in self.meta.get('sessions') or []
+                    if isinstance(s, dict))
+        if train_fingerprint is not None and added:
+            raise MapError(f'{where} was extended with {added} images of other recordings '
+                           '(`camreloc map --extend`); they may be held-out frames of '
+                           f'{data or "this dataset"}, so it cannot score them honestly: '
+                           'evaluate with the map before --extend')
         ds = self.meta.get('dataset', {})
         if train_fingerprint is not None and ds.get('fingerprint') != train_fingerprint:
             raise MapError(f'{where} was built from other training frames ({ds.get("root")}, '
                            f'{ds.get("format")}, {ds.get("frames")} frames) than the ones of '
                            f'{data or "this dataset"}; rebuild it with `camreloc map --data '
                            f'{data or "DIR"} ...`')
+
+    def _check_frame(self, checkpoint_sha256: str, checkpoint: str, scene_frame: dict | None,
+                     where: str, ck: dict) -> None:
+        """Pair another checkpoint than the map's by scene frame, or refuse it (MapError)."""
+        name = checkpoint or 'given'
+        mine = self.meta.get('scene_frame')
+        map_id = mine.get('id') if isinstance(mine, dict) else None
+        net_id = scene_frame.get('id') if isinstance(scene_frame, dict) else None
+        if map_id and net_id and self.descriptor_onnx is not None:
+            if map_id == net_id:
+                logger.info(f'{where} was built with checkpoint {ck.get("path")} '
+                            f'(sha256 {str(ck.get("sha256"))[:12]}), not {name} (sha256 '
+                            f'{checkpoint_sha256[:12]}); both were trained in scene frame '
+                            f'{map_id[:12]} ({mine.get("source")}), so the map pairs')
+                return
+            raise MapError(
+                f'{where} belongs to scene frame {map_id[:12]} ({mine.get("source")}, '
+                f'{mine.get("frames")} frames) but checkpoint {name} was trained in scene '
+                f'frame {net_id[:12]} ({scene_frame.get("source")}, '
+                f'{scene_frame.get("frames")} frames): its poses are in another coordinate '
+                f'frame; use a network trained on {mine.get("source")}, or build a map for '
+                f'this one with `camreloc map --model {checkpoint or "CKPT"} --data '
+                f'{scene_frame.get("source") or "DIR"} ...`')
+        same = checkpoint and str(Path(checkpoint).resolve()) == ck.get('path')
+        why = ('the checkpoint file changed since the map was built (stale map)' if same
+               else f'it was built for checkpoint {ck.get("path")}')
+        lacking = ('the map holds no descriptor network' if self.descriptor_onnx is None
+                   else 'the map names no scene frame (built before maps had one)'
+                   if not map_id else 'the checkpoint names no scene frame (trained before '
+                   'checkpoints had one)' if not net_id else '')
+        raise MapError(f'{where} does not belong to checkpoint {name} '
+                       f'(sha256 {checkpoint_sha256[:12]}, map expects '
+                       f'{str(ck.get("sha256"))[:12]}): {why}, and {lacking}, so only that '
+                       f'checkpoint pairs with it; rebuild it with '
+                       f'`camreloc map --model {checkpoint or "CKPT"} ...`')
 
     def covariance_scales(self, kind: str) -> tuple[float, float] | None:
         """Calibrated (position, rotation) scales of ``kind``, or None when uncalibrated."""
@@ -407,6 +451,7 @@ def load_map(path: str | Path) -> LocalizationMap:
     _check_dtypes(data, path)
     wrong = [k for k in META_DICTS if k in meta and not isinstance(meta[k], dict)]
     _expect(not wrong, path, f'meta.{", meta.".join(wrong)} is not a mapping')
+    _expect(isinstance(meta.get('sessions', []), list), path, 'meta.sessions is not a list')
     n = len(data['names'])
     m = len(data['obs_point'])
     p = len(data['points'])

@@ -80,6 +80,8 @@ class Refinement:
     times: dict = field(default_factory=dict)       # seconds: retrieval, features, ...
     inlier_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))   # (n, 2) px
     inlier_points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))   # (n, 3) m
+    inlier_pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    # (n, 2): the inliers as (query keypoint index, map point id), for map --extend
     inlier_ratio: float = 0.0            # inliers / matches: low on a wrong, lucky solution
     coverage: float = 0.0                # share of 8 x 6 image cells holding an inlier
 
@@ -238,18 +240,34 @@ def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int]
 
 def model_sha256(model) -> str:
     """Return the sha256 of the checkpoint ``model`` is (``.pt``) or came from (``.onnx``)."""
+    return model_identity(model)[0]
+
+
+def model_identity(model) -> tuple[str, dict | None]:
+    """Return ``(sha256, scene frame)`` of a ``.pt`` checkpoint or of an ``.onnx`` export.
+
+    The sha256 is the checkpoint's (an export's metadata names the one it came from); the
+    scene frame is its ``extra['scene_frame']`` (None when trained before it existed), what
+    a map pairs by across retrainings (:meth:`LocalizationMap.check_pairing`).
+    """
     from camreloc_ros.core.io import file_sha256
     from camreloc_ros.core.localization.map_file import MapError
     from camreloc_ros.core.inference.runtimes import is_onnx_file
     if not is_onnx_file(model):
-        return file_sha256(model)
+        from camreloc_ros.core.models.pose_model import load_checkpoint_file
+        digest = file_sha256(model)
+        extra = load_checkpoint_file(model).get('extra') or {}
+        frame = extra.get('scene_frame') if isinstance(extra, dict) else None
+        return digest, frame if isinstance(frame, dict) else None
     from camreloc_ros.core.inference.onnx_format import load_onnx
-    digest = (load_onnx(model)[1].get('source') or {}).get('sha256')
+    meta = load_onnx(model)[1]
+    digest = (meta.get('source') or {}).get('sha256')
     if not digest:
         raise MapError(f'{model} does not name the checkpoint it was exported from, so no map '
                        'can be paired with it: export it with `camreloc export CKPT`, or '
                        'give the .pt')
-    return str(digest)
+    frame = (meta.get('extra') or {}).get('scene_frame')
+    return str(digest), frame if isinstance(frame, dict) else None
 
 
 def map_descriptor(lmap: LocalizationMap, model=None, device: str = 'cpu', threads: int = 0):
@@ -330,14 +348,16 @@ class Refiner:
                    threads: int = 0) -> 'Refiner':
         """Load a map, check it belongs to ``model``, and pick its retrieval descriptor.
 
-        ``model``: the ``.pt`` checkpoint the map was built for, or an ``.onnx`` exported from
-        it (its metadata names the checkpoint's sha256). What the live node and the bag tools
-        call: a map of another or a retrained checkpoint raises
+        ``model``: a ``.pt`` checkpoint or an ``.onnx`` exported from one (its metadata names
+        the checkpoint's sha256 and scene frame). What the live node and the bag tools call:
+        a network retrained in the map's scene frame pairs; one of another frame (or, for
+        files without a frame id, any other checkpoint) raises
         :class:`~camreloc_ros.core.localization.MapError` naming both.
         """
         from camreloc_ros.core.localization.map_file import load_map
         lmap = load_map(map_path)
-        lmap.check_pairing(model_sha256(model), checkpoint=str(model))
+        digest, frame = model_identity(model)
+        lmap.check_pairing(digest, checkpoint=str(model), scene_frame=frame)
         return cls(lmap, map_descriptor(lmap, model, device, threads), conf)
 
     def retrieve(self, image: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -379,12 +399,14 @@ class Refiner:
     def refine(self, image: np.ndarray, prior_position: np.ndarray | None = None,
                prior_quaternion: np.ndarray | None = None,
                prior_covariance: np.ndarray | None = None, K: np.ndarray | None = None,
-               retrieval: np.ndarray | None = None) -> Refinement:
+               retrieval: np.ndarray | None = None,
+               features: tuple[np.ndarray, np.ndarray] | None = None) -> Refinement:
         """Refine one RGB uint8 query; the prior is the network's pose (and covariance).
 
         ``retrieval`` (map indices, best first) skips the descriptor pass when the caller
-        has it. Without a prior, only retrieval picks images and a fallback has no pose:
-        then ``position`` is NaN.
+        has it; ``features`` (keypoints, SIFT of the image with this refiner's
+        ``sift_conf``) the SIFT pass. Without a prior, only retrieval picks images and a
+        fallback has no pose: then ``position`` is NaN.
         """
         conf = self.conf
         times = {'retrieval': 0.0, 'features': 0.0, 'matching': 0.0, 'pnp': 0.0}
@@ -402,7 +424,7 @@ class Refiner:
                     chosen.append(int(i))
         t1 = time.perf_counter()
         times['retrieval'] = t1 - t0
-        xy, desc = extract_sift(image, self.sift_conf)
+        xy, desc = extract_sift(image, self.sift_conf) if features is None else features
         q_root = root_sift(desc)
         t2 = time.perf_counter()
         times['features'] = t2 - t1
@@ -446,5 +468,5 @@ class Refiner:
         cov = pose_covariance(R, C, K, X3[mask], x2[mask], conf['min_sigma_px'])
         return done(Refinement(C, matrix_to_quat(R), cov, True, 'refined', inliers=n_in,
                                inlier_xy=x2[mask], inlier_points=X3[mask],
-                               inlier_ratio=n_in / float(len(pairs)),
+                               inlier_pairs=pairs[mask], inlier_ratio=n_in / float(len(pairs)),
                                coverage=image_coverage(x2[mask], (w, h))))
