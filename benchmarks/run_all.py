@@ -15,7 +15,8 @@
 """``make bench``: every speed benchmark in turn, each printing its markdown table.
 
 Accuracy is separate (``make accuracy``): it trains several models and takes longer; so does
-``default_stages.py`` (accuracy and time of 1, 2 and 3 trainable stages, run by hand).
+``default_stages.py`` (accuracy and time of 1, 2 and 3 trainable stages, run by hand) and
+``fine_tuning.py`` (a lower trunk learning rate, a larger input, the other heads; issue 23).
 """
 
 from pathlib import Path

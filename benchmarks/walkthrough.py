@@ -163,7 +163,7 @@ def score_held_out(paths: dict, frame: dict) -> dict:
 
 
 def write_aligned(work: Path, frame: dict) -> Path:
-    """The walk's frames with their poses in the map's frame: what ``live_map --data`` plays."""
+    """Write the walk's frames with poses in the map's frame (what ``live_map --data`` plays)."""
     from camreloc_ros.core.io import atomic_write_text
 
     out = work / 'aligned'

@@ -262,6 +262,7 @@ class LocalizerNode(LifecycleNode):
             CameraInfo, 'camera_info', self._camera_check.on_camera_info, qos)
         if self._refiner is not None:   # PnP with the live K (camera_info), not the map's
             self._refiner.camera = self._camera_check.intrinsics
+        engine.camera = self._camera_check.intrinsics   # scr head: its PnP too
         ents['reset'] = self.create_service(Trigger, '~/reset', self._on_reset)
         self.health.set_period(conf['diagnostics_period'])
         self.get_logger().info(

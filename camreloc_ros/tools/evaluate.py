@@ -189,6 +189,9 @@ def main(conf: dict, paths: dict) -> Path:
     dataset = split_dataset(read_dataset(data, fmt, **options), conf['split'], block=block,
                             every=every)
     frames = dataset.frames
+    if engine.scr and dataset.intrinsics is not None:   # PnP with the scored camera's own K
+        engine.set_intrinsics(dataset.intrinsics.matrix(), dataset.intrinsics.width,
+                              dataset.intrinsics.height)
     lmap = train = None
     if paths.get('map') or conf['baselines']:
         train = checkpoint_train_frames(data, fmt, extra, conf)[1]   # the map's frames

@@ -119,12 +119,21 @@ def fit(conf: dict, split: FrameSplit | tuple, out: Path, resume: bool = False, 
         train, val = split
         info = getattr(split, 'info', None) or split_info(train, val, None,
                                                           'given by the caller')
+        loss = 'reprojection' if conf['model']['head']['name'] == 'scr' \
+            else conf['loss']['name'].upper()
         log(f'training {conf["model"]["backbone"]["name"]} + {conf["model"]["head"]["name"]} '
-            f'with {conf["loss"]["name"].upper()} on {len(train)} frames '
+            f'with {loss} on {len(train)} frames '
             f'(validation {len(val)}) -> {out}'
             + (f' on {dist.world} processes ({dist.device.type})' if dist.world > 1 else ''))
-        trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars,
-                          dist=dist, split_info=info)
+        if conf['model']['head']['name'] == 'scr':   # scene coordinates: one process
+            if dist.world > 1:
+                raise ValueError('model.head.name=scr trains on one process (no --nproc)')
+            from camreloc_ros.core.training.scr import ScrTrainer
+            trainer = ScrTrainer(conf, train, val, out, log=log, split_info=info,
+                                 device=dist.device)
+        else:
+            trainer = Trainer(conf, train, val, out, log=log, progress_bars=progress_bars,
+                              dist=dist, split_info=info)
         if resume:
             trainer.resume()
         if dist.main:

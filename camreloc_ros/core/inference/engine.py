@@ -19,7 +19,10 @@ evaluation tools compute for the same image, whichever backend runs the network 
 or ONNX Runtime, :mod:`camreloc_ros.core.inference.runtimes`). Single-frame heads run image -> pose
 in one backend call. For temporal (GRU) models the CNN runs once per frame and its pooled
 features go into a ring buffer; the head runs over the last N features and the newest frame's
-pose is returned (causal windows, the same rule offline and live).
+pose is returned (causal windows, the same rule offline and live). The scene-coordinate head
+(``scr``) runs image -> per-pixel world points, and the pose comes from PnP-RANSAC on them
+with the camera's intrinsics (:meth:`InferenceEngine.set_intrinsics`; by default the
+training camera the checkpoint records, scaled to the image's size).
 torch is imported by the torch backend only, so an ONNX Runtime engine runs without it.
 """
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 import itertools
 from pathlib import Path
 import sys
-from typing import Iterable, Iterator, TYPE_CHECKING
+from typing import Callable, Iterable, Iterator, TYPE_CHECKING
 
 import numpy as np
 
@@ -117,6 +120,15 @@ class InferenceEngine:
         self.window = backend.window
         # the checkpoint's calibration: .pt extra or the ONNX metadata's copy of it
         self.covariance_scales = covariance_scales(backend.extra)
+        self.scr = self.conf['head']['name'] == 'scr'
+        if self.scr and not hasattr(backend, 'coordinates'):
+            raise ValueError('the scene-coordinate head (scr) runs with runtime torch only '
+                             '(its ONNX export is not implemented yet)')
+        self._intrinsics: tuple | None = None   # (K, width, height) set by set_intrinsics
+        self.last_inliers = 0                    # scr: PnP inliers of the latest frame
+        # scr: the live calibration, a callable returning an Intrinsics or None (the node's
+        # camera_info); it wins over set_intrinsics and the training camera while it has one
+        self.camera: Callable[[], object] | None = None
         self.max_gap = float(max_gap)
         self._input = backend.input_buffer(1)
         # mirrored ring buffer of per-frame features: every window is one contiguous view
@@ -167,6 +179,58 @@ class InferenceEngine:
         self._next = 0
         self._last_stamp = None
 
+    def set_intrinsics(self, K: np.ndarray | None, width: int = 0, height: int = 0) -> None:
+        """Use the camera ``K`` (3x3, pixels of ``width`` x ``height`` images) for PnP (scr).
+
+        None goes back to the training camera of the checkpoint. Pose heads ignore it.
+        """
+        if K is None:
+            self._intrinsics = None
+            return
+        K = np.asarray(K, np.float64)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 \
+                or int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f'intrinsics: expected a 3x3 camera matrix with fx, fy > 0 and '
+                             f'an image size, got {K.tolist()} at {width}x{height}')
+        self._intrinsics = (K, int(width), int(height))
+
+    def camera_matrix(self, width: int, height: int) -> np.ndarray:
+        """K for an image of ``width`` x ``height``: the set intrinsics or the training camera."""
+        live = self.camera() if self.camera is not None else None
+        if live is not None:
+            K, w0, h0 = live.matrix(), live.width, live.height
+        elif self._intrinsics is not None:
+            K, w0, h0 = self._intrinsics
+        else:
+            from camreloc_ros.core.robot.camera import training_camera
+
+            cam = training_camera(self.checkpoint_extra)
+            if not cam or 'fx' not in cam:
+                raise ValueError('the scr head needs the camera intrinsics: the checkpoint '
+                                 'records none; call set_intrinsics (camera_info, K.txt)')
+            w0, h0 = cam['width'], cam['height']
+            K = np.array([[cam['fx'], 0.0, cam.get('cx', w0 / 2.0)],
+                          [0.0, cam['fy'], cam.get('cy', h0 / 2.0)], [0.0, 0.0, 1.0]])
+        S = np.diag([width / float(w0), height / float(h0), 1.0])
+        return S @ K
+
+    def _scr_prediction(self, coords_3hw: np.ndarray, image_hw: tuple) -> Prediction:
+        """PnP-RANSAC on one frame's scene coordinates -> its pose and covariance."""
+        from camreloc_ros.core.geometry import matrix_to_quat
+        from camreloc_ros.core.models.scr import pixel_centres, pose_from_coordinates
+
+        h, w = int(image_hw[0]), int(image_hw[1])
+        hconf = self.conf['head']
+        xy = pixel_centres(coords_3hw.shape[1:], (h, w), self.pre.size)
+        pose = pose_from_coordinates(coords_3hw.reshape(3, -1).T, xy, self.camera_matrix(w, h),
+                                     (h, w), hconf['scr_ransac_px'],
+                                     hconf['scr_ransac_iterations'], hconf['scr_min_inliers'])
+        factor = np.sqrt(np.repeat(np.asarray(self.covariance_scales, np.float64), 3))
+        cov = pose.covariance * np.outer(factor, factor)
+        self.last_inliers = pose.inliers
+        return Prediction(pose.centre.astype(np.float64),
+                          matrix_to_quat(pose.R_c2w).astype(np.float64), cov, 1)
+
     def features(self, images_b3hw: np.ndarray) -> np.ndarray:
         """Normalised ``(B, 3, S, S)`` float32 -> pooled per-frame features ``(B, C)``."""
         return self.runtime.features(images_b3hw)
@@ -199,6 +263,8 @@ class InferenceEngine:
         the preprocessor swaps the small resized planes instead of the whole frame.
         """
         self.pre(image, out=self._input[0], order=order)
+        if self.scr:
+            return self._scr_prediction(self.runtime.coordinates(self._input)[0], image.shape[:2])
         if not self.temporal:
             return self._prediction(self.runtime.pose(self._input), 0, 1)
         feat_1c = self.runtime.features(self._input)
@@ -240,8 +306,15 @@ class InferenceEngine:
         windows = _CausalWindows(self) if self.temporal else None
         previous = None   # the previous frame's stamp
         while chunk := list(itertools.islice(frames, int(batch_size))):
+            sizes = []
             for j, (img, _, _) in enumerate(chunk):
-                self.pre(img() if callable(img) else img, out=batch[j])
+                img = img() if callable(img) else img
+                sizes.append(img.shape[:2])
+                self.pre(img, out=batch[j])
+            if self.scr:
+                coords = self.runtime.coordinates(batch[:len(chunk)])
+                preds += [self._scr_prediction(c, hw) for c, hw in zip(coords, sizes)]
+                continue
             if windows is None:
                 out = self.runtime.pose(batch[:len(chunk)])
                 preds += [self._prediction(out, i, 1) for i in range(len(chunk))]

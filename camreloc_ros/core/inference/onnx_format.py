@@ -237,6 +237,9 @@ def export_onnx(model: PoseModel, path: str | Path | None = None,
     import onnx
     import torch
 
+    if getattr(model, 'scr', False):
+        raise ValueError('ONNX export of the scene-coordinate head (model.head.name=scr) is not '
+                         'implemented yet: run it with runtime torch')
     model = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     size = model.spec.input_size
     channels = int(model.backbone.out_channels)

@@ -143,9 +143,10 @@ class Runtime:
     @property
     def preprocessing(self) -> dict:
         """Input size and normalisation the network was trained with."""
-        from camreloc_ros.core.models.backbones import SPECS
+        from camreloc_ros.core.models.backbones import spec_for
 
-        spec = SPECS[self.conf['backbone']['name']]
+        backbone = self.conf['backbone']
+        spec = spec_for(backbone['name'], backbone.get('input_size'))
         return {'size': spec.input_size, 'mean': list(spec.mean), 'std': list(spec.std)}
 
     def input_buffer(self, batch: int) -> np.ndarray:
@@ -290,6 +291,19 @@ class TorchRuntime(Runtime):
                 feat = self._features(self._upload(images_b3hw))
             with self._threads(HEAD_THREADS):
                 return self._to_numpy(self.model.head_forward(feat))
+
+    def coordinates(self, images_b3hw: np.ndarray) -> np.ndarray:
+        """Images -> ``(B, 3, h, w)`` scene coordinates in metres (scr head only)."""
+        import torch
+
+        with torch.inference_mode():
+            with self._threads(self.threads):
+                x = self._upload(images_b3hw)
+                with torch.autocast(self.device.type, dtype=self.dtype or torch.float32,
+                                    enabled=self.dtype is not None):
+                    fmap = self.model.scr_trunk()(x).float()
+            with self._threads(HEAD_THREADS):
+                return self.model.coordinates_from_features(fmap).cpu().numpy()
 
     def features(self, images_b3hw: np.ndarray) -> np.ndarray:
         """Images -> pooled features ``(B, C)`` on the host."""

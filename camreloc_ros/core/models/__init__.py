@@ -15,7 +15,8 @@
 """Models: backbones, pose heads and the full pose regression model, with its checkpoints.
 
 Owns: :mod:`backbones` (the trunks and their feature specs), :mod:`heads` (regressor,
-temporal and probabilistic heads), :mod:`pose_model` (the model, its schema, checkpoint files),
+temporal and probabilistic heads), :mod:`scr` (the scene-coordinate head, its pixels and its
+PnP), :mod:`pose_model` (the model, its schema, checkpoint files),
 :mod:`errors` (:class:`CheckpointError`, importable without torch).
 
 May import: ``config``, ``io`` (and the package version). Never another stage: data,

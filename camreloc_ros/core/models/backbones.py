@@ -21,7 +21,7 @@ the last few stages of each CNN and cached the frozen part's output; the split i
 (see :mod:`camreloc_ros.core.training.feature_cache`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import os
 from pathlib import Path
 
@@ -218,14 +218,17 @@ def _stages(name: str, net: nn.Module) -> list[tuple[str, nn.Module]]:
 class Backbone(nn.Module):
     """A CNN trunk split into a frozen part and the last ``trainable`` stages."""
 
-    def __init__(self, name: str, stages: list[tuple[str, nn.Module]], trainable: int):
+    def __init__(self, name: str, stages: list[tuple[str, nn.Module]], trainable: int,
+                 input_size: int | None = None):
         super().__init__()
         if not 0 <= trainable <= len(stages):
             raise ValueError(
                 f'backbone {name}: trainable stages must be in 0..{len(stages)}, '
                 f'got {trainable}')
         self.name = name
-        self.spec = SPECS[name]
+        # the input side is a training choice (a finer image, a longer trunk pass): the spec
+        # this trunk was built for carries it, so every preprocessing reads one number
+        self.spec = spec_for(name, input_size)
         self.stage_names = [s for s, _ in stages]
         cut = len(stages) - trainable
         self.frozen = nn.Sequential(*[m for _, m in stages[:cut]])
@@ -262,12 +265,34 @@ class Backbone(nn.Module):
         return self.trainable(self.frozen(images_b3hw))
 
 
+def spec_for(name: str, input_size: int | None = None) -> BackboneSpec:
+    """Return the spec of backbone ``name`` with its input side set (None: the trunk's own).
+
+    The trunks are fully convolutional, so any side works; the pretrained weights were fitted
+    at ``SPECS[name].input_size``, which is why that stays the default.
+    """
+    if name not in SPECS:
+        raise ValueError(f'unknown backbone {name!r}; valid: {", ".join(SPECS)}')
+    spec = SPECS[name]
+    if input_size is None or int(input_size) == spec.input_size:
+        return spec
+    if int(input_size) < MIN_INPUT_SIZE:
+        raise ValueError(f'backbone {name}: input_size must be >= {MIN_INPUT_SIZE} pixels, '
+                         f'got {input_size}')
+    return replace(spec, input_size=int(input_size))
+
+
+MIN_INPUT_SIZE = 32   # the stride of the deepest feature map of every trunk here
+
+
 def build_backbone(name: str, pretrained: bool = True, weights: str | None = None,
-                   trainable_stages: int | None = None) -> Backbone:
+                   trainable_stages: int | None = None,
+                   input_size: int | None = None) -> Backbone:
     """Create a named backbone with pretrained weights; never a silent random init."""
     if name not in SPECS:
         raise ValueError(f'unknown backbone {name!r}; valid: {", ".join(SPECS)}')
+    spec = spec_for(name, input_size)
     net = _create(name, pretrained, weights)
     stages = _stages(name, net)
     trainable = SPECS[name].default_trainable if trainable_stages is None else trainable_stages
-    return Backbone(name, stages, int(trainable))
+    return Backbone(name, stages, int(trainable), spec.input_size)

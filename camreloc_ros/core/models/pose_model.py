@@ -33,14 +33,16 @@ import torch.nn.functional as F
 from camreloc_ros import __version__
 from camreloc_ros.core.config import check_conf, ConfigError, merge_conf, Spec
 from camreloc_ros.core.io import atomic_output, content_digest
-from camreloc_ros.core.models.backbones import build_backbone, SPECS
+from camreloc_ros.core.models.backbones import build_backbone, MIN_INPUT_SIZE, spec_for, SPECS
 from camreloc_ros.core.models.errors import CheckpointError  # noqa: F401 - defined without torch
 from camreloc_ros.core.models.heads import build_head, HEADS
+from camreloc_ros.core.models.scr import HyperColumn, ScrHead, stage_indices
 
 CHECKPOINT_FORMAT = 'camreloc_ros.checkpoint'
 CHECKPOINT_VERSION = 1
 
-HEAD_WIDTH = {'regressor': 2048, 'lstm': 2048, 'gru': 1024}
+HEAD_WIDTH = {'regressor': 2048, 'lstm': 2048, 'gru': 1024, 'scr': 128}
+HEAD_NAMES = tuple(HEADS) + ('scr',)
 
 default_conf = {
     'backbone': {
@@ -48,15 +50,25 @@ default_conf = {
         'pretrained': True,        # ImageNet weights; never a silent random init
         'weights': None,           # a weights file instead of the default location
         'trainable_stages': None,  # last N stages trainable; None = the thesis' table
+        'input_size': None,        # square input side in pixels; None = the trunk's (224)
     },
     'head': {
-        'name': 'regressor',       # regressor | lstm | gru
-        'width': None,             # None = 2048 (regressor, lstm) or 1024 (gru)
+        'name': 'regressor',       # regressor | lstm | gru | scr (scene coordinates + PnP)
+        'width': None,             # None = 2048 (regressor, lstm), 1024 (gru), 128 (scr)
         'dropout': 0.0,
         'lstm_grid': [32, 64],
         'lstm_hidden': 256,
         'gru_hidden': 256,
         'window': 8,               # frames per temporal window (gru)
+        # scr (docs/accuracy.md "Scene-coordinate head"): frozen trunk stages read, finest
+        # first, '+'-separated (a hypercolumn); residual blocks of the per-pixel MLP; PnP.
+        # Chosen on the walk's validation frames: blocks6 added converged faster and scored
+        # better than blocks2+blocks4 (stride 8) and blocks4 alone (stride 16, 196 points)
+        'scr_stages': 'blocks2+blocks4+blocks6',
+        'scr_depth': 2,
+        'scr_ransac_px': 10.0,     # inlier threshold (pixels of the original image)
+        'scr_ransac_iterations': 1000,
+        'scr_min_inliers': 10,     # fewer: no pose (a failed frame, huge covariance)
     },
 }
 
@@ -67,15 +79,21 @@ schema = {
         'pretrained': Spec('bool'),
         'weights': Spec('str', optional=True),
         'trainable_stages': Spec('int', lo=0, optional=True),
+        'input_size': Spec('int', lo=MIN_INPUT_SIZE, optional=True),
     },
     'head': {
-        'name': Spec('str', choices=HEADS, label='head'),
+        'name': Spec('str', choices=HEAD_NAMES, label='head'),
         'width': Spec('int', lo=1, optional=True),
         'dropout': Spec('float', lo=0.0, hi=1.0, hi_open=True),
         'lstm_grid': Spec('int', lo=1, length=2),
         'lstm_hidden': Spec('int', lo=1),
         'gru_hidden': Spec('int', lo=1),
         'window': Spec('int', lo=1),
+        'scr_stages': Spec('str'),
+        'scr_depth': Spec('int', lo=0),
+        'scr_ransac_px': Spec('float', lo=0.0, lo_open=True),
+        'scr_ransac_iterations': Spec('int', lo=1),
+        'scr_min_inliers': Spec('int', lo=4),
     },
 }
 
@@ -83,6 +101,7 @@ NAMED_CONFIGS = {
     'posenet': {},
     'lstm': {'head': {'name': 'lstm'}},
     'gru': {'head': {'name': 'gru'}},
+    'scr': {'head': {'name': 'scr'}},
 }
 
 
@@ -110,10 +129,25 @@ class PoseModel(nn.Module):
     def __init__(self, conf: dict):
         super().__init__()
         self.conf = model_conf(conf)
-        bconf = self.conf['backbone']
+        bconf, hconf = self.conf['backbone'], self.conf['head']
+        self.scr = hconf['name'] == 'scr'
+        if self.scr and bconf['trainable_stages'] not in (None, 0):
+            raise ConfigError('model.backbone.trainable_stages must be 0 (or null) with '
+                              'model.head.name=scr: its trunk is frozen, its features cached')
         self.backbone = build_backbone(bconf['name'], bconf['pretrained'], bconf['weights'],
-                                       bconf['trainable_stages'])
-        self.head = build_head(self.conf['head'], self.backbone.out_channels)
+                                       0 if self.scr else bconf['trainable_stages'],
+                                       bconf['input_size'])
+        if self.scr:
+            self.scr_indices = stage_indices(self.backbone.stage_names,
+                                             hconf['scr_stages'].split('+'))
+            with torch.no_grad():
+                probe = torch.zeros(1, 3, self.backbone.spec.input_size,
+                                    self.backbone.spec.input_size)
+                shape = self.scr_trunk()(probe).shape
+            self.scr_channels, self.scr_grid = int(shape[1]), tuple(shape[2:])
+            self.head = ScrHead(self.scr_channels, hconf['width'], hconf['scr_depth'])
+        else:
+            self.head = build_head(hconf, self.backbone.out_channels)
         self.temporal = bool(getattr(self.head, 'temporal', False))
         self.register_buffer('pos_mean', torch.zeros(3))
         self.register_buffer('pos_scale', torch.ones(()))
@@ -122,8 +156,8 @@ class PoseModel(nn.Module):
 
     @property
     def spec(self):
-        """Input size and normalisation of the backbone."""
-        return SPECS[self.conf['backbone']['name']]
+        """Input size (``backbone.input_size`` when set) and normalisation of the backbone."""
+        return spec_for(self.conf['backbone']['name'], self.conf['backbone']['input_size'])
 
     @property
     def window(self) -> int:
@@ -150,6 +184,19 @@ class PoseModel(nn.Module):
     def features_from_frozen(self, frozen_bchw: torch.Tensor) -> torch.Tensor:
         """Per-frame pooled features from cached frozen-trunk output."""
         return self.pool_features(self.backbone.forward_trainable(frozen_bchw))
+
+    def scr_trunk(self) -> HyperColumn:
+        """Build the frozen stages the scr head reads (on demand: they share the trunk)."""
+        return HyperColumn(self.backbone.frozen, self.scr_indices).eval()
+
+    def scene_coordinates(self, images_b3hw: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` images -> ``(B, 3, h, w)`` world points (metres), scr head only."""
+        return self.coordinates_from_features(self.scr_trunk()(images_b3hw))
+
+    def coordinates_from_features(self, fmap_bchw: torch.Tensor) -> torch.Tensor:
+        """Hypercolumn features (cached or fresh) -> ``(B, 3, h, w)`` world points (m)."""
+        norm = self.head(fmap_bchw)
+        return norm * self.pos_scale + self.pos_mean.view(1, 3, 1, 1)
 
     def decode(self, raw: dict) -> dict:
         """Head outputs -> metres, unit quaternion (w >= 0) and variances in m² / rad²."""

@@ -15,7 +15,8 @@
 """Training: the trainer, its losses, the frozen-trunk feature cache, distributed runs.
 
 Owns: :mod:`trainer` (``default_conf``, the schema, fit / resume, checkpoints), :mod:`losses`
-(PoseNet beta, NH, QEH), :mod:`feature_cache` (features of the frozen trunk stages, on disk),
+(PoseNet beta, NH, QEH), :mod:`scr` (the scene-coordinate head's reprojection training),
+:mod:`feature_cache` (features of the frozen trunk stages, on disk),
 :mod:`distributed` (torchrun / DDP), :mod:`search_report` (the hyper-parameter study's
 tables and plots).
 

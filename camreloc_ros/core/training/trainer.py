@@ -63,10 +63,24 @@ logger = logging.getLogger('camreloc_ros')
 default_conf = {
     'model': model_default_conf,
     'loss': {'name': 'qeh', 'p': 1, 's_pos_init': 0.0, 's_rot_init': -3.0, 'beta': 500.0},
+    'scr': {   # model.head.name=scr only (core/training/scr.py)
+        'batch_pixels': 2048,       # random training pixels per step (ACE: 5120)
+        'epoch_steps': 100,         # steps per epoch, whatever the frame count (ACE: fixed too)
+        'lr': 0.005,                # peak of the one-cycle schedule (ACE: 0.005)
+        'soft_clamp_px': 50.0,      # tanh threshold at the start ...
+        'soft_clamp_min_px': 1.0,   # ... and at the end of training
+        'hard_clamp_px': 1000.0,    # larger reprojection errors count as invalid
+        'depth_min': 0.1,           # metres: valid points lie between these depths
+        'depth_max': 1000.0,
+        'depth_target': 10.0,       # invalid points are pulled to this depth on their ray
+        'views': 3,                 # squares per training image: the centre one + random others
+        'view_min_scale': 0.6,      # their side: this .. 1 x the image's shorter side
+    },
     'train': {
         'epochs': 40,
         'batch_size': 32,
         'lr': 2e-4,
+        'trunk_lr_scale': 1.0,   # trainable trunk stages learn at lr * this (head: lr)
         'betas': [0.9, 0.999],
         'eps': 1e-8,
         'weight_decay': 0.0,     # L2, 0 as the thesis
@@ -109,10 +123,24 @@ schema = {
         's_rot_init': Spec('float'),
         'beta': Spec('float', lo=0.0, lo_open=True),
     },
+    'scr': {
+        'batch_pixels': Spec('int', lo=1),
+        'epoch_steps': Spec('int', lo=1),
+        'lr': Spec('float', lo=0.0, lo_open=True),
+        'soft_clamp_px': Spec('float', lo=0.0, lo_open=True),
+        'soft_clamp_min_px': Spec('float', lo=0.0, lo_open=True),
+        'hard_clamp_px': Spec('float', lo=0.0, lo_open=True),
+        'depth_min': Spec('float', lo=0.0, lo_open=True),
+        'depth_max': Spec('float', lo=0.0, lo_open=True),
+        'depth_target': Spec('float', lo=0.0, lo_open=True),
+        'views': Spec('int', lo=1),
+        'view_min_scale': Spec('float', lo=0.0, hi=1.0, lo_open=True),
+    },
     'train': {
         'epochs': Spec('int', lo=1),
         'batch_size': Spec('int', lo=1),
         'lr': Spec('float', lo=0.0, lo_open=True),
+        'trunk_lr_scale': Spec('float', lo=0.0, lo_open=True),
         'betas': Spec('float', lo=0.0, hi=1.0, hi_open=True, length=2),
         'eps': Spec('float', lo=0.0, lo_open=True),
         'weight_decay': Spec('float', lo=0.0),
@@ -280,6 +308,24 @@ class _Objective(nn.Module):
         return loss + self.var_weight * nll, loss, nll, parts, out
 
 
+def param_groups(objective: nn.Module, model: PoseModel, tconf: dict) -> list[dict]:
+    """Adam parameter groups: the trainable trunk stages at ``lr * train.trunk_lr_scale``.
+
+    Pretrained stages fine-tuned at the head's rate forget what ImageNet taught them on a few
+    hundred frames; a smaller rate lets more stages train without that. With the scale at 1
+    there is one group, as before the knob existed (so older ``last.pt`` files resume).
+    """
+    params = [p for p in objective.parameters() if p.requires_grad]
+    scale = float(tconf['trunk_lr_scale'])
+    if scale == 1.0:
+        return [{'params': params}]
+    trunk = {id(p) for p in model.backbone.trainable.parameters() if p.requires_grad}
+    groups = [{'params': [p for p in params if id(p) not in trunk], 'name': 'head'},
+              {'params': [p for p in params if id(p) in trunk], 'name': 'trunk',
+               'lr': float(tconf['lr']) * scale}]
+    return [g for g in groups if g['params']]
+
+
 class Trainer:
     """Fits a :class:`PoseModel` on training frames and validates on held-out frames.
 
@@ -304,6 +350,8 @@ class Trainer:
         self.dist = dist or Dist(device=resolve_train_device(tconf['device']))
         self.train_frames, self.val_frames = list(train_frames), list(val_frames)
         self.split_info = dict(split_info or {})
+        # the coordinate frame of the data (core.data.split.scene_frame): maps pair by it
+        self.scene_frame = self.split_info.pop('scene_frame', None)
         self.out_dir = Path(out_dir)
         self.log = log if self.dist.main else (lambda s: None)
         if self.dist.main:
@@ -332,8 +380,8 @@ class Trainer:
         if self.dist.world > 1:
             self.step_module = DistributedDataParallel(
                 self.objective, device_ids=[self.device.index] if cuda else None)
-        params = [p for p in self.objective.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=tconf['lr'], betas=tuple(tconf['betas']),
+        self.optimizer = torch.optim.Adam(param_groups(self.objective, self.model, tconf),
+                                          lr=tconf['lr'], betas=tuple(tconf['betas']),
                                           eps=tconf['eps'], weight_decay=tconf['weight_decay'],
                                           fused=True)
         self.epoch = 0
@@ -542,6 +590,8 @@ class Trainer:
                  'split': copy.deepcopy(self.split_info)}
         if self.calibration is not None:   # this epoch's, on the validation frames
             extra['covariance_calibration'] = copy.deepcopy(self.calibration)
+        if self.scene_frame is not None:
+            extra['scene_frame'] = dict(self.scene_frame)
         return extra
 
     def save(self) -> None:
@@ -579,10 +629,15 @@ class Trainer:
         if 'resume' not in ckpt:
             raise ValueError(f'{path} has no optimizer state to resume from')
         saved = ckpt['extra']['train_conf']
-        if saved['model'] != self.conf['model'] or saved['loss'] != self.conf['loss']:
+        if model_conf(saved['model']) != self.conf['model'] \
+                or saved['loss'] != self.conf['loss']:
             raise ValueError(f'{path} was trained with another model or loss config; '
                              'resume with the same config or use a new --out')
         self.model.load_state_dict(ckpt['state_dict'])
+        if len(ckpt['resume']['optimizer']['param_groups']) != len(self.optimizer.param_groups):
+            raise ValueError(f'{path} was trained with another train.trunk_lr_scale (its '
+                             'optimizer has another number of parameter groups); resume with '
+                             'the same config or use a new --out')
         self.optimizer.load_state_dict(ckpt['resume']['optimizer'])
         self.loss.load_state_dict(ckpt['resume']['loss'])
         if self.scaler is not None and 'scaler' in ckpt['resume']:
