@@ -463,3 +463,42 @@ def torch_quat_error_log(q_gt: 'torch.Tensor', q_pred: 'torch.Tensor') -> 'torch
     rel = torch_quat_multiply(torch_quat_conjugate(torch_quat_normalize(q_gt)),
                               torch_quat_normalize(q_pred))
     return torch_quat_log(torch.where(rel[..., 3:] < 0, -rel, rel))
+
+
+def project_points(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray,
+                   X_n3: np.ndarray) -> np.ndarray:
+    """Pixels ``(N, 2)`` of world points ``X_n3`` in a pinhole camera at ``R_c2w``, ``C``."""
+    xc = (X_n3 - C) @ R_c2w
+    return (xc[:, :2] / xc[:, 2:3]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+
+
+def pnp_covariance(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X_n3: np.ndarray,
+                   x_n2: np.ndarray, min_sigma_px: float = 0.5) -> np.ndarray:
+    """6x6 covariance of (camera position, rotation about world axes) from PnP inliers.
+
+    Gauss-Newton approximation ``sigma^2 (J^T J)^-1`` at the solution, with the Jacobian of
+    the pixel residuals taken numerically for ``C + dp`` and ``exp(dtheta) R`` (the
+    network's covariance convention) and ``sigma`` the residual RMS (at least
+    ``min_sigma_px``). One estimate for every pose that comes from 2D-3D inliers: the
+    refiner's, the tracker's and the scene-coordinate head's, so their covariances compare.
+    """
+    r0 = (project_points(R_c2w, C, K, X_n3) - x_n2).ravel()
+    dof = max(r0.size - 6, 1)
+    sigma2 = max(float(r0 @ r0) / dof, min_sigma_px ** 2)
+    J = np.empty((r0.size, 6))
+    h = 1e-6
+    for k in range(6):
+        d = np.zeros(3)
+        d[k % 3] = h
+        if k < 3:
+            plus = project_points(R_c2w, C + d, K, X_n3)
+            minus = project_points(R_c2w, C - d, K, X_n3)
+        else:
+            plus = project_points(quat_to_matrix(quat_from_rotvec(d)) @ R_c2w, C, K, X_n3)
+            minus = project_points(quat_to_matrix(quat_from_rotvec(-d)) @ R_c2w, C, K, X_n3)
+        J[:, k] = (plus - minus).ravel() / (2 * h)
+    try:
+        cov = sigma2 * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return np.diag([1e6] * 3 + [1e3] * 3)
+    return 0.5 * (cov + cov.T)

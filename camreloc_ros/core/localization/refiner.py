@@ -36,7 +36,8 @@ import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import Intrinsics
-from camreloc_ros.core.geometry import matrix_to_quat, orientation_error_deg, quat_to_matrix
+from camreloc_ros.core.geometry import (matrix_to_quat, orientation_error_deg,
+                                        pnp_covariance as pose_covariance, quat_to_matrix)
 from camreloc_ros.core.localization.sift import extract_sift, match_descriptors, root_sift
 from camreloc_ros.core.localization.map_file import LocalizationMap
 
@@ -122,47 +123,6 @@ def pose_neighbours(poses_c2w: np.ndarray, position: np.ndarray, quaternion: np.
     cost = (np.linalg.norm(poses_c2w[:, :3, 3] - position, axis=1)
             + orientation_error_deg(quats, np.broadcast_to(quaternion, quats.shape)) / 10.0)
     return np.argsort(cost, kind='stable')[:k]
-
-
-def _rotvec_matrix(w: np.ndarray) -> np.ndarray:
-    return cv2.Rodrigues(np.asarray(w, np.float64).reshape(3, 1))[0]
-
-
-def _project(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray) -> np.ndarray:
-    xc = (X - C) @ R_c2w
-    return (xc[:, :2] / xc[:, 2:3]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-
-
-def pose_covariance(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray,
-                    x: np.ndarray, min_sigma_px: float = 0.5) -> np.ndarray:
-    """6x6 covariance of (camera position, rotation about world axes) from inliers.
-
-    Gauss-Newton approximation ``sigma^2 (J^T J)^-1`` at the solution, with the Jacobian of
-    the pixel residuals taken numerically for ``C + dp`` and ``exp(dtheta) R`` (the
-    network's covariance convention) and ``sigma`` the residual RMS (at least
-    ``min_sigma_px``).
-    """
-    r0 = (_project(R_c2w, C, K, X) - x).ravel()
-    dof = max(r0.size - 6, 1)
-    sigma2 = max(float(r0 @ r0) / dof, min_sigma_px ** 2)
-    J = np.empty((r0.size, 6))
-    h = 1e-6
-    for k in range(6):
-        d = np.zeros(3)
-        d[k % 3] = h
-        if k < 3:
-            plus = _project(R_c2w, C + d, K, X)
-            minus = _project(R_c2w, C - d, K, X)
-        else:
-            plus = _project(_rotvec_matrix(d) @ R_c2w, C, K, X)
-            minus = _project(_rotvec_matrix(-d) @ R_c2w, C, K, X)
-        J[:, k] = (plus - minus).ravel() / (2 * h)
-    try:
-        cov = sigma2 * np.linalg.inv(J.T @ J)
-    except np.linalg.LinAlgError:
-        return np.diag([1e6] * 3 + [1e3] * 3)
-    cov = 0.5 * (cov + cov.T)
-    return cov
 
 
 def available_solver(name: str = 'auto') -> str:

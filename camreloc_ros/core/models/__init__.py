@@ -19,6 +19,6 @@ temporal and probabilistic heads), :mod:`scr` (the scene-coordinate head, its pi
 PnP), :mod:`pose_model` (the model, its schema, checkpoint files),
 :mod:`errors` (:class:`CheckpointError`, importable without torch).
 
-May import: ``config``, ``io`` (and the package version). Never another stage: data,
+May import: ``config``, ``geometry``, ``io`` (and the package version). Never another stage: data,
 training, inference and localization all build on the model, never the reverse.
 """

@@ -44,6 +44,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from camreloc_ros.core.geometry import pnp_covariance
+
 SCR_DEFAULT_WIDTH = 128
 
 
@@ -210,48 +212,6 @@ def _pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
     return cv2.Rodrigues(rvec)[0], tvec.ravel(), mask
 
 
-def _project(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray) -> np.ndarray:
-    xc = (X - C) @ R_c2w
-    return xc[:, :2] / xc[:, 2:3] * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-
-
-def _rot(w: np.ndarray) -> np.ndarray:
-    """Rodrigues' formula (small, numpy only)."""
-    theta = float(np.linalg.norm(w))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = w / theta
-    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(theta) * Kx + (1 - np.cos(theta)) * Kx @ Kx
-
-
-def inlier_covariance(R_c2w: np.ndarray, C: np.ndarray, K: np.ndarray, X: np.ndarray,
-                      x: np.ndarray, min_sigma_px: float = 1.0) -> np.ndarray:
-    """Gauss-Newton ``sigma^2 (J^T J)^-1`` of (position, rotation about world axes).
-
-    The same estimate as the refiner's (numerical Jacobian of the pixel residuals for
-    ``C + dp`` and ``exp(dtheta) R``), with ``sigma`` the inliers' residual RMS.
-    """
-    r0 = (_project(R_c2w, C, K, X) - x).ravel()
-    sigma2 = max(float(r0 @ r0) / max(r0.size - 6, 1), min_sigma_px ** 2)
-    J = np.empty((r0.size, 6))
-    h = 1e-6
-    for k in range(6):
-        d = np.zeros(3)
-        d[k % 3] = h
-        if k < 3:
-            plus, minus = _project(R_c2w, C + d, K, X), _project(R_c2w, C - d, K, X)
-        else:
-            plus = _project(_rot(d) @ R_c2w, C, K, X)
-            minus = _project(_rot(-d) @ R_c2w, C, K, X)
-        J[:, k] = (plus - minus).ravel() / (2 * h)
-    try:
-        cov = sigma2 * np.linalg.inv(J.T @ J)
-    except np.linalg.LinAlgError:
-        return np.diag([1e6] * 3 + [1e3] * 3)
-    return 0.5 * (cov + cov.T)
-
-
 FAILED_COVARIANCE = np.diag([1e6] * 3 + [1e3] * 3)
 
 
@@ -279,7 +239,7 @@ def pose_from_coordinates(coords_n3: np.ndarray, xy_n2: np.ndarray, K: np.ndarra
         R_w2c, t, mask = res
         if mask.sum() >= min_inliers and np.all(np.isfinite(R_w2c)) and np.all(np.isfinite(t)):
             R_c2w, C = R_w2c.T, -R_w2c.T @ t
-            cov = inlier_covariance(R_c2w, C, K, X[mask], x[mask])
+            cov = pnp_covariance(R_c2w, C, K, X[mask], x[mask], min_sigma_px=1.0)
             cov = cov * (len(X) / float(mask.sum()))
             return ScrPose(R_c2w, C, cov, int(mask.sum()), len(X))
     centre = np.nanmean(X, axis=0) if len(X) else np.zeros(3)
