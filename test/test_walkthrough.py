@@ -133,3 +133,66 @@ def test_the_node_localizes_held_out_frames_to_centimetres(walkthrough, tmp_path
     print(f'walk-through: {len(errors)} of {len(held_out)} held-out frames refined, median '
           f'{np.median(err[:, 0]):.3f} m / {np.median(err[:, 1]):.2f} deg; scale {s:.4f}')
     assert np.median(err[:, 0]) < 0.05 and np.median(err[:, 1]) < 2.0, err
+
+
+def test_the_map_from_the_reconstruction_refines_within_2_5x_of_one_from_true_poses(
+        walkthrough, tmp_path):
+    """Issue 22 part 3 on the walk's first 40 frames: the same keyframes mapped twice.
+
+    Once from the reconstruction (``map --reconstruction``: its points and tracks, the
+    odometry's frame) and once from the walk's own poses (``map --data``: triangulated); the
+    held-out frames are refined against each (retrieval, no prior) and scored against the
+    walk's poses, the first through the keyframes' similarity. Measured 1.64-1.78x over
+    three runs (1.4-1.5 vs 0.8 cm; each run reconstructs anew; a map triangulated from the
+    reconstruction's poses gives the same 1.3 cm): the issue asks for 1.5x, which is NOT
+    met; this test keeps the measured level from getting worse (2.5x). The gap is the
+    reconstruction's poses against the headset's own tracking, which is the reference here
+    and has errors of its own.
+    """
+    import shutil
+
+    from camreloc_ros.core.localization.refiner import map_descriptor, Refiner
+    from camreloc_ros.core.evaluation.metrics import pose_errors
+    from camreloc_ros.tools import map as map_tool
+
+    d, scene, ckpt, map_path = walkthrough
+    walk = read_dataset(HOLO, 'posed').frames[:N]
+    keyframes = json.loads((scene / 'reconstruct.json').read_text())['input']['positions']
+    rec = read_dataset(scene, 'posed')
+    s, R, t = similarity(np.array([f.pose_c2w[:3, 3] for f in rec.frames]),
+                         np.array([walk[k].pose_c2w[:3, 3] for k in keyframes]))
+    truth = tmp_path / 'truth'
+    (truth / 'images').mkdir(parents=True)
+    for k in keyframes:
+        shutil.copy2(walk[k].image_path, truth / 'images' / f'{k:06d}.jpg')
+    (truth / 'poses.txt').write_text(''.join(
+        ' '.join(f'{v:.17g}' for v in walk[k].pose_c2w.ravel()) + '\n' for k in keyframes))
+    shutil.copy2(HOLO / 'K.txt', truth / 'K.txt')
+    truth_map = map_tool.main({'calibration': {'enabled': False}, 'block': 1000000,
+                               'every': 2}, {'model': ckpt, 'data': truth,
+                                             'out': tmp_path / 'truth.npz'},
+                              log=lambda text: None)
+    held_out = [k for k in range(N) if k not in keyframes][2:-2]
+    errors = {}
+    for label, path, frame in (('truth', truth_map, None), ('reconstruction', map_path, 1)):
+        lmap = load_map(path)
+        refiner = Refiner(lmap, map_descriptor(lmap, None), {})
+        for k in held_out:
+            res = refiner.refine(read_rgb(walk[k].image_path))
+            if not res.refined:
+                continue
+            T = res.pose_c2w
+            if frame is not None:   # the odometry's frame -> the walk's
+                T = np.block([[R @ T[:3, :3], (s * R @ T[:3, 3] + t)[:, None]],
+                              [np.zeros((1, 3)), np.ones((1, 1))]])
+            gp, gq = pose_from_matrix(walk[k].pose_c2w)
+            p, q = pose_from_matrix(T)
+            errors.setdefault(label, {})[k] = float(pose_errors(p[None], q[None], gp[None],
+                                                                gq[None])[0][0])
+    both = sorted(set(errors['truth']) & set(errors['reconstruction']))
+    assert len(both) >= 0.7 * len(held_out), errors
+    med_truth = np.median([errors['truth'][k] for k in both])
+    med_rec = np.median([errors['reconstruction'][k] for k in both])
+    print(f'map from the reconstruction {med_rec:.4f} m, from the true poses {med_truth:.4f} m '
+          f'({med_rec / med_truth:.2f}x) on {len(both)} held-out frames')
+    assert med_rec <= 2.5 * med_truth, (med_rec, med_truth)
