@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 import time
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from camreloc_ros.core.config import merge_conf
 from camreloc_ros.core.data.datasets import Intrinsics
-from camreloc_ros.core.geometry import (matrix_to_quat, orientation_error_deg,
-                                        pnp_covariance as pose_covariance, quat_to_matrix)
+from camreloc_ros.core.geometry import (available_solver, matrix_to_quat,
+                                        orientation_error_deg,
+                                        pnp_covariance as pose_covariance, quat_to_matrix,
+                                        solve_pnp, SOLVERS)
 from camreloc_ros.core.localization.sift import extract_sift, match_descriptors, root_sift
 from camreloc_ros.core.localization.map_file import LocalizationMap
 
-SOLVERS = ('auto', 'poselib', 'pycolmap', 'opencv')
 ASPECT_TOLERANCE = 0.01   # calibration vs image aspect ratio: beyond it a crop, not a resize
 
 default_conf = {
@@ -123,79 +123,6 @@ def pose_neighbours(poses_c2w: np.ndarray, position: np.ndarray, quaternion: np.
     cost = (np.linalg.norm(poses_c2w[:, :3, 3] - position, axis=1)
             + orientation_error_deg(quats, np.broadcast_to(quaternion, quats.shape)) / 10.0)
     return np.argsort(cost, kind='stable')[:k]
-
-
-def available_solver(name: str = 'auto') -> str:
-    """Resolve ``auto``: poselib if installed, else pycolmap, else OpenCV (always there).
-
-    poselib and pycolmap have no wheels for every robot (no aarch64 CPython 3.12 wheels at
-    the pinned versions); OpenCV's USAC scored within a few millimetres of them here.
-    """
-    if name != 'auto':
-        return name
-    import importlib.util
-    for module in ('poselib', 'pycolmap'):
-        if importlib.util.find_spec(module) is not None:
-            return module
-    return 'opencv'
-
-
-def solve_pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
-              solver: str = 'poselib', threshold_px: float = 8.0,
-              seed: int = 0, iterations: int = 10000
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Robust absolute pose -> (R_c2w, camera centre, inlier mask), or None on failure."""
-    x = np.ascontiguousarray(x, np.float64)
-    X = np.ascontiguousarray(X, np.float64)
-    solver = available_solver(solver)
-    w, h = int(size[0]), int(size[1])
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    if solver == 'poselib':
-        import poselib
-        cam = {'model': 'PINHOLE', 'width': w, 'height': h, 'params': [fx, fy, cx, cy]}
-        pose, info = poselib.estimate_absolute_pose(
-            x, X, cam, {'max_reproj_error': float(threshold_px), 'seed': int(seed),
-                        'max_iterations': int(iterations)}, {})
-        mask = np.asarray(info['inliers'], bool)
-        R_w2c, t = np.asarray(pose.R), np.asarray(pose.t)
-    elif solver == 'pycolmap':
-        import pycolmap
-        cam = pycolmap.Camera(model='PINHOLE', width=w, height=h, params=[fx, fy, cx, cy])
-        opts = pycolmap.AbsolutePoseEstimationOptions()
-        opts.ransac.max_error = float(threshold_px)
-        opts.ransac.random_seed = int(seed)
-        opts.ransac.max_num_trials = int(iterations)
-        res = pycolmap.estimate_and_refine_absolute_pose(x, X, cam, opts)
-        if res is None:
-            return None
-        R_w2c = np.asarray(res['cam_from_world'].rotation.matrix())
-        t = np.asarray(res['cam_from_world'].translation)
-        mask = np.asarray(res['inlier_mask'], bool)
-    elif solver == 'opencv':
-        params = cv2.UsacParams()
-        params.threshold = float(threshold_px)
-        params.confidence = 0.9999
-        params.maxIterations = int(iterations)
-        params.sampler = cv2.SAMPLING_UNIFORM
-        params.score = cv2.SCORE_METHOD_MAGSAC
-        params.loMethod = cv2.LOCAL_OPTIM_SIGMA
-        params.randomGeneratorState = int(seed)
-        try:   # the USAC overload: (ok, K, rvec, tvec, inliers) in OpenCV 5, 4 values before
-            *head, rvec, tvec, inl = cv2.solvePnPRansac(X, x, K, None, params=params)
-        except cv2.error:
-            return None
-        ok = bool(head[0])
-        if not ok or inl is None:
-            return None
-        mask = np.zeros(len(x), bool)
-        mask[inl.ravel()] = True
-        rvec, tvec = cv2.solvePnPRefineLM(X[mask], x[mask], K, None, rvec, tvec)
-        R_w2c, t = cv2.Rodrigues(rvec)[0], tvec.ravel()
-    else:
-        raise ValueError(f'unknown PnP solver {solver!r}; valid: {", ".join(SOLVERS)}')
-    if mask.shape != (len(x),) or not np.all(np.isfinite(R_w2c)) or not np.all(np.isfinite(t)):
-        return None
-    return R_w2c.T, -R_w2c.T @ t, mask
 
 
 def model_sha256(model) -> str:

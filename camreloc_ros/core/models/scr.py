@@ -37,14 +37,13 @@ of).
 from __future__ import annotations
 
 from dataclasses import dataclass
-import importlib.util
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from camreloc_ros.core.geometry import pnp_covariance
+from camreloc_ros.core.geometry import pnp_covariance, solve_pnp
 
 SCR_DEFAULT_WIDTH = 128
 
@@ -167,51 +166,6 @@ class ScrPose:
         return self.inliers > 0
 
 
-def _solver() -> str:
-    for module in ('poselib', 'pycolmap'):
-        if importlib.util.find_spec(module) is not None:
-            return module
-    return 'opencv'
-
-
-def _pnp(x: np.ndarray, X: np.ndarray, K: np.ndarray, size: tuple[int, int],
-         threshold_px: float, iterations: int, seed: int):
-    """Robust PnP as the refiner calls it -> (R_w2c, t, inlier mask) or None."""
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    solver = _solver()
-    if solver == 'poselib':
-        import poselib
-        cam = {'model': 'PINHOLE', 'width': int(size[0]), 'height': int(size[1]),
-               'params': [fx, fy, cx, cy]}
-        pose, info = poselib.estimate_absolute_pose(
-            x, X, cam, {'max_reproj_error': float(threshold_px), 'seed': int(seed),
-                        'max_iterations': int(iterations)}, {})
-        return np.asarray(pose.R), np.asarray(pose.t), np.asarray(info['inliers'], bool)
-    if solver == 'pycolmap':
-        import pycolmap
-        cam = pycolmap.Camera(model='PINHOLE', width=int(size[0]), height=int(size[1]),
-                              params=[fx, fy, cx, cy])
-        opts = pycolmap.AbsolutePoseEstimationOptions()
-        opts.ransac.max_error = float(threshold_px)
-        opts.ransac.random_seed = int(seed)
-        opts.ransac.max_num_trials = int(iterations)
-        res = pycolmap.estimate_and_refine_absolute_pose(x, X, cam, opts)
-        if res is None:
-            return None
-        return (np.asarray(res['cam_from_world'].rotation.matrix()),
-                np.asarray(res['cam_from_world'].translation),
-                np.asarray(res['inlier_mask'], bool))
-    import cv2
-    ok, rvec, tvec, inl = cv2.solvePnPRansac(X, x, K, None, iterationsCount=int(iterations),
-                                             reprojectionError=float(threshold_px),
-                                             flags=cv2.SOLVEPNP_SQPNP)
-    if not ok or inl is None:
-        return None
-    mask = np.zeros(len(x), bool)
-    mask[inl.ravel()] = True
-    return cv2.Rodrigues(rvec)[0], tvec.ravel(), mask
-
-
 FAILED_COVARIANCE = np.diag([1e6] * 3 + [1e3] * 3)
 
 
@@ -233,12 +187,11 @@ def pose_from_coordinates(coords_n3: np.ndarray, xy_n2: np.ndarray, K: np.ndarra
     finite = np.all(np.isfinite(X), axis=1)
     X, x = X[finite], x[finite]
     size = (int(image_hw[1]), int(image_hw[0]))
-    res = _pnp(x, X, np.asarray(K, np.float64), size, threshold_px, iterations, seed) \
-        if len(X) >= 4 else None
+    res = solve_pnp(x, X, np.asarray(K, np.float64), size, 'auto', threshold_px, seed,
+                    iterations) if len(X) >= 4 else None
     if res is not None:
-        R_w2c, t, mask = res
-        if mask.sum() >= min_inliers and np.all(np.isfinite(R_w2c)) and np.all(np.isfinite(t)):
-            R_c2w, C = R_w2c.T, -R_w2c.T @ t
+        R_c2w, C, mask = res
+        if mask.sum() >= min_inliers:
             cov = pnp_covariance(R_c2w, C, K, X[mask], x[mask], min_sigma_px=1.0)
             cov = cov * (len(X) / float(mask.sum()))
             return ScrPose(R_c2w, C, cov, int(mask.sum()), len(X))
