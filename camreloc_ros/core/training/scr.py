@@ -45,7 +45,6 @@ covariance scales are fitted on them too (:func:`~.trainer.covariance_calibratio
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from pathlib import Path
@@ -57,15 +56,14 @@ import numpy as np
 import torch
 
 from camreloc_ros.core.data.readers import image_size
-from camreloc_ros.core.evaluation.metrics import atomic_write_text, pose_errors
+from camreloc_ros.core.evaluation.metrics import pose_errors
 from camreloc_ros.core.geometry import matrix_to_quat
 from camreloc_ros.core.io import clean_stale_temps
-from camreloc_ros.core.models.pose_model import load_checkpoint_file, model_conf, PoseModel, \
-    save_atomic
+from camreloc_ros.core.models.pose_model import load_checkpoint_file, model_conf, PoseModel
 from camreloc_ros.core.models.scr import pixel_centres, pose_from_coordinates
 from camreloc_ros.core.training.feature_cache import frozen_features
 from camreloc_ros.core.training.trainer import _world_rot_error, covariance_calibration, \
-    default_conf, pose_stats, pose_targets, train_conf
+    default_conf, pose_stats, pose_targets, train_conf, write_epoch_files
 
 logger = logging.getLogger('camreloc_ros')
 
@@ -425,16 +423,8 @@ class ScrTrainer:
         state['resume'] = {'optimizer': self.optimizer.state_dict(),
                            'scheduler': self.scheduler.state_dict(), 'epoch': self.epoch,
                            'step': self.step, 'best_score': self.best_score}
-        save_atomic(state, self.out_dir / 'last.pt')
-        keep = int(self.conf['train']['keep_epochs'])
-        if keep > 0:
-            self.model.save_checkpoint(self.out_dir / f'epoch_{self.epoch:03d}.pt', extra)
-        for old in range(self.epoch - keep, 0, -1):
-            path = self.out_dir / f'epoch_{old:03d}.pt'
-            if not path.is_file():
-                break
-            path.unlink()
-        atomic_write_text(self.out_dir / 'history.json', json.dumps(self.history, indent=1))
+        write_epoch_files(self.model, self.out_dir, state, extra, self.epoch,
+                          int(self.conf['train']['keep_epochs']), self.history)
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from ``last.pt``; returns False when there is nothing to resume."""

@@ -326,6 +326,25 @@ def param_groups(objective: nn.Module, model: PoseModel, tconf: dict) -> list[di
     return [g for g in groups if g['params']]
 
 
+def write_epoch_files(model: PoseModel, out_dir: Path, state: dict, extra: dict, epoch: int,
+                      keep: int, history: list) -> None:
+    """Write ``last.pt`` (``state``, resumable), this epoch's file, prune, ``history.json``.
+
+    ``last.pt`` goes first: resuming needs only it. Only epoch files this run numbered are
+    removed (``epoch_NNN.pt`` older than the newest ``keep``). Every trainer (the pose
+    heads', the scene-coordinate head's) writes its run folder through this one function.
+    """
+    save_atomic(state, out_dir / 'last.pt')
+    if keep > 0:
+        model.save_checkpoint(out_dir / f'epoch_{epoch:03d}.pt', extra)
+    for old in range(epoch - keep, 0, -1):
+        path = out_dir / f'epoch_{old:03d}.pt'
+        if not path.is_file():
+            break
+        path.unlink()
+    atomic_write_text(out_dir / 'history.json', json.dumps(history, indent=1))
+
+
 class Trainer:
     """Fits a :class:`PoseModel` on training frames and validates on held-out frames.
 
@@ -609,16 +628,8 @@ class Trainer:
                            'best_score': self.best_score}
         if self.scaler is not None:
             state['resume']['scaler'] = self.scaler.state_dict()
-        save_atomic(state, self.out_dir / 'last.pt')   # first: resuming needs only this
-        keep = int(self.conf['train']['keep_epochs'])
-        if keep > 0:
-            self.model.save_checkpoint(self.out_dir / f'epoch_{self.epoch:03d}.pt', extra)
-        for old in range(self.epoch - keep, 0, -1):
-            path = self.out_dir / f'epoch_{old:03d}.pt'
-            if not path.is_file():
-                break
-            path.unlink()
-        atomic_write_text(self.out_dir / 'history.json', json.dumps(self.history, indent=1))
+        write_epoch_files(self.model, self.out_dir, state, extra, self.epoch,
+                          int(self.conf['train']['keep_epochs']), self.history)
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Continue from ``last.pt``; returns False when there is nothing to resume."""
